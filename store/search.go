@@ -1,0 +1,291 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"mime"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message"
+	"github.com/emersion/go-message/charset"
+	"github.com/emersion/go-message/textproto"
+)
+
+// UIDRange is an inclusive range of UIDs.
+type UIDRange struct{ Lo, Hi uint32 }
+
+// Criteria select messages, as IMAP SEARCH keys do: every field that is set
+// must match (AND). Sequence numbers and "*" are resolved to UIDs by the
+// caller. Dates compare by calendar day in the location of the criterion's
+// time, as RFC 3501 asks ("disregarding time and timezone").
+type Criteria struct {
+	UID [][]UIDRange // each set must contain the UID
+
+	Since, Before         time.Time // internal date
+	SentSince, SentBefore time.Time // Date: header
+
+	Header []HeaderMatch
+	Body   []string // in the decoded text of the body
+	Text   []string // in the header or the decoded text of the body
+
+	Flag    []string
+	NotFlag []string
+
+	Larger, Smaller int64
+	MinModSeq       uint64 // MODSEQ: modseq at least this
+
+	Not []Criteria
+	Or  [][2]Criteria
+}
+
+// HeaderMatch matches messages with a header field whose value contains
+// Value (case-insensitively); an empty Value matches any such field.
+type HeaderMatch struct{ Name, Value string }
+
+// Search returns the UIDs of the messages of a mailbox that match c.
+func (s *Store) Search(user, name string, c *Criteria) ([]uint32, error) {
+	msgs, err := s.Messages(user, name, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out []uint32
+	for i := range msgs {
+		m := &msgs[i]
+		lm := &lazyMsg{s: s, m: m}
+		ok, err := c.match(lm)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, m.UID)
+		}
+	}
+	return out, nil
+}
+
+// lazyMsg loads metadata and text only when a criterion needs them.
+type lazyMsg struct {
+	s    *Store
+	m    *Message
+	meta *Meta
+	hdr  []Field
+	text *string
+}
+
+func (l *lazyMsg) fields() ([]Field, error) {
+	if l.hdr != nil {
+		return l.hdr, nil
+	}
+	if l.meta == nil {
+		meta, err := l.s.Meta(l.m.Body)
+		if err != nil {
+			return nil, err
+		}
+		l.meta = meta
+	}
+	l.hdr = append(prefixFields(l.m.Prefix), l.meta.Fields...)
+	return l.hdr, nil
+}
+
+func (l *lazyMsg) bodyText() (string, error) {
+	if l.text != nil {
+		return *l.text, nil
+	}
+	raw, err := l.s.Body(l.m.Body)
+	if err != nil {
+		return "", err
+	}
+	t := strings.ToLower(decodedText(raw))
+	l.text = &t
+	return t, nil
+}
+
+func prefixFields(prefix []byte) []Field {
+	if len(prefix) == 0 {
+		return nil
+	}
+	h, err := textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(prefix), strings.NewReader("\r\n"))))
+	if err != nil {
+		return nil
+	}
+	var out []Field
+	for f := h.Fields(); f.Next(); {
+		out = append(out, Field{Name: f.Key(), Value: f.Value()})
+	}
+	return out
+}
+
+var searchDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
+
+// maxSearchText bounds how much decoded text of one message a search reads.
+const maxSearchText = 16 << 20
+
+// decodedText returns the text/* parts of a message decoded to UTF-8
+// (transfer encoding and charset), or the raw body where it cannot be parsed.
+func decodedText(raw []byte) string {
+	e, err := message.Read(bytes.NewReader(raw))
+	if e == nil {
+		return string(raw)
+	}
+	var sb strings.Builder
+	walkErr := e.Walk(func(path []int, part *message.Entity, err error) error {
+		if err != nil {
+			return nil // an unknown charset or encoding: skip the part
+		}
+		mt, _, _ := part.Header.ContentType()
+		if !strings.HasPrefix(mt, "text/") && mt != "" {
+			return nil
+		}
+		_, _ = io.Copy(&sb, io.LimitReader(part.Body, maxSearchText-int64(sb.Len())))
+		sb.WriteByte('\n')
+		return nil
+	})
+	if walkErr != nil && sb.Len() == 0 || err != nil && sb.Len() == 0 {
+		return string(raw)
+	}
+	return sb.String()
+}
+
+func (c *Criteria) match(l *lazyMsg) (bool, error) {
+	m := l.m
+	for _, set := range c.UID {
+		if !inRanges(set, m.UID) {
+			return false, nil
+		}
+	}
+	if !c.Since.IsZero() && dayOf(m.InternalDate, c.Since) < dayOf(c.Since, c.Since) {
+		return false, nil
+	}
+	if !c.Before.IsZero() && dayOf(m.InternalDate, c.Before) >= dayOf(c.Before, c.Before) {
+		return false, nil
+	}
+	for _, f := range c.Flag {
+		if !hasFlag(m.Flags, f) {
+			return false, nil
+		}
+	}
+	for _, f := range c.NotFlag {
+		if hasFlag(m.Flags, f) {
+			return false, nil
+		}
+	}
+	if c.Larger > 0 && m.Size <= c.Larger {
+		return false, nil
+	}
+	if c.Smaller > 0 && m.Size >= c.Smaller {
+		return false, nil
+	}
+	if c.MinModSeq > 0 && m.ModSeq < c.MinModSeq {
+		return false, nil
+	}
+	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
+		if _, err := l.fields(); err != nil {
+			return false, err
+		}
+		sent := l.meta.Envelope.Date
+		if sent.IsZero() {
+			return false, nil
+		}
+		if !c.SentSince.IsZero() && dayOf(sent, sent) < dayOf(c.SentSince, c.SentSince) {
+			return false, nil
+		}
+		if !c.SentBefore.IsZero() && dayOf(sent, sent) >= dayOf(c.SentBefore, c.SentBefore) {
+			return false, nil
+		}
+	}
+	if len(c.Header) > 0 {
+		fields, err := l.fields()
+		if err != nil {
+			return false, err
+		}
+		for _, h := range c.Header {
+			if !headerHas(fields, h) {
+				return false, nil
+			}
+		}
+	}
+	for _, want := range c.Body {
+		t, err := l.bodyText()
+		if err != nil {
+			return false, err
+		}
+		if !strings.Contains(t, strings.ToLower(want)) {
+			return false, nil
+		}
+	}
+	for _, want := range c.Text {
+		fields, err := l.fields()
+		if err != nil {
+			return false, err
+		}
+		if headerHas(fields, HeaderMatch{Value: want}) {
+			continue
+		}
+		t, err := l.bodyText()
+		if err != nil {
+			return false, err
+		}
+		if !strings.Contains(t, strings.ToLower(want)) {
+			return false, nil
+		}
+	}
+	for i := range c.Not {
+		ok, err := c.Not[i].match(l)
+		if err != nil || ok {
+			return false, err
+		}
+	}
+	for i := range c.Or {
+		a, err := c.Or[i][0].match(l)
+		if err != nil {
+			return false, err
+		}
+		if a {
+			continue
+		}
+		b, err := c.Or[i][1].match(l)
+		if err != nil || !b {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// headerHas reports whether a field named h.Name (any field when Name is
+// empty) contains h.Value, case-insensitively, decoding RFC 2047 words.
+func headerHas(fields []Field, h HeaderMatch) bool {
+	want := strings.ToLower(h.Value)
+	for _, f := range fields {
+		if h.Name != "" && !strings.EqualFold(f.Name, h.Name) {
+			continue
+		}
+		if want == "" {
+			return true
+		}
+		v := f.Value
+		if d, err := searchDecoder.DecodeHeader(v); err == nil {
+			v = d
+		}
+		if strings.Contains(strings.ToLower(v), want) {
+			return true
+		}
+	}
+	return false
+}
+
+func inRanges(set []UIDRange, uid uint32) bool {
+	for _, r := range set {
+		if uid >= r.Lo && uid <= r.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+// dayOf returns t's calendar day in the location of ref as a comparable int.
+func dayOf(t, ref time.Time) int {
+	y, m, d := t.In(ref.Location()).Date()
+	return y*10000 + int(m)*100 + d
+}

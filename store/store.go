@@ -1,0 +1,246 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Defaults for Options.
+const (
+	DefaultCacheSize      = 64 << 20
+	DefaultMaxMessageSize = 50 << 20
+)
+
+// Options configure a Store. A nil *Options means defaults.
+type Options struct {
+	// CacheSize is the Pebble block cache in bytes.
+	CacheSize int64
+	// MaxMessageSize bounds a body plus its prefix. It is checked by Admit,
+	// before an operation enters the log, never while applying: applying
+	// must not depend on a node's configuration.
+	MaxMessageSize int64
+	// ReadOnly opens the store without taking writes (verify, inspection).
+	ReadOnly bool
+	// FS is the file system; nil means the operating system's. Tests pass
+	// Pebble's crash-testing in-memory file system.
+	FS vfs.FS
+	// Logger receives the store's and Pebble's messages; nil discards them.
+	Logger *slog.Logger
+}
+
+func (o *Options) withDefaults() Options {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = DefaultCacheSize
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports every bad setting at once.
+func (o *Options) Validate() error {
+	if o == nil {
+		return nil
+	}
+	var errs []error
+	if o.CacheSize < 0 {
+		errs = append(errs, fmt.Errorf("store: CacheSize %d: must not be negative", o.CacheSize))
+	}
+	if o.MaxMessageSize < 0 {
+		errs = append(errs, fmt.Errorf("store: MaxMessageSize %d: must not be negative", o.MaxMessageSize))
+	}
+	return errors.Join(errs...)
+}
+
+// Store is the message store of one node: a state machine fed with log
+// entries through Apply, read concurrently by everyone else.
+//
+// Concurrency: Apply calls are serialised (entries are applied in log order);
+// reads may run concurrently with each other and with Apply and see every
+// entry applied before they started. Durability: Apply returns only after the
+// batch holding its entries and the new applied sequence is fsynced
+// (pebble.Sync).
+type Store struct {
+	opts Options
+	dir  string
+	log  *slog.Logger
+
+	// closeMu guards db against use after Close: readers and Apply hold it
+	// shared, Close exclusively.
+	closeMu sync.RWMutex
+	db      *pebble.DB
+	closed  bool
+
+	// wmu serialises Apply; applied is the last applied sequence.
+	wmu     sync.Mutex
+	applied uint64
+}
+
+// Open opens or creates the store in dir.
+func Open(ctx context.Context, dir string, opts *Options) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	o := opts.withDefaults()
+	cache := pebble.NewCache(o.CacheSize)
+	defer cache.Unref()
+	po := &pebble.Options{
+		FS:                 o.FS,
+		Cache:              cache,
+		FormatMajorVersion: pebble.FormatNewest,
+		ReadOnly:           o.ReadOnly,
+		ErrorIfNotExists:   o.ReadOnly,
+		Logger:             pebbleLogger{o.Logger},
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	s := &Store{opts: o, dir: dir, log: o.Logger.With("component", "store"), db: db}
+	if err := s.init(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+func (s *Store) init() error {
+	v, err := s.get(keyFormat)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		if s.opts.ReadOnly {
+			return fmt.Errorf("%w: no Twinbox format marker (not a Twinbox store?)", ErrCorrupt)
+		}
+		if !s.isEmpty() {
+			return fmt.Errorf("%w: database has data but no Twinbox format marker", ErrCorrupt)
+		}
+		if err := s.db.Set(keyFormat, formatVersion, pebble.Sync); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	case !bytes.Equal(v, formatVersion):
+		return fmt.Errorf("%w: store format %x, this build reads %x", ErrUnknownVersion, v, formatVersion)
+	}
+	a, err := s.get(keyApplied)
+	if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+		return err
+	}
+	s.applied = u64(a)
+	return nil
+}
+
+func (s *Store) isEmpty() bool {
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		return false
+	}
+	defer it.Close()
+	return !it.First()
+}
+
+// get returns a copy of the value of k.
+func (s *Store) get(k []byte) ([]byte, error) {
+	v, closer, err := s.db.Get(k)
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	return bytes.Clone(v), nil
+}
+
+// Close closes the store. Later calls fail with ErrClosed.
+func (s *Store) Close(ctx context.Context) error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.db.Close()
+}
+
+// Dir is the directory the store lives in.
+func (s *Store) Dir() string { return s.dir }
+
+// AppliedSeq is the sequence of the last applied entry.
+func (s *Store) AppliedSeq() uint64 {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.applied
+}
+
+// reader acquires the store for a read; the returned func releases it.
+func (s *Store) reader() (*pebble.DB, func(), error) {
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return nil, nil, ErrClosed
+	}
+	return s.db, s.closeMu.RUnlock, nil
+}
+
+// Checkpoint writes a consistent copy of the store to dir (which must not
+// exist), for resync and backups.
+func (s *Store) Checkpoint(dir string) error {
+	db, done, err := s.reader()
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
+		return fmt.Errorf("store: checkpoint to %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Flush writes the memtable to disk (benchmarks measure on-disk size).
+func (s *Store) Flush() error {
+	db, done, err := s.reader()
+	if err != nil {
+		return err
+	}
+	defer done()
+	return db.Flush()
+}
+
+// DiskUsage is the size of the store's live files in bytes.
+func (s *Store) DiskUsage() (uint64, error) {
+	db, done, err := s.reader()
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	return db.Metrics().DiskSpaceUsage(), nil
+}
+
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	panic(fmt.Sprintf(format, args...)) // Pebble's contract: Fatalf does not return
+}
