@@ -140,6 +140,11 @@ func (s *Store) applyOne(b *pebble.Batch, e Entry) (Result, error) {
 	if err := e.Op.check(); err != nil {
 		return Result{}, err
 	}
+	if d, ok := e.Op.(*Deliver); ok {
+		if err := d.Body.checkContent(); err != nil {
+			return Result{}, err
+		}
+	}
 	t := &txn{b: b, now: e.Time}
 	res := Result{Seq: e.Seq}
 	var err error

@@ -1,5 +1,7 @@
 package store
 
+import "fmt"
+
 // Body is a message body prepared for storage: its content address, how it is
 // split into pieces (see package dedupe) and the metadata parsed from it.
 // A Deliver operation carries one.
@@ -18,4 +20,25 @@ type Body struct {
 type PartBlob struct {
 	ID   BlobID `cbor:"1,keyasint"`
 	Data []byte `cbor:"2,keyasint,omitempty"`
+}
+
+// checkContent re-hashes the body when the delivery carries all of it, so a
+// body whose bytes do not match its address is never stored. (A delivery
+// that relies on parts already stored is checked by Verify instead.)
+func (b *Body) checkContent() error {
+	data := make(map[BlobID][]byte, len(b.Parts))
+	for _, p := range b.Parts {
+		if p.Data == nil {
+			return nil
+		}
+		data[p.ID] = p.Data
+	}
+	raw, err := b.Manifest.Assemble(func(id BlobID) ([]byte, error) { return data[id], nil })
+	if err != nil {
+		return fmt.Errorf("%w: body %s: %v", ErrInvalidOp, b.ID, err)
+	}
+	if HashBlob(raw) != b.ID {
+		return fmt.Errorf("%w: body %s: content does not match its address", ErrCorrupt, b.ID)
+	}
+	return nil
 }
