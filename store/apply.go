@@ -46,12 +46,36 @@ type Placement struct {
 	UID         uint32
 }
 
-// Apply applies entries in order in one Pebble batch with one fsync, and
-// records the last sequence as applied in the same batch. Each entry is
-// atomic: one that fails leaves nothing behind, and the others still apply.
-// The returned error reports a storage failure, in which case nothing was
-// applied.
+// Apply applies entries in order in one Pebble batch, and records the last
+// sequence as applied in the same batch. Each entry is atomic: one that fails
+// leaves nothing behind, and the others still apply. Apply returns once the
+// batch is fsynced. The returned error reports a storage failure, in which
+// case nothing was applied.
+//
+// Entries are applied one Apply call at a time, but the fsync wait happens
+// outside that critical section: while one call waits for its fsync the next
+// applies its batch, and Pebble's WAL writer covers every batch waiting with
+// one fsync. So concurrent writers share fsyncs (group commit) while each
+// still returns only when its own entries are durable; later batches are
+// never durable before earlier ones (the WAL is sequential).
 func (s *Store) Apply(ctx context.Context, entries ...Entry) ([]Result, error) {
+	return s.apply(ctx, func() []Entry { return entries })
+}
+
+// ApplyNext applies ops at the next free sequences: the write path of a
+// standalone node, where the store's own sequence is the log.
+func (s *Store) ApplyNext(ctx context.Context, now int64, ops ...Op) ([]Result, error) {
+	return s.apply(ctx, func() []Entry {
+		entries := make([]Entry, len(ops))
+		for i, op := range ops {
+			entries[i] = Entry{Seq: s.applied + uint64(i) + 1, Time: now, Op: op}
+		}
+		return entries
+	})
+}
+
+// apply runs the entries that next returns (called with wmu held).
+func (s *Store) apply(ctx context.Context, next func() []Entry) ([]Result, error) {
 	if s.opts.ReadOnly {
 		return nil, fmt.Errorf("store: apply: opened read-only")
 	}
@@ -64,34 +88,35 @@ func (s *Store) Apply(ctx context.Context, entries ...Entry) ([]Result, error) {
 		return nil, err
 	}
 	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	return s.applyLocked(entries)
-}
-
-// ApplyNext applies ops at the next free sequences: the write path of a
-// standalone node, where the store's own sequence is the log.
-func (s *Store) ApplyNext(ctx context.Context, now int64, ops ...Op) ([]Result, error) {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	if s.closed {
-		return nil, ErrClosed
+	if s.broken != nil {
+		s.wmu.Unlock()
+		return nil, s.broken
 	}
-	if err := ctx.Err(); err != nil {
+	results, b, err := s.applyLocked(next())
+	s.wmu.Unlock()
+	if err != nil || b == nil {
+		return results, err
+	}
+	defer b.Close()
+	if err := b.SyncWait(); err != nil {
+		// The batch is visible but may not be durable: this store can no
+		// longer tell what it holds. Refuse everything from now on; a
+		// restart recovers from the WAL.
+		err = fmt.Errorf("store: fsync of entries up to %d: %w", results[len(results)-1].Seq, err)
+		s.wmu.Lock()
+		s.broken = err
+		s.wmu.Unlock()
 		return nil, err
 	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	entries := make([]Entry, len(ops))
-	for i, op := range ops {
-		entries[i] = Entry{Seq: s.applied + uint64(i) + 1, Time: now, Op: op}
-	}
-	return s.applyLocked(entries)
+	return results, nil
 }
 
-func (s *Store) applyLocked(entries []Entry) ([]Result, error) {
+// applyLocked builds the batch of entries and hands it to Pebble without
+// waiting for its fsync; the caller must SyncWait and Close the returned
+// batch (nil when nothing was written).
+func (s *Store) applyLocked(entries []Entry) ([]Result, *pebble.Batch, error) {
 	results := make([]Result, len(entries))
 	b := s.db.NewIndexedBatch()
-	defer func() { b.Close() }()
 	applied := s.applied
 	var done []int // entries applied into b, to rebuild b after a failure
 	for i, e := range entries {
@@ -115,21 +140,27 @@ func (s *Store) applyLocked(entries []Entry) ([]Result, error) {
 		b = s.db.NewIndexedBatch()
 		for _, j := range done {
 			if _, err := s.applyOne(b, entries[j]); err != nil {
-				return nil, fmt.Errorf("store: re-apply entry %d: %w", entries[j].Seq, err)
+				b.Close()
+				return nil, nil, fmt.Errorf("store: re-apply entry %d: %w", entries[j].Seq, err)
 			}
 		}
 	}
 	if applied == s.applied {
-		return results, nil
+		b.Close()
+		return results, nil, nil
 	}
 	if err := b.Set(keyApplied, putU64(applied), nil); err != nil {
-		return nil, err
+		b.Close()
+		return nil, nil, err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return nil, fmt.Errorf("store: commit entries up to %d: %w", applied, err)
+	// ApplyNoSyncWait makes the batch visible at once and lets the caller
+	// wait for the fsync outside wmu (see Apply).
+	if err := s.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+		b.Close()
+		return nil, nil, fmt.Errorf("store: commit entries up to %d: %w", applied, err)
 	}
 	s.applied = applied
-	return results, nil
+	return results, b, nil
 }
 
 // applyOne applies one entry into b; on error b may hold part of it.

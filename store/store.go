@@ -89,9 +89,11 @@ type Store struct {
 	db      *pebble.DB
 	closed  bool
 
-	// wmu serialises Apply; applied is the last applied sequence.
+	// wmu serialises Apply; applied is the last applied sequence; broken
+	// is set when an fsync failed and the store refuses writes.
 	wmu     sync.Mutex
 	applied uint64
+	broken  error
 }
 
 // Open opens or creates the store in dir.
