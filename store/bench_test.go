@@ -1,0 +1,224 @@
+package store_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/twinbox/twinbox/cache"
+	"github.com/twinbox/twinbox/dedupe"
+	"github.com/twinbox/twinbox/store"
+)
+
+// BenchmarkDeliver measures durable deliveries of a 10 KB message (a new
+// message each time) to 1 and to 50 mailboxes, by 1 and by 16 concurrent
+// senders. Every delivery returns only after its entry is fsynced. Two write
+// paths: "direct", each sender calls Store.ApplyNext (Pebble's WAL writer
+// shares one fsync among the batches waiting), and "group", senders go
+// through cache.GroupCommit, which puts concurrent operations in one batch.
+func BenchmarkDeliver(b *testing.B) {
+	for _, rcpts := range []int{1, 50} {
+		for _, conc := range []int{1, 16} {
+			for _, grouped := range []bool{false, true} {
+				mode := "direct"
+				if grouped {
+					mode = "group"
+				}
+				b.Run(fmt.Sprintf("rcpt=%d/conc=%d/%s", rcpts, conc, mode), func(b *testing.B) {
+					benchDeliver(b, rcpts, conc, 10<<10, grouped)
+				})
+			}
+		}
+	}
+}
+
+func benchDeliver(b *testing.B, rcpts, conc, size int, grouped bool) {
+	s := newTestStore(b, nil)
+	var targets []store.Target
+	for i := range rcpts {
+		u := fmt.Sprintf("user%02d", i)
+		apply(b, s, &store.CreateUser{User: u})
+		targets = append(targets, store.Target{User: u, Mailbox: "INBOX"})
+	}
+	gc := cache.NewGroupCommit(func(ctx context.Context, ops []store.Op) ([]store.Result, error) {
+		return s.ApplyNext(ctx, store.Now(), ops...)
+	}, nil)
+	defer gc.Close()
+	deliver := func(op store.Op) (store.Result, error) {
+		if grouped {
+			return gc.Do(context.Background(), op)
+		}
+		res, err := s.ApplyNext(context.Background(), store.Now(), op)
+		if err != nil {
+			return store.Result{}, err
+		}
+		return res[0], nil
+	}
+	// Prepare the messages outside the timed part: the benchmark measures
+	// the store, not MIME parsing.
+	ops := make([]store.Op, b.N)
+	for i := range ops {
+		ops[i] = &store.Deliver{Body: *dedupe.Prepare(message(i, size), nil), Targets: targets, InternalDate: store.Now()}
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				res, err := deliver(ops[i])
+				if err == nil {
+					err = res.Err
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+	if grouped {
+		b.ReportMetric(gc.Stats().AvgBatch(), "ops/batch")
+	}
+}
+
+// BenchmarkBodyRead reads random bodies of 2 000 stored 10 KB messages from
+// the store (Pebble with a small block cache, so most reads go to the files)
+// and through the read cache once it is warm.
+func BenchmarkBodyRead(b *testing.B) {
+	s := newTestStore(b, &store.Options{CacheSize: 1 << 20})
+	apply(b, s, &store.CreateUser{User: "alice"})
+	const n = 2000
+	ids := make([]store.BlobID, n)
+	var ops []store.Op
+	for i := range n {
+		body := dedupe.Prepare(message(i, 10<<10), nil)
+		ids[i] = body.ID
+		ops = append(ops, &store.Deliver{Body: *body, Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}})
+		if len(ops) == 200 {
+			apply(b, s, ops...)
+			ops = nil
+		}
+	}
+	if err := s.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("store", func(b *testing.B) {
+		b.SetBytes(10 << 10)
+		for i := range b.N {
+			if _, err := s.Body(ids[(i*7919)%n]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
+	})
+	b.Run("cached", func(b *testing.B) {
+		c, err := cache.New[store.BlobID, []byte](nil, func(_ store.BlobID, v []byte) int64 { return int64(len(v)) })
+		if err != nil {
+			b.Fatal(err)
+		}
+		load := func(_ context.Context, id store.BlobID) ([]byte, error) { return s.Body(id) }
+		for _, id := range ids {
+			if _, err := c.Get(context.Background(), id, load); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.SetBytes(10 << 10)
+		b.ResetTimer()
+		for i := range b.N {
+			if _, err := c.Get(context.Background(), ids[(i*7919)%n], load); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
+	})
+}
+
+// BenchmarkDiskPerMessage delivers 1 MB messages (text and a base64
+// attachment of random bytes, which no compressor shrinks) to 50 mailboxes,
+// flushes, and reports the bytes the store's directory grew by per message.
+func BenchmarkDiskPerMessage(b *testing.B) {
+	const rcpts, msgs = 50, 20
+	for range b.N {
+		dir := b.TempDir()
+		s, err := store.Open(context.Background(), dir, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var targets []store.Target
+		for i := range rcpts {
+			u := fmt.Sprintf("user%02d", i)
+			apply(b, s, &store.CreateUser{User: u})
+			targets = append(targets, store.Target{User: u, Mailbox: "INBOX", Prefix: []byte("Delivered-To: " + u + "@example.com\r\n")})
+		}
+		if err := s.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		before := dirSize(b, dir)
+		var msgBytes int64
+		for i := range msgs {
+			raw := bigMessage(i, 1<<20)
+			msgBytes += int64(len(raw))
+			apply(b, s, &store.Deliver{Body: *dedupe.Prepare(raw, nil), Targets: targets, InternalDate: testNow})
+		}
+		if err := s.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		after := dirSize(b, dir)
+		b.ReportMetric(float64(after-before)/msgs, "disk-bytes/msg")
+		b.ReportMetric(float64(msgBytes)/msgs, "msg-bytes")
+		b.ReportMetric(float64(after-before)/float64(msgBytes), "disk/msg-ratio")
+		_ = s.Close(context.Background())
+	}
+}
+
+// bigMessage is a multipart message of about size bytes: a short text part
+// and a base64 attachment of random bytes.
+func bigMessage(i, size int) []byte {
+	att := make([]byte, size*3/4)
+	_, _ = rand.Read(att)
+	enc := base64.StdEncoding.EncodeToString(att)
+	var lines []byte
+	for len(enc) > 76 {
+		lines = append(lines, enc[:76]+"\r\n"...)
+		enc = enc[76:]
+	}
+	lines = append(lines, enc+"\r\n"...)
+	return []byte(fmt.Sprintf("From: a@example.org\r\nTo: list@example.com\r\nSubject: report %d\r\nMIME-Version: 1.0\r\n"+
+		"Content-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n--b%d\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"+
+		"--b%d\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n%s--b%d--\r\n",
+		i, i, i, i, lines, i))
+}
+
+func dirSize(tb testing.TB, dir string) int64 {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil {
+			n += info.Size()
+		}
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}

@@ -1,0 +1,67 @@
+package store_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twinbox/twinbox/store"
+)
+
+func TestSearch(t *testing.T) {
+	s := newTestStore(t, nil)
+	apply(t, s, &store.CreateUser{User: "alice"})
+	day := func(d int) int64 { return time.Date(2026, 11, d, 15, 0, 0, 0, time.UTC).UnixNano() }
+	msgs := []struct {
+		raw   string
+		flags []string
+		date  int64
+	}{
+		{"From: Ana =?utf-8?q?Mar=C3=ADa?= <ana@example.net>\r\nTo: alice@example.com\r\nSubject: Lunch\r\nDate: Mon, 02 Nov 2026 09:00:00 +0000\r\n" +
+			"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nMeet at the caf=C3=A9 on the corner.\r\n", []string{`\Seen`}, day(2)},
+		{"From: bob@example.org\r\nTo: alice@example.com\r\nSubject: Quarterly report\r\nDate: Tue, 10 Nov 2026 09:00:00 +0000\r\nX-Priority: 1\r\n\r\n" +
+			"Numbers attached. " + string(make([]byte, 0)) + "Revenue grew.\r\n", []string{`\Flagged`}, day(10)},
+		{"From: news@lists.example\r\nTo: alice@example.com\r\nSubject: Weekly digest\r\nDate: Fri, 20 Nov 2026 09:00:00 +0000\r\n\r\n" +
+			"Nothing about cafes here, just a long digest.\r\n" + string(make([]byte, 2000)), nil, day(20)},
+	}
+	for _, m := range msgs {
+		apply(t, s, &store.Deliver{Body: body([]byte(m.raw)), InternalDate: m.date,
+			Targets: []store.Target{{User: "alice", Mailbox: "INBOX", Flags: m.flags, Prefix: []byte("Delivered-To: alice@example.com\r\n")}}})
+	}
+	on := func(d int) time.Time { return time.Date(2026, 11, d, 0, 0, 0, 0, time.UTC) }
+	cases := []struct {
+		name string
+		c    store.Criteria
+		want []uint32
+	}{
+		{"all", store.Criteria{}, []uint32{1, 2, 3}},
+		{"seen", store.Criteria{Flag: []string{`\seen`}}, []uint32{1}},
+		{"unseen", store.Criteria{NotFlag: []string{`\Seen`}}, []uint32{2, 3}},
+		{"since", store.Criteria{Since: on(10)}, []uint32{2, 3}},
+		{"before", store.Criteria{Before: on(10)}, []uint32{1}},
+		{"on", store.Criteria{Since: on(10), Before: on(11)}, []uint32{2}},
+		{"sentsince", store.Criteria{SentSince: on(15)}, []uint32{3}},
+		{"larger", store.Criteria{Larger: 1000}, []uint32{3}},
+		{"smaller", store.Criteria{Smaller: 1000}, []uint32{1, 2}},
+		{"subject", store.Criteria{Header: []store.HeaderMatch{{Name: "subject", Value: "REPORT"}}}, []uint32{2}},
+		{"encoded from", store.Criteria{Header: []store.HeaderMatch{{Name: "From", Value: "maría"}}}, []uint32{1}},
+		{"has header", store.Criteria{Header: []store.HeaderMatch{{Name: "X-Priority"}}}, []uint32{2}},
+		{"prefix header", store.Criteria{Header: []store.HeaderMatch{{Name: "Delivered-To", Value: "alice@"}}}, []uint32{1, 2, 3}},
+		{"decoded body", store.Criteria{Body: []string{"CAFÉ"}}, []uint32{1}},
+		{"body not raw", store.Criteria{Body: []string{"=C3=A9"}}, nil},
+		{"text header or body", store.Criteria{Text: []string{"digest"}}, []uint32{3}},
+		{"uid", store.Criteria{UID: [][]store.UIDRange{{{Lo: 2, Hi: 3}}, {{Lo: 1, Hi: 2}}}}, []uint32{2}},
+		{"not", store.Criteria{Not: []store.Criteria{{Flag: []string{`\Flagged`}}}}, []uint32{1, 3}},
+		{"or", store.Criteria{Or: [][2]store.Criteria{{{Flag: []string{`\Seen`}}, {Larger: 1000}}}}, []uint32{1, 3}},
+		{"modseq", store.Criteria{MinModSeq: 4}, []uint32{3}},
+	}
+	for _, c := range cases {
+		got, err := s.Search("alice", "INBOX", &c.c)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+}
