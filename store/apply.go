@@ -554,9 +554,6 @@ func (t *txn) linkBody(body *Body, n int64) error {
 		return err
 	}
 	if ok {
-		if br.Kind != blobMessage {
-			return fmt.Errorf("%w: blob %s is not a message body", ErrCorrupt, body.ID)
-		}
 		return t.addRefs(body.ID, br, n)
 	}
 	data := make(map[BlobID][]byte, len(body.Parts))
@@ -565,12 +562,13 @@ func (t *txn) linkBody(body *Body, n int64) error {
 	}
 	for _, id := range distinct(body.Manifest.Refs()) {
 		var pr blobRec
-		ok, err := t.getRec(blobKey(id), &pr)
+		ok, err := t.getRec(partKey(id), &pr)
 		if err != nil {
 			return err
 		}
 		if ok {
-			if err := t.addRefs(id, pr, 1); err != nil {
+			pr.Refs++
+			if err := t.put(partKey(id), pr); err != nil {
 				return err
 			}
 			continue
@@ -579,10 +577,10 @@ func (t *txn) linkBody(body *Body, n int64) error {
 		if d == nil {
 			return fmt.Errorf("%w: part %s of body %s", ErrMissingBlob, id, body.ID)
 		}
-		if err := t.b.Set(dataKey(id), d, nil); err != nil {
+		if err := t.b.Set(partDataKey(id), d, nil); err != nil {
 			return err
 		}
-		if err := t.put(blobKey(id), blobRec{Kind: blobPart, Refs: 1, Size: int64(len(d))}); err != nil {
+		if err := t.put(partKey(id), blobRec{Kind: blobPart, Refs: 1, Size: int64(len(d))}); err != nil {
 			return err
 		}
 	}
@@ -595,6 +593,8 @@ func (t *txn) linkBody(body *Body, n int64) error {
 	return t.put(blobKey(body.ID), blobRec{Kind: blobMessage, Refs: n, Size: body.Size})
 }
 
+// addRefs adds n references to a stored body, taking it out of the
+// collection index if it was there.
 func (t *txn) addRefs(id BlobID, br blobRec, n int64) error {
 	if br.Refs == 0 {
 		if err := t.del(zeroKey(br.ZeroAt, id)); err != nil {
@@ -615,7 +615,7 @@ func (t *txn) unlinkBody(id BlobID, n int64) error {
 		return err
 	}
 	if !ok || br.Refs < n {
-		return fmt.Errorf("%w: blob %s has %d references, dropping %d", ErrCorrupt, id, br.Refs, n)
+		return fmt.Errorf("%w: body %s has %d references, dropping %d", ErrCorrupt, id, br.Refs, n)
 	}
 	br.Refs -= n
 	if br.Refs == 0 {
@@ -873,7 +873,7 @@ func (t *txn) collect(op *Collect) (int, int64, error) {
 	}
 	n, freed := 0, int64(0)
 	for _, id := range ids {
-		c, f, err := t.deleteBlob(id)
+		c, f, err := t.deleteBody(id)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -883,52 +883,47 @@ func (t *txn) collect(op *Collect) (int, int64, error) {
 	return n, freed, nil
 }
 
-// deleteBlob deletes an unreferenced blob; for a message body, it drops one
-// reference from each of its parts and deletes those left with none.
-func (t *txn) deleteBlob(id BlobID) (int, int64, error) {
+// deleteBody deletes an unreferenced message body and drops one reference
+// from each of its parts, deleting those left with none.
+func (t *txn) deleteBody(id BlobID) (int, int64, error) {
 	var br blobRec
 	ok, err := t.getRec(blobKey(id), &br)
 	if err != nil || !ok {
 		return 0, 0, err
 	}
 	if br.Refs != 0 {
-		return 0, 0, fmt.Errorf("%w: blob %s in the collection index has %d references", ErrCorrupt, id, br.Refs)
+		return 0, 0, fmt.Errorf("%w: body %s in the collection index has %d references", ErrCorrupt, id, br.Refs)
 	}
 	n, freed := 1, br.Size
-	if br.Kind == blobMessage {
-		var man Manifest
-		if _, err := t.getRec(dataKey(id), &man); err != nil {
+	var man Manifest
+	if _, err := t.getRec(dataKey(id), &man); err != nil {
+		return 0, 0, err
+	}
+	for _, pid := range distinct(man.Refs()) {
+		var pr blobRec
+		ok, err := t.getRec(partKey(pid), &pr)
+		if err != nil {
 			return 0, 0, err
 		}
-		for _, pid := range distinct(man.Refs()) {
-			var pr blobRec
-			ok, err := t.getRec(blobKey(pid), &pr)
-			if err != nil {
+		if !ok || pr.Refs < 1 {
+			return 0, 0, fmt.Errorf("%w: part %s of body %s is missing or unreferenced", ErrCorrupt, pid, id)
+		}
+		pr.Refs--
+		if pr.Refs > 0 {
+			if err := t.put(partKey(pid), pr); err != nil {
 				return 0, 0, err
 			}
-			if !ok || pr.Refs < 1 {
-				return 0, 0, fmt.Errorf("%w: part %s of body %s is missing or unreferenced", ErrCorrupt, pid, id)
-			}
-			pr.Refs--
-			if pr.Refs > 0 {
-				if err := t.put(blobKey(pid), pr); err != nil {
-					return 0, 0, err
-				}
-				continue
-			}
-			for _, k := range [][]byte{blobKey(pid), dataKey(pid)} {
-				if err := t.del(k); err != nil {
-					return 0, 0, err
-				}
-			}
-			n++
-			freed += pr.Size
+			continue
 		}
-		if err := t.del(metaKey(id)); err != nil {
-			return 0, 0, err
+		for _, k := range [][]byte{partKey(pid), partDataKey(pid)} {
+			if err := t.del(k); err != nil {
+				return 0, 0, err
+			}
 		}
+		n++
+		freed += pr.Size
 	}
-	for _, k := range [][]byte{zeroKey(br.ZeroAt, id), blobKey(id), dataKey(id)} {
+	for _, k := range [][]byte{zeroKey(br.ZeroAt, id), blobKey(id), dataKey(id), metaKey(id)} {
 		if err := t.del(k); err != nil {
 			return 0, 0, err
 		}

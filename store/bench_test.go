@@ -222,3 +222,59 @@ func dirSize(tb testing.TB, dir string) int64 {
 	}
 	return n
 }
+
+// BenchmarkMailbox100k measures reads of a mailbox of 100 000 messages: the
+// UID list that maps sequence numbers to UIDs (read at SELECT), a sequence
+// number lookup in it, a page of 50 message records, and STATUS.
+func BenchmarkMailbox100k(b *testing.B) {
+	const n = 100_000
+	s := newTestStore(b, nil)
+	apply(b, s, &store.CreateUser{User: "alice"})
+	bd := *dedupe.Prepare(message(1, 2000), nil)
+	ops := make([]store.Op, 0, 1000)
+	for i := range n {
+		ops = append(ops, &store.Deliver{Body: bd, InternalDate: testNow, Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}})
+		if len(ops) == cap(ops) || i == n-1 {
+			apply(b, s, ops...)
+			ops = ops[:0]
+		}
+	}
+	if err := s.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("uid-list", func(b *testing.B) {
+		for range b.N {
+			l, err := s.UIDs("alice", "INBOX")
+			if err != nil || len(l) != n {
+				b.Fatal(len(l), err)
+			}
+		}
+	})
+	l, _ := s.UIDs("alice", "INBOX")
+	b.Run("seqnum-of-uid", func(b *testing.B) {
+		for i := range b.N {
+			if l.SeqNum(uint32(i%n+1)) == 0 {
+				b.Fatal("missing")
+			}
+		}
+	})
+	b.Run("fetch-50", func(b *testing.B) {
+		for i := range b.N {
+			lo := uint32(i*50%(n-50) + 1)
+			uids := make([]uint32, 50)
+			for j := range uids {
+				uids[j] = lo + uint32(j)
+			}
+			if m, err := s.Messages("alice", "INBOX", uids); err != nil || len(m) != 50 {
+				b.Fatal(len(m), err)
+			}
+		}
+	})
+	b.Run("status", func(b *testing.B) {
+		for range b.N {
+			if mb, err := s.Mailbox("alice", "INBOX"); err != nil || mb.Messages != n {
+				b.Fatal(err)
+			}
+		}
+	})
+}

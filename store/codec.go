@@ -56,10 +56,12 @@ const (
 	pUser  = 'u'  // u user -> userRec
 	pMbox  = 'n'  // n user 0x00 name -> mailboxRec
 	pMsg   = 'm'  // m mailboxID(8) uid(4) -> msgRec
-	pBlob  = 'b'  // b blobID -> blobRec
-	pData  = 'd'  // d blobID -> bytes (a part) or an encoded Manifest (a message)
-	pMeta  = 'x'  // x blobID -> encoded Meta of a message body
-	pZero  = 'z'  // z zeroAt(8) blobID -> empty: blobs whose count reached zero
+	pBlob  = 'b'  // b bodyID -> blobRec of a message body
+	pData  = 'd'  // d bodyID -> encoded Manifest of a message body
+	pMeta  = 'x'  // x bodyID -> encoded Meta of a message body
+	pPart  = 'p'  // p partID -> blobRec of a part blob
+	pPartD = 'q'  // q partID -> the part's bytes
+	pZero  = 'z'  // z zeroAt(8) bodyID -> empty: bodies whose count reached zero
 	keyEnd = 0xff
 )
 
@@ -95,6 +97,12 @@ func uidOfMsgKey(k []byte) uint32 { return binary.BigEndian.Uint32(k[9:13]) }
 func blobKey(id BlobID) []byte { return append([]byte{pBlob}, id[:]...) }
 func dataKey(id BlobID) []byte { return append([]byte{pData}, id[:]...) }
 func metaKey(id BlobID) []byte { return append([]byte{pMeta}, id[:]...) }
+
+// Parts live in a key space of their own: a part's bytes may well be the
+// bytes of some whole message (an .eml attached as text), and the two must
+// not be taken for each other.
+func partKey(id BlobID) []byte     { return append([]byte{pPart}, id[:]...) }
+func partDataKey(id BlobID) []byte { return append([]byte{pPartD}, id[:]...) }
 
 func zeroKey(at int64, id BlobID) []byte {
 	k := make([]byte, 9, 9+len(id))

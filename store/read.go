@@ -310,7 +310,7 @@ func (s *Store) Body(id BlobID) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return man.Assemble(func(pid BlobID) ([]byte, error) { return readData(snap, pid) })
+	return man.Assemble(func(pid BlobID) ([]byte, error) { return readPart(snap, pid) })
 }
 
 // Literal returns a message as IMAP's BODY[] gives it: the per-recipient
@@ -326,10 +326,10 @@ func (s *Store) Literal(m Message) ([]byte, error) {
 	return append(append(make([]byte, 0, len(m.Prefix)+len(body)), m.Prefix...), body...), nil
 }
 
-func readData(r pebble.Reader, id BlobID) ([]byte, error) {
-	v, closer, err := r.Get(dataKey(id))
+func readValue(r pebble.Reader, k []byte, what string, id BlobID) ([]byte, error) {
+	v, closer, err := r.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %s", ErrMissingBlob, id)
+		return nil, fmt.Errorf("%w: %s %s", ErrMissingBlob, what, id)
 	}
 	if err != nil {
 		return nil, err
@@ -338,9 +338,13 @@ func readData(r pebble.Reader, id BlobID) ([]byte, error) {
 	return append([]byte(nil), v...), nil
 }
 
+func readPart(r pebble.Reader, id BlobID) ([]byte, error) {
+	return readValue(r, partDataKey(id), "part", id)
+}
+
 func readManifest(r pebble.Reader, id BlobID) (Manifest, error) {
 	var man Manifest
-	raw, err := readData(r, id)
+	raw, err := readValue(r, dataKey(id), "body", id)
 	if err != nil {
 		return man, err
 	}
@@ -350,14 +354,20 @@ func readManifest(r pebble.Reader, id BlobID) (Manifest, error) {
 	return man, nil
 }
 
-// HasBlob reports whether the blob is stored (replication skips sending it).
-func (s *Store) HasBlob(id BlobID) (bool, error) {
+// HasBody reports whether a message body is stored (replication need not
+// send it again).
+func (s *Store) HasBody(id BlobID) (bool, error) { return s.has(blobKey(id)) }
+
+// HasPart reports whether a part blob is stored.
+func (s *Store) HasPart(id BlobID) (bool, error) { return s.has(partKey(id)) }
+
+func (s *Store) has(k []byte) (bool, error) {
 	db, done, err := s.reader()
 	if err != nil {
 		return false, err
 	}
 	defer done()
-	_, closer, err := db.Get(blobKey(id))
+	_, closer, err := db.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -111,6 +112,19 @@ func Open(ctx context.Context, dir string, opts *Options) (*Store, error) {
 		ReadOnly:           o.ReadOnly,
 		ErrorIfNotExists:   o.ReadOnly,
 		Logger:             pebbleLogger{o.Logger},
+		// Bodies are written once and read often; compactions should move
+		// keys, not megabytes. Values from 1 KiB up (bodies, manifests,
+		// parts) live in blob files that compactions only reference.
+		MemTableSize: 32 << 20,
+	}
+	po.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{
+			Enabled:               true,
+			MinimumSize:           1 << 10,
+			MaxBlobReferenceDepth: 10,
+			RewriteMinimumAge:     time.Hour,
+			TargetGarbageRatio:    0.2,
+		}
 	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {

@@ -166,7 +166,7 @@ func TestRefusedEntryLeavesNothing(t *testing.T) {
 	if mb, _ := s.Mailbox("alice", "INBOX"); mb.Messages != 0 || mb.UIDNext != 1 {
 		t.Fatalf("refused delivery left %+v", mb)
 	}
-	if ok, _ := s.HasBlob(store.HashBlob(raw)); ok {
+	if ok, _ := s.HasBody(store.HashBlob(raw)); ok {
 		t.Fatal("refused delivery left its body")
 	}
 	after := mustVerify(t, s)
@@ -253,7 +253,7 @@ func TestExpungeAndCollect(t *testing.T) {
 	if res[0].Collected != 0 {
 		t.Fatalf("collected %d blobs inside the grace period", res[0].Collected)
 	}
-	if ok, _ := s.HasBlob(one.ID); !ok {
+	if ok, _ := s.HasBody(one.ID); !ok {
 		t.Fatal("body gone before collection")
 	}
 	res = apply(t, s, &store.Collect{Before: testNow})
@@ -414,4 +414,38 @@ func scenario(rng *rand.Rand, n int) []store.Entry {
 		out = append(out, store.Entry{Seq: uint64(i + 1), Time: testNow + int64(i), Op: op})
 	}
 	return out
+}
+
+// A part whose bytes are exactly another message (an .eml attached as text)
+// has that message's hash; the two must still be stored and counted apart,
+// in either order of arrival.
+func TestPartWithTheBytesOfAMessage(t *testing.T) {
+	for _, partFirst := range []bool{false, true} {
+		s := newTestStore(t, nil)
+		apply(t, s, &store.CreateUser{User: "alice"})
+		inner := message(1, 20<<10)
+		whole := body(inner)
+		outer := splitBody([]byte("Subject: fwd\r\n\r\n"), inner, []byte("\r\n"))
+		if whole.ID != outer.Parts[0].ID {
+			t.Fatal("test needs the part and the message to have one hash")
+		}
+		ops := []store.Op{
+			&store.Deliver{Body: whole, Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}},
+			&store.Deliver{Body: outer, Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}},
+		}
+		if partFirst {
+			ops[0], ops[1] = ops[1], ops[0]
+		}
+		apply(t, s, ops...)
+		for uid := uint32(1); uid <= 2; uid++ {
+			m, err := s.Message("alice", "INBOX", uid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Literal(m); err != nil {
+				t.Fatalf("part first %v, UID %d: %v", partFirst, uid, err)
+			}
+		}
+		mustVerify(t, s)
+	}
 }

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // Report is what Verify found.
@@ -51,86 +53,97 @@ func (s *Store) Verify(ctx context.Context) (*Report, error) {
 	}
 	r.Applied = r.Digest.Applied
 
-	// Blobs: records, data, hashes.
-	blobs := map[BlobID]blobRec{}
-	err = hashRange(snap, nil, []byte{pBlob}, []byte{pBlob + 1}, func(k, v []byte) error {
+	// Blobs: records, data, hashes. Bodies and parts have key spaces of
+	// their own.
+	bodies, err := blobRecords(snap, pBlob, r)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := blobRecords(snap, pPart, r)
+	if err != nil {
+		return nil, err
+	}
+	for id, br := range parts {
+		r.Parts++
+		data, err := readPart(snap, id)
+		if err != nil {
+			r.problem("part blob %s: %v", id, err)
+			continue
+		}
+		r.BlobBytes += int64(len(data))
+		if br.Kind != blobPart {
+			r.problem("part blob %s: record of kind %d", id, br.Kind)
+		}
+		if HashBlob(data) != id {
+			r.problem("part blob %s: content does not match its hash (corrupted)", id)
+		}
+		if int64(len(data)) != br.Size {
+			r.problem("part blob %s: %d bytes, record says %d", id, len(data), br.Size)
+		}
+		if br.Refs < 1 {
+			r.problem("part blob %s: reference count %d", id, br.Refs)
+		}
+	}
+	partRefs := map[BlobID]int64{}
+	for id, br := range bodies {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		r.Bodies++
+		if br.Kind != blobMessage {
+			r.problem("body %s: record of kind %d", id, br.Kind)
+		}
+		if br.Refs < 0 {
+			r.problem("body %s: negative reference count %d", id, br.Refs)
+		}
+		if br.Refs == 0 {
+			if _, closer, err := snap.Get(zeroKey(br.ZeroAt, id)); err != nil {
+				r.problem("body %s: unreferenced but not in the collection index", id)
+			} else {
+				closer.Close()
+			}
+		}
+		if _, closer, err := snap.Get(metaKey(id)); err != nil {
+			r.problem("body %s: metadata: %v", id, err)
+		} else {
+			closer.Close()
+		}
+		man, err := readManifest(snap, id)
+		if err != nil {
+			r.problem("body %s: %v", id, err)
+			continue
+		}
+		for _, pid := range distinct(man.Refs()) {
+			partRefs[pid]++
+		}
+		r.BlobBytes += inlineBytes(man)
+		body, err := man.Assemble(func(pid BlobID) ([]byte, error) { return readPart(snap, pid) })
+		if err != nil {
+			r.problem("body %s: %v", id, err)
+			continue
+		}
+		if HashBlob(body) != id {
+			r.problem("body %s: content does not match its hash (corrupted)", id)
+		}
+		if int64(len(body)) != br.Size {
+			r.problem("body %s: %d bytes, record says %d", id, len(body), br.Size)
+		}
+	}
+	// Every collection index entry names an unreferenced body.
+	err = hashRange(snap, nil, []byte{pZero}, []byte{pZero + 1}, func(k, _ []byte) error {
 		var id BlobID
-		if len(k) != 1+len(id) {
-			r.problem("blob record with a malformed key %x", k)
+		if len(k) != 9+len(id) {
+			r.problem("collection index entry with a malformed key %x", k)
 			return nil
 		}
-		copy(id[:], k[1:])
-		var br blobRec
-		if err := unmarshal(v, &br); err != nil {
-			r.problem("blob %s: record: %v", id, err)
-			return nil
+		copy(id[:], k[9:])
+		if br, ok := bodies[id]; !ok || br.Refs != 0 || br.ZeroAt != int64(u64(k[1:9])) {
+			r.problem("collection index names body %s, which is not an unreferenced body", id)
 		}
-		blobs[id] = br
 		return nil
 	})
 	if err != nil {
 		return nil, err
-	}
-	partRefs := map[BlobID]int64{}
-	for id, br := range blobs {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		switch br.Kind {
-		case blobPart:
-			r.Parts++
-			data, err := readData(snap, id)
-			if err != nil {
-				r.problem("part blob %s: %v", id, err)
-				continue
-			}
-			r.BlobBytes += int64(len(data))
-			if HashBlob(data) != id {
-				r.problem("part blob %s: content does not match its hash (corrupted)", id)
-			}
-			if int64(len(data)) != br.Size {
-				r.problem("part blob %s: %d bytes, record says %d", id, len(data), br.Size)
-			}
-		case blobMessage:
-			r.Bodies++
-			man, err := readManifest(snap, id)
-			if err != nil {
-				r.problem("body %s: %v", id, err)
-				continue
-			}
-			for _, pid := range distinct(man.Refs()) {
-				partRefs[pid]++
-			}
-			r.BlobBytes += inlineBytes(man)
-			body, err := man.Assemble(func(pid BlobID) ([]byte, error) { return readData(snap, pid) })
-			if err != nil {
-				r.problem("body %s: %v", id, err)
-				continue
-			}
-			if HashBlob(body) != id {
-				r.problem("body %s: content does not match its hash (corrupted)", id)
-			}
-			if int64(len(body)) != br.Size {
-				r.problem("body %s: %d bytes, record says %d", id, len(body), br.Size)
-			}
-			if _, closer, err := snap.Get(metaKey(id)); err != nil {
-				r.problem("body %s: metadata: %v", id, err)
-			} else {
-				closer.Close()
-			}
-		default:
-			r.problem("blob %s: unknown kind %d", id, br.Kind)
-		}
-		if br.Refs < 0 {
-			r.problem("blob %s: negative reference count %d", id, br.Refs)
-		}
-		if br.Refs == 0 {
-			if _, closer, err := snap.Get(zeroKey(br.ZeroAt, id)); err != nil {
-				r.problem("blob %s: unreferenced but not in the collection index", id)
-			} else {
-				closer.Close()
-			}
-		}
 	}
 
 	// Mailboxes and their messages.
@@ -199,7 +212,7 @@ func (s *Store) Verify(ctx context.Context) (*Report, error) {
 			if mm.rec.ModSeq > m.HighestModSeq {
 				r.problem("%s: UID %d has modseq %d above HIGHESTMODSEQ %d", b.where, mm.uid, mm.rec.ModSeq, m.HighestModSeq)
 			}
-			br, ok := blobs[mm.rec.Body]
+			br, ok := bodies[mm.rec.Body]
 			if !ok {
 				r.problem("%s: UID %d links to missing body %s", b.where, mm.uid, mm.rec.Body)
 			} else if want := br.Size + int64(len(mm.rec.Prefix)); want != mm.rec.Size {
@@ -230,28 +243,43 @@ func (s *Store) Verify(ctx context.Context) (*Report, error) {
 	}
 
 	// Reference counts.
-	for id, br := range blobs {
-		var want int64
-		if br.Kind == blobMessage {
-			want = bodyRefs[id]
-		} else {
-			want = partRefs[id]
-		}
-		if br.Refs != want {
-			r.problem("blob %s: reference count %d, but %d links point at it", id, br.Refs, want)
+	for id, br := range bodies {
+		if want := bodyRefs[id]; br.Refs != want {
+			r.problem("body %s: reference count %d, but %d messages link to it", id, br.Refs, want)
 		}
 	}
-	for id, n := range bodyRefs {
-		if _, ok := blobs[id]; !ok {
-			r.problem("body %s: linked %d times but not stored", id, n)
+	for id, br := range parts {
+		if want := partRefs[id]; br.Refs != want {
+			r.problem("part blob %s: reference count %d, but %d bodies refer to it", id, br.Refs, want)
 		}
 	}
 	for id, n := range partRefs {
-		if _, ok := blobs[id]; !ok {
-			r.problem("part %s: referred to by %d bodies but not stored", id, n)
+		if _, ok := parts[id]; !ok {
+			r.problem("part blob %s: referred to by %d bodies but not stored", id, n)
 		}
 	}
 	return r, nil
+}
+
+// blobRecords reads the blob records of one key space.
+func blobRecords(snap pebble.Reader, prefix byte, r *Report) (map[BlobID]blobRec, error) {
+	out := map[BlobID]blobRec{}
+	err := hashRange(snap, nil, []byte{prefix}, []byte{prefix + 1}, func(k, v []byte) error {
+		var id BlobID
+		if len(k) != 1+len(id) {
+			r.problem("blob record with a malformed key %x", k)
+			return nil
+		}
+		copy(id[:], k[1:])
+		var br blobRec
+		if err := unmarshal(v, &br); err != nil {
+			r.problem("blob %s: record: %v", id, err)
+			return nil
+		}
+		out[id] = br
+		return nil
+	})
+	return out, err
 }
 
 func inlineBytes(m Manifest) int64 {

@@ -69,9 +69,9 @@ func TestVerifyFindsDamage(t *testing.T) {
 		want   string
 	}{
 		{"flipped byte in a part blob", func(t *testing.T, s *Store, _, _, part BlobID) {
-			v := rawGet(t, s, dataKey(part))
+			v := rawGet(t, s, partDataKey(part))
 			v[len(v)/2] ^= 0x01
-			rawSet(t, s, dataKey(part), v)
+			rawSet(t, s, partDataKey(part), v)
 		}, "part blob " + "%part" + ": content does not match its hash"},
 		{"flipped byte in an inline body", func(t *testing.T, s *Store, _, inline, _ BlobID) {
 			var man Manifest
@@ -88,12 +88,12 @@ func TestVerifyFindsDamage(t *testing.T) {
 			}
 			br.Refs++
 			rawSet(t, s, blobKey(split), marshal(br))
-		}, "blob " + "%split" + ": reference count 3, but 2 links point at it"},
+		}, "body " + "%split" + ": reference count 3, but 2 messages link to it"},
 		{"missing part blob", func(t *testing.T, s *Store, _, _, part BlobID) {
-			if err := s.db.Delete(dataKey(part), pebble.Sync); err != nil {
+			if err := s.db.Delete(partDataKey(part), pebble.Sync); err != nil {
 				t.Fatal(err)
 			}
-		}, "part blob " + "%part" + ": store: blob not found"},
+		}, "part blob " + "%part" + ": store: blob not found: part"},
 		{"missing body", func(t *testing.T, s *Store, _, inline, _ BlobID) {
 			for _, k := range [][]byte{blobKey(inline), dataKey(inline), metaKey(inline)} {
 				if err := s.db.Delete(k, pebble.Sync); err != nil {

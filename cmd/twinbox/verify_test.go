@@ -71,7 +71,7 @@ func TestVerifyCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	it, _ := db.NewIter(&pebble.IterOptions{LowerBound: []byte("d"), UpperBound: []byte("e")})
+	it, _ := db.NewIter(&pebble.IterOptions{LowerBound: []byte("q"), UpperBound: []byte("r")})
 	var key, val []byte
 	for ok := it.First(); ok; ok = it.Next() {
 		if len(it.Value()) > len(val) {
