@@ -88,11 +88,20 @@ func (s *Store) apply(ctx context.Context, next func() []Entry) ([]Result, error
 		return nil, err
 	}
 	s.wmu.Lock()
+	entries := next()
+	s.wmu.Unlock()
+	// The checks that need no state (field syntax, hashing a delivered
+	// body) run here, outside the lock, in the caller's goroutine.
+	checks := make([]error, len(entries))
+	for i, e := range entries {
+		checks[i] = checkEntry(e)
+	}
+	s.wmu.Lock()
 	if s.broken != nil {
 		s.wmu.Unlock()
 		return nil, s.broken
 	}
-	results, b, err := s.applyLocked(next())
+	results, b, err := s.applyLocked(entries, checks)
 	s.wmu.Unlock()
 	if err != nil || b == nil {
 		return results, err
@@ -114,7 +123,7 @@ func (s *Store) apply(ctx context.Context, next func() []Entry) ([]Result, error
 // applyLocked builds the batch of entries and hands it to Pebble without
 // waiting for its fsync; the caller must SyncWait and Close the returned
 // batch (nil when nothing was written).
-func (s *Store) applyLocked(entries []Entry) ([]Result, *pebble.Batch, error) {
+func (s *Store) applyLocked(entries []Entry, checks []error) ([]Result, *pebble.Batch, error) {
 	results := make([]Result, len(entries))
 	b := s.db.NewIndexedBatch()
 	applied := s.applied
@@ -125,7 +134,11 @@ func (s *Store) applyLocked(entries []Entry) ([]Result, *pebble.Batch, error) {
 			results[i].Skipped = true
 			continue
 		}
-		res, err := s.applyOne(b, e)
+		var res Result
+		err := checks[i]
+		if err == nil {
+			res, err = s.applyOne(b, e)
+		}
 		applied = e.Seq
 		if err == nil {
 			results[i] = res
@@ -163,19 +176,26 @@ func (s *Store) applyLocked(entries []Entry) ([]Result, *pebble.Batch, error) {
 	return results, b, nil
 }
 
-// applyOne applies one entry into b; on error b may hold part of it.
-func (s *Store) applyOne(b *pebble.Batch, e Entry) (Result, error) {
+// checkEntry checks what an entry says about itself, before it meets the
+// store's state: field syntax, and a delivered body against its address.
+func checkEntry(e Entry) error {
 	if e.Op == nil {
-		return Result{}, fmt.Errorf("%w: entry %d has no operation", ErrInvalidOp, e.Seq)
+		return fmt.Errorf("%w: entry %d has no operation", ErrInvalidOp, e.Seq)
 	}
 	if err := e.Op.check(); err != nil {
-		return Result{}, err
+		return fmt.Errorf("%s: %w", e.Op.Kind(), err)
 	}
 	if d, ok := e.Op.(*Deliver); ok {
 		if err := d.Body.checkContent(); err != nil {
-			return Result{}, err
+			return fmt.Errorf("%s: %w", e.Op.Kind(), err)
 		}
 	}
+	return nil
+}
+
+// applyOne applies one entry, already checked by checkEntry, into b; on
+// error b may hold part of it.
+func (s *Store) applyOne(b *pebble.Batch, e Entry) (Result, error) {
 	t := &txn{b: b, now: e.Time}
 	res := Result{Seq: e.Seq}
 	var err error
@@ -253,12 +273,13 @@ func (t *txn) user(user string) (userRec, error) {
 }
 
 func (t *txn) mailbox(user, name string) (mailboxRec, error) {
-	if _, err := t.user(user); err != nil {
-		return mailboxRec{}, err
-	}
 	var m mailboxRec
 	ok, err := t.getRec(mboxKey(user, name), &m)
 	if err == nil && !ok {
+		// Say which is missing: the user or only the mailbox.
+		if _, err := t.user(user); err != nil {
+			return m, err
+		}
 		err = fmt.Errorf("%w: %q of user %q", ErrNoMailbox, name, user)
 	}
 	return m, err
@@ -584,10 +605,13 @@ func (t *txn) linkBody(body *Body, n int64) error {
 			return err
 		}
 	}
-	if err := t.put(dataKey(body.ID), body.Manifest); err != nil {
+	if body.encManifest == nil {
+		body.encode()
+	}
+	if err := t.b.Set(dataKey(body.ID), body.encManifest, nil); err != nil {
 		return err
 	}
-	if err := t.put(metaKey(body.ID), body.Meta); err != nil {
+	if err := t.b.Set(metaKey(body.ID), body.encMeta, nil); err != nil {
 		return err
 	}
 	return t.put(blobKey(body.ID), blobRec{Kind: blobMessage, Refs: n, Size: body.Size})

@@ -14,6 +14,11 @@ type Body struct {
 	// with ErrMissingBlob if it does not.
 	Parts []PartBlob `cbor:"4,keyasint,omitempty"`
 	Meta  Meta       `cbor:"5,keyasint"`
+
+	// The stored encodings of Manifest and Meta, made by checkContent
+	// outside the store's write lock so that the serial part of applying
+	// stays short. Nil until then.
+	encManifest, encMeta []byte
 }
 
 // PartBlob is a content-addressed piece of a body (a large MIME leaf body).
@@ -29,6 +34,7 @@ func (b *Body) checkContent() error {
 	data := make(map[BlobID][]byte, len(b.Parts))
 	for _, p := range b.Parts {
 		if p.Data == nil {
+			b.encode()
 			return nil
 		}
 		data[p.ID] = p.Data
@@ -40,5 +46,12 @@ func (b *Body) checkContent() error {
 	if HashBlob(raw) != b.ID {
 		return fmt.Errorf("%w: body %s: content does not match its address", ErrCorrupt, b.ID)
 	}
+	b.encode()
 	return nil
+}
+
+// encode fills encManifest and encMeta.
+func (b *Body) encode() {
+	b.encManifest = marshal(b.Manifest)
+	b.encMeta = marshal(b.Meta)
 }

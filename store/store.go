@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -116,6 +117,12 @@ func Open(ctx context.Context, dir string, opts *Options) (*Store, error) {
 		// keys, not megabytes. Values from 1 KiB up (bodies, manifests,
 		// parts) live in blob files that compactions only reference.
 		MemTableSize: 32 << 20,
+	}
+
+	// Point lookups (mailbox records, "is this body stored yet?") mostly
+	// miss in all but one level; bloom filters let them skip the rest.
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	po.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
 		return pebble.ValueSeparationPolicy{
