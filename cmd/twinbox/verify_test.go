@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"context"
 	"errors"
 	"os"
@@ -67,7 +68,7 @@ func TestVerifyCommand(t *testing.T) {
 	}
 
 	// Flip one byte of the largest part blob, as a failing disk would.
-	db, err := pebble.Open(storeDir(data), &pebble.Options{})
+	db, err := pebble.Open(storeDir(data), &pebble.Options{Logger: quietPebble{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,3 +122,10 @@ func TestVerifyCommandErrors(t *testing.T) {
 		t.Fatalf("locked store: %v", err)
 	}
 }
+
+// quietPebble keeps Pebble's recovery messages out of the test output.
+type quietPebble struct{}
+
+func (quietPebble) Infof(string, ...any)         {}
+func (quietPebble) Errorf(string, ...any)        {}
+func (quietPebble) Fatalf(f string, args ...any) { panic(fmt.Sprintf(f, args...)) }
