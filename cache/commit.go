@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 )
 
 // DefaultMaxBatch is the largest batch a GroupCommit flushes when
@@ -36,13 +37,24 @@ type CommitOptions struct {
 	// MaxBatch is the largest number of requests given to one flush.
 	// Zero means DefaultMaxBatch.
 	MaxBatch int
+	// MaxDelay bounds how long a flush may wait for the writers of the
+	// previous batch to come back (see GroupCommit). Zero means
+	// DefaultMaxDelay; a negative value turns the wait off.
+	MaxDelay time.Duration
 }
+
+// DefaultMaxDelay is CommitOptions.MaxDelay when left at zero. The wait is
+// further bounded by how long the previous flush took.
+const DefaultMaxDelay = time.Millisecond
 
 // Validate reports every invalid field of o, with its name and value. Zero
 // fields are valid: they stand for their defaults. A nil o is valid.
 func (o *CommitOptions) Validate() error {
 	if o == nil {
 		return nil
+	}
+	if o.MaxDelay > time.Second {
+		return fmt.Errorf("cache: CommitOptions.MaxDelay = %v: must be at most 1s", o.MaxDelay)
 	}
 	if o.MaxBatch < 0 {
 		return fmt.Errorf("cache: CommitOptions.MaxBatch = %d: must be > 0 (or 0 for the default %d)", o.MaxBatch, DefaultMaxBatch)
@@ -85,6 +97,17 @@ func (s CommitStats) AvgBatch() float64 {
 // in the order they were made. Throughput therefore grows with the number of
 // concurrent writers instead of being capped at one request per fsync.
 //
+// Siblings. With many writers, batches alternate between two halves: while
+// one batch flushes, the others queue, and the writers just answered come
+// back during the next flush. When a flush of more than one request ends
+// with requests already queued, the next flush therefore waits until the
+// writers just answered have had a chance to rejoin: until as many requests
+// are queued as the two halves together, or until the previous flush's
+// duration (at most MaxDelay) has passed; likewise when it ends with nothing
+// queued, the first writer to come back waits for the others. A lone writer
+// never waits. This is PostgreSQL's commit_delay with
+// commit_siblings: fewer, fuller fsyncs under load, no delay without it.
+//
 // GroupCommit starts no goroutine. A flush runs on the goroutine of the Do
 // call whose request is first in the batch (the leader); when it is done,
 // the leader takes the next batch off the queue and hands it to the
@@ -96,13 +119,19 @@ func (s CommitStats) AvgBatch() float64 {
 type GroupCommit[Req, Res any] struct {
 	flush    FlushFunc[Req, Res]
 	maxBatch int
+	maxDelay time.Duration
 	wg       sync.WaitGroup // one count while a leader flushes; Close waits
 
 	mu       sync.Mutex
 	queue    []*commitReq[Req, Res] // arrived, not yet handed to a flush
-	flushing bool                   // a leader is flushing
+	flushing bool                   // a leader is flushing or about to
 	closed   bool
-	stats    CommitStats
+	arrived  chan struct{} // closed at the next arrival, for a waiting leader
+	// siblings is the size of the last batch when it ended with nothing
+	// queued; until siblingsUntil the next arrival waits for them.
+	siblings      int
+	siblingsUntil time.Time
+	stats         CommitStats
 }
 
 // commitReq is one Do call waiting for its result.
@@ -111,11 +140,14 @@ type commitReq[Req, Res any] struct {
 	taken bool // handed to a flush (or failed by Close); guarded by GroupCommit.mu
 	// signal is closed once res and err are set, or once lead is set.
 	signal chan struct{}
-	// lead, if set, is the batch (led by this request) that this request's
-	// caller must flush.
-	lead []*commitReq[Req, Res]
-	res  Res
-	err  error
+	// leader is set when this request's caller must take the next batch
+	// (which starts with this request) and flush it: once the queue holds
+	// want requests, or at until.
+	leader bool
+	want   int
+	until  time.Time
+	res    Res
+	err    error
 }
 
 // NewGroupCommit returns a GroupCommit that applies batches with flush.
@@ -129,9 +161,12 @@ func NewGroupCommit[Req, Res any](flush FlushFunc[Req, Res], opts *CommitOptions
 	if err := opts.Validate(); err != nil {
 		panic(err)
 	}
-	g := &GroupCommit[Req, Res]{flush: flush, maxBatch: DefaultMaxBatch}
+	g := &GroupCommit[Req, Res]{flush: flush, maxBatch: DefaultMaxBatch, maxDelay: DefaultMaxDelay}
 	if opts != nil && opts.MaxBatch > 0 {
 		g.maxBatch = opts.MaxBatch
+	}
+	if opts != nil && opts.MaxDelay != 0 {
+		g.maxDelay = max(opts.MaxDelay, 0)
 	}
 	return g
 }
@@ -156,10 +191,24 @@ func (g *GroupCommit[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 		return zero, ErrClosed
 	}
 	g.queue = append(g.queue, r)
+	if g.arrived != nil {
+		close(g.arrived)
+		g.arrived = nil
+	}
 	if !g.flushing {
-		// No flush running, so the queue held nothing else: lead at once.
+		// No flush running, so the queue held nothing else: lead, at
+		// once unless the writers of the last batch are due back.
 		g.flushing = true
 		g.wg.Add(1)
+		if g.siblings > 1 && time.Now().Before(g.siblingsUntil) {
+			r.taken, r.leader = true, true
+			r.want, r.until = g.siblings, g.siblingsUntil
+			g.siblings = 0
+			g.mu.Unlock()
+			g.lead(g.gather(r))
+			return r.res, r.err
+		}
+		g.siblings = 0
 		batch := g.takeLocked()
 		g.mu.Unlock()
 		g.lead(batch)
@@ -180,10 +229,39 @@ func (g *GroupCommit[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 		g.mu.Unlock()
 		<-r.signal // handed to a flush: the write happens, wait for its outcome
 	}
-	if r.lead != nil {
-		g.lead(r.lead)
+	if r.leader {
+		g.lead(g.gather(r))
 	}
 	return r.res, r.err
+}
+
+// gather waits, as r's leader instructions say, for the queue to fill, then
+// takes the next batch (which starts with r).
+func (g *GroupCommit[Req, Res]) gather(r *commitReq[Req, Res]) []*commitReq[Req, Res] {
+	var timer *time.Timer
+	g.mu.Lock()
+	for !g.closed && len(g.queue) < r.want {
+		wait := time.Until(r.until)
+		if wait <= 0 {
+			break
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+			defer timer.Stop()
+		}
+		ch := make(chan struct{})
+		g.arrived = ch
+		g.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+		}
+		g.mu.Lock()
+	}
+	g.arrived = nil
+	batch := g.takeLocked()
+	g.mu.Unlock()
+	return batch
 }
 
 // takeLocked removes the next batch (at most maxBatch requests) from the
@@ -213,7 +291,9 @@ func (g *GroupCommit[Req, Res]) lead(batch []*commitReq[Req, Res]) {
 	for i, r := range batch {
 		reqs[i] = r.req
 	}
+	start := time.Now()
 	res, err := g.flush(context.Background(), reqs)
+	took := time.Since(start)
 	if err == nil && len(res) != len(batch) {
 		err = fmt.Errorf("%w: %d results for %d requests", ErrResultCount, len(res), len(batch))
 	}
@@ -229,11 +309,22 @@ func (g *GroupCommit[Req, Res]) lead(batch []*commitReq[Req, Res]) {
 	if err != nil {
 		g.stats.FailedBatches++
 	}
-	var next []*commitReq[Req, Res]
+	var next *commitReq[Req, Res]
 	if len(g.queue) > 0 {
-		next = g.takeLocked()
+		// The first queued request leads the next batch. It cannot be
+		// canceled any more: it is as good as taken.
+		next = g.queue[0]
+		next.taken, next.leader = true, true
+		if len(batch) > 1 && g.maxDelay > 0 {
+			next.want = min(len(g.queue)+len(batch), g.maxBatch)
+			next.until = time.Now().Add(min(took, g.maxDelay))
+		}
 	} else {
 		g.flushing = false
+		if len(batch) > 1 && g.maxDelay > 0 {
+			g.siblings = len(batch)
+			g.siblingsUntil = time.Now().Add(min(took, g.maxDelay))
+		}
 	}
 	g.mu.Unlock()
 
@@ -244,8 +335,7 @@ func (g *GroupCommit[Req, Res]) lead(batch []*commitReq[Req, Res]) {
 		g.wg.Done()
 		return
 	}
-	next[0].lead = next
-	close(next[0].signal)
+	close(next.signal)
 }
 
 // Close stops accepting requests: later calls of Do return ErrClosed, and so
@@ -256,12 +346,23 @@ func (g *GroupCommit[Req, Res]) Close() {
 	g.mu.Lock()
 	if !g.closed {
 		g.closed = true
+		// Fail what is queued, except a request already chosen to lead
+		// the next batch: that batch is flushed.
+		var keep []*commitReq[Req, Res]
 		for _, r := range g.queue {
+			if r.leader {
+				keep = append(keep, r)
+				continue
+			}
 			r.taken = true
 			r.err = ErrClosed
 			close(r.signal)
 		}
-		g.queue = nil
+		g.queue = keep
+		if g.arrived != nil {
+			close(g.arrived)
+			g.arrived = nil
+		}
 	}
 	g.mu.Unlock()
 	g.wg.Wait()

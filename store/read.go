@@ -34,21 +34,27 @@ type Message struct {
 	ModSeq       uint64
 }
 
-// Admit checks an operation against this node's limits before it enters the
+// Admit checks an operation before it enters the log: its fields, this
+// node's limits, and a delivered body against its address. It also encodes
+// the body for storage, so that the serial part of applying it is short:
+// writers call Admit in their own goroutines, then hand the operation to the
 // log. Applying never checks limits, so every node applies the same log the
-// same way whatever its configuration.
+// same way whatever its configuration. Admit modifies op's internal
+// encoding cache; op must not be used concurrently while it runs.
 func (s *Store) Admit(op Op) error {
 	if err := op.check(); err != nil {
 		return err
 	}
-	if d, ok := op.(*Deliver); ok {
-		for _, t := range d.Targets {
-			if n := d.Body.Size + int64(len(t.Prefix)); n > s.opts.MaxMessageSize {
-				return fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, n, s.opts.MaxMessageSize)
-			}
+	d, ok := op.(*Deliver)
+	if !ok {
+		return nil
+	}
+	for _, t := range d.Targets {
+		if n := d.Body.Size + int64(len(t.Prefix)); n > s.opts.MaxMessageSize {
+			return fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, n, s.opts.MaxMessageSize)
 		}
 	}
-	return nil
+	return d.Body.checkContent()
 }
 
 // MaxMessageSize is the configured limit on a message.
