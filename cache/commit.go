@@ -37,14 +37,15 @@ type CommitOptions struct {
 	// MaxBatch is the largest number of requests given to one flush.
 	// Zero means DefaultMaxBatch.
 	MaxBatch int
-	// MaxDelay bounds how long a flush may wait for the writers of the
-	// previous batch to come back (see GroupCommit). Zero means
-	// DefaultMaxDelay; a negative value turns the wait off.
+	// MaxDelay is how long a flush may wait for the writers of the previous
+	// batch to come back (see GroupCommit). Zero means adaptive: as long as
+	// the previous flush took, at most DefaultMaxDelay. A negative value
+	// turns the wait off.
 	MaxDelay time.Duration
 }
 
-// DefaultMaxDelay is CommitOptions.MaxDelay when left at zero. The wait is
-// further bounded by how long the previous flush took.
+// DefaultMaxDelay caps the adaptive wait for the writers of the previous
+// batch (CommitOptions.MaxDelay left at zero).
 const DefaultMaxDelay = time.Millisecond
 
 // Validate reports every invalid field of o, with its name and value. Zero
@@ -103,7 +104,8 @@ func (s CommitStats) AvgBatch() float64 {
 // with requests already queued, the next flush therefore waits until the
 // writers just answered have had a chance to rejoin: until as many requests
 // are queued as the two halves together, or until the previous flush's
-// duration (at most MaxDelay) has passed; likewise when it ends with nothing
+// duration (at most DefaultMaxDelay, or CommitOptions.MaxDelay) has passed;
+// likewise when it ends with nothing
 // queued, the first writer to come back waits for the others. A lone writer
 // never waits. This is PostgreSQL's commit_delay with
 // commit_siblings: fewer, fuller fsyncs under load, no delay without it.
@@ -119,7 +121,7 @@ func (s CommitStats) AvgBatch() float64 {
 type GroupCommit[Req, Res any] struct {
 	flush    FlushFunc[Req, Res]
 	maxBatch int
-	maxDelay time.Duration
+	maxDelay time.Duration  // < 0: no wait; 0: adaptive; > 0: fixed
 	wg       sync.WaitGroup // one count while a leader flushes; Close waits
 
 	mu       sync.Mutex
@@ -161,12 +163,12 @@ func NewGroupCommit[Req, Res any](flush FlushFunc[Req, Res], opts *CommitOptions
 	if err := opts.Validate(); err != nil {
 		panic(err)
 	}
-	g := &GroupCommit[Req, Res]{flush: flush, maxBatch: DefaultMaxBatch, maxDelay: DefaultMaxDelay}
+	g := &GroupCommit[Req, Res]{flush: flush, maxBatch: DefaultMaxBatch}
 	if opts != nil && opts.MaxBatch > 0 {
 		g.maxBatch = opts.MaxBatch
 	}
-	if opts != nil && opts.MaxDelay != 0 {
-		g.maxDelay = max(opts.MaxDelay, 0)
+	if opts != nil {
+		g.maxDelay = opts.MaxDelay
 	}
 	return g
 }
@@ -315,15 +317,15 @@ func (g *GroupCommit[Req, Res]) lead(batch []*commitReq[Req, Res]) {
 		// canceled any more: it is as good as taken.
 		next = g.queue[0]
 		next.taken, next.leader = true, true
-		if len(batch) > 1 && g.maxDelay > 0 {
+		if d := g.siblingDelay(took); len(batch) > 1 && d > 0 {
 			next.want = min(len(g.queue)+len(batch), g.maxBatch)
-			next.until = time.Now().Add(min(took, g.maxDelay))
+			next.until = time.Now().Add(d)
 		}
 	} else {
 		g.flushing = false
-		if len(batch) > 1 && g.maxDelay > 0 {
-			g.siblings = len(batch)
-			g.siblingsUntil = time.Now().Add(min(took, g.maxDelay))
+		if d := g.siblingDelay(took); len(batch) > 1 && d > 0 {
+			g.siblings = min(len(batch), g.maxBatch)
+			g.siblingsUntil = time.Now().Add(d)
 		}
 	}
 	g.mu.Unlock()
@@ -336,6 +338,18 @@ func (g *GroupCommit[Req, Res]) lead(batch []*commitReq[Req, Res]) {
 		return
 	}
 	close(next.signal)
+}
+
+// siblingDelay is how long the next flush may wait for the writers of a
+// batch whose flush took took.
+func (g *GroupCommit[Req, Res]) siblingDelay(took time.Duration) time.Duration {
+	switch {
+	case g.maxDelay < 0:
+		return 0
+	case g.maxDelay > 0:
+		return g.maxDelay
+	}
+	return min(took, DefaultMaxDelay)
 }
 
 // Close stops accepting requests: later calls of Do return ErrClosed, and so

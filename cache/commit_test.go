@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 )
 
 // blockingFlush is a FlushFunc that reports each batch on started and
@@ -411,4 +413,83 @@ func TestCommitOptionsValidate(t *testing.T) {
 		}
 	}()
 	NewGroupCommit(func(context.Context, []int) ([]int, error) { return nil, nil }, &CommitOptions{MaxBatch: -1})
+}
+
+// The writers of a batch that come back are waited for: with siblings
+// waiting on, 4 writers doing several rounds share each flush, while
+// without the wait their batches split.
+func TestGroupCommitWaitsForSiblings(t *testing.T) {
+	const writers, rounds = 4, 5
+	for _, wait := range []bool{true, false} {
+		var mu sync.Mutex
+		var sizes []int
+		delay := 250 * time.Millisecond // ends as soon as the siblings are back
+		if !wait {
+			delay = -1
+		}
+		var g *GroupCommit[int, int]
+		g = NewGroupCommit(func(_ context.Context, reqs []int) ([]int, error) {
+			mu.Lock()
+			first := len(sizes) == 0
+			sizes = append(sizes, len(reqs))
+			mu.Unlock()
+			// Hold the first flush until the other writers are queued.
+			for first {
+				g.mu.Lock()
+				first = len(g.queue) < writers-1
+				g.mu.Unlock()
+				runtime.Gosched()
+			}
+			return reqs, nil
+		}, &CommitOptions{MaxDelay: delay})
+		// Round 0 starts together: the writers queue behind a first
+		// flush that is held until all of them are in.
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				for r := range rounds {
+					if _, err := g.Do(context.Background(), w*100+r); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		g.Close()
+		st := g.Stats()
+		if st.Requests != writers*rounds {
+			t.Fatalf("requests %d", st.Requests)
+		}
+		full := 0
+		for _, n := range sizes {
+			if n == writers {
+				full++
+			}
+		}
+		t.Logf("wait=%v: batch sizes %v", wait, sizes)
+		if wait && full < rounds-2 {
+			t.Errorf("with the wait, only %d of %d batches held all %d writers: %v", full, len(sizes), writers, sizes)
+		}
+	}
+}
+
+// A lone writer never waits: each of its requests is its own flush at once
+// (were it to wait, 200 requests would take 200 s and the test time out).
+func TestGroupCommitLoneWriterDoesNotWait(t *testing.T) {
+	g := NewGroupCommit(func(_ context.Context, reqs []int) ([]int, error) { return reqs, nil }, &CommitOptions{MaxDelay: time.Second})
+	defer g.Close()
+	for i := range 200 {
+		if _, err := g.Do(context.Background(), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := g.Stats(); st.Batches != 200 {
+		t.Fatalf("batches = %d, want 200", st.Batches)
+	}
 }
