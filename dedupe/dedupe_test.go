@@ -6,33 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/twinbox/twinbox/internal/testmail"
 	"github.com/twinbox/twinbox/store"
 )
 
-// corpusDir holds real messages shared with the store package's tests.
-const corpusDir = "../store/testdata/corpus"
-
-func readCorpus(tb testing.TB) map[string][]byte {
-	tb.Helper()
-	files, err := filepath.Glob(filepath.Join(corpusDir, "*.eml"))
-	if err != nil || len(files) == 0 {
-		tb.Fatalf("no corpus samples in %s: %v", corpusDir, err)
-	}
-	out := make(map[string][]byte, len(files))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out[filepath.Base(f)] = b
-	}
-	return out
-}
+func readCorpus(tb testing.TB) map[string][]byte { return testmail.Corpus(tb) }
 
 // checkBody verifies everything Prepare promises about b for raw.
 func checkBody(raw []byte, b *store.Body) error {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/twinbox/twinbox/dedupe"
+	"github.com/twinbox/twinbox/internal/testmail"
 	"github.com/twinbox/twinbox/store"
 )
 
@@ -61,12 +62,8 @@ func TestVerifyAsAnOperator(t *testing.T) {
 		t.Fatal(err)
 	}
 	ops := []store.Op{&store.CreateUser{User: "ann"}, &store.CreateUser{User: "ben"}, &store.CreateUser{User: "cy"}}
-	files, _ := filepath.Glob("../store/testdata/corpus/*.eml")
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
+	corpus := testmail.Corpus(t)
+	for _, raw := range corpus {
 		ops = append(ops, &store.Deliver{Body: *dedupe.Prepare(raw, nil), InternalDate: store.Now(), Targets: []store.Target{
 			{User: "ann", Mailbox: "INBOX"}, {User: "ben", Mailbox: "INBOX"}, {User: "cy", Mailbox: "INBOX"}}})
 	}
@@ -94,8 +91,8 @@ func TestVerifyAsAnOperator(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 {
 		t.Fatalf("--json: exit %d, %v\n%s", code, err, out)
 	}
-	if !rep.OK || rep.Messages != 3*len(files) || rep.Bodies != len(files) || rep.Digest != want.Store.String() {
-		t.Fatalf("--json report %+v; want %d messages over %d bodies", rep, 3*len(files), len(files))
+	if !rep.OK || rep.Messages != 3*len(corpus) || rep.Bodies != len(corpus) || rep.Digest != want.Store.String() {
+		t.Fatalf("--json report %+v; want %d messages over %d bodies", rep, 3*len(corpus), len(corpus))
 	}
 
 	// A disk error: one byte of the largest stored attachment flips.

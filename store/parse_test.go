@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/textproto"
 	"github.com/fxamacker/cbor/v2"
+	"github.com/twinbox/twinbox/internal/testmail"
 )
 
 // crlf turns the LF line ends of a test message into CRLF.
@@ -246,22 +246,7 @@ func splitMbox(data []byte) [][]byte {
 	return msgs
 }
 
-func readCorpus(tb testing.TB) map[string][]byte {
-	tb.Helper()
-	files, err := filepath.Glob(filepath.Join("testdata", "corpus", "*.eml"))
-	if err != nil || len(files) == 0 {
-		tb.Fatalf("no corpus samples: %v", err)
-	}
-	out := make(map[string][]byte, len(files))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out[filepath.Base(f)] = b
-	}
-	return out
-}
+func readCorpus(tb testing.TB) map[string][]byte { return testmail.Corpus(tb) }
 
 // checkAgainstGoMessage checks the invariants and, where go-message can
 // parse raw, that both see the same tree. It reports whether go-message

@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/twinbox/twinbox/dedupe"
+	"github.com/twinbox/twinbox/internal/testmail"
 	"github.com/twinbox/twinbox/store"
 )
 
@@ -25,16 +23,8 @@ func seedStore(t *testing.T, data string) store.Digest {
 		t.Fatal(err)
 	}
 	defer s.Close(ctx)
-	files, _ := filepath.Glob("../../store/testdata/corpus/*.eml")
-	if len(files) < 5 {
-		t.Fatalf("corpus: %d files", len(files))
-	}
 	ops := []store.Op{&store.CreateUser{User: "alice"}, &store.CreateUser{User: "bob"}}
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, raw := range testmail.Corpus(t) {
 		ops = append(ops, &store.Deliver{Body: *dedupe.Prepare(raw, nil), InternalDate: store.Now(),
 			Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}, {User: "bob", Mailbox: "INBOX"}}})
 	}
@@ -67,35 +57,9 @@ func TestVerifyCommand(t *testing.T) {
 		}
 	}
 
-	// Flip one byte of the largest part blob, as a failing disk would.
-	db, err := pebble.Open(storeDir(data), &pebble.Options{Logger: quietPebble{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	it, _ := db.NewIter(&pebble.IterOptions{LowerBound: []byte("q"), UpperBound: []byte("r")})
-	var key, val []byte
-	for ok := it.First(); ok; ok = it.Next() {
-		if len(it.Value()) > len(val) {
-			key, val = bytes.Clone(it.Key()), bytes.Clone(it.Value())
-		}
-	}
-	it.Close()
-	val[len(val)/2] ^= 0x04
-	if err := db.Set(key, val, pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	out.Reset()
-	err = run(context.Background(), []string{"verify", "--data", data}, &out, &errOut)
-	var ee exitError
-	if !errors.As(err, &ee) || ee.code != 1 {
-		t.Fatalf("verify of a damaged store: err = %v\n%s", err, out.String())
-	}
-	if !strings.Contains(out.String(), "problem    ") || !strings.Contains(out.String(), "does not match its hash") {
-		t.Fatalf("damage not named:\n%s", out.String())
-	}
 }
+
+// The damaged-store case runs the built binary: integration/verify_test.go.
 
 func TestVerifyCommandErrors(t *testing.T) {
 	var out, errOut bytes.Buffer
@@ -122,10 +86,3 @@ func TestVerifyCommandErrors(t *testing.T) {
 		t.Fatalf("locked store: %v", err)
 	}
 }
-
-// quietPebble keeps Pebble's recovery messages out of the test output.
-type quietPebble struct{}
-
-func (quietPebble) Infof(string, ...any)         {}
-func (quietPebble) Errorf(string, ...any)        {}
-func (quietPebble) Fatalf(f string, args ...any) { panic(fmt.Sprintf(f, args...)) }
