@@ -696,7 +696,7 @@ func scanMessages(r iterable, mboxID uint64, uids []uint32) ([]uidRec, error) {
 	defer it.Close()
 	var out []uidRec
 	want := uids
-	for ok := it.First(); ok; ok = it.Next() {
+	for ok := it.First(); ok; {
 		uid := uidOfMsgKey(it.Key())
 		if uids != nil {
 			for len(want) > 0 && want[0] < uid {
@@ -706,13 +706,10 @@ func scanMessages(r iterable, mboxID uint64, uids []uint32) ([]uidRec, error) {
 				break
 			}
 			if want[0] != uid {
-				if !it.SeekGE(msgKey(mboxID, want[0])) {
-					break
-				}
-				uid = uidOfMsgKey(it.Key())
-				if want[0] != uid {
-					continue
-				}
+				// Skip the messages between: seek to the next wanted UID
+				// (want[0] > uid, so this always moves forward).
+				ok = it.SeekGE(msgKey(mboxID, want[0]))
+				continue
 			}
 		}
 		var rec msgRec
@@ -720,11 +717,20 @@ func scanMessages(r iterable, mboxID uint64, uids []uint32) ([]uidRec, error) {
 			return nil, fmt.Errorf("message %d of mailbox %d: %w", uid, mboxID, err)
 		}
 		out = append(out, uidRec{uid, rec})
+		ok = it.Next()
 	}
 	return out, it.Error()
 }
 
 func (t *txn) copyMessages(op *Copy, move bool, res *Result) error {
+	if len(op.UIDs) == 0 {
+		// Nothing to copy (nil must not read as "all messages").
+		if _, err := t.mailbox(op.User, op.From); err != nil {
+			return err
+		}
+		_, err := t.mailbox(op.User, op.To)
+		return err
+	}
 	src, err := t.mailbox(op.User, op.From)
 	if err != nil {
 		return err
@@ -791,6 +797,9 @@ func (t *txn) storeFlags(op *StoreFlags, res *Result) error {
 	if err != nil {
 		return err
 	}
+	if len(op.UIDs) == 0 {
+		return nil // nil must not read as "all messages"
+	}
 	flags, _ := CanonicalFlags(op.Flags) // checked by op.check
 	msgs, err := t.messages(m.ID, op.UIDs)
 	if err != nil {
@@ -851,7 +860,13 @@ func (t *txn) expunge(op *Expunge) ([]uint32, error) {
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := t.messages(m.ID, op.UIDs)
+	uids := op.UIDs
+	if op.All {
+		uids = nil // every message (the scan's nil)
+	} else if len(uids) == 0 {
+		return nil, nil
+	}
+	msgs, err := t.messages(m.ID, uids)
 	if err != nil {
 		return nil, err
 	}

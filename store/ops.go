@@ -139,12 +139,13 @@ type StoreFlags struct {
 	UnchangedSince uint64 `cbor:"6,keyasint,omitempty"`
 }
 
-// Expunge removes messages flagged \Deleted: all of them, or only those of
-// UIDs (UID EXPUNGE) when UIDs is not nil.
+// Expunge removes messages flagged \Deleted: all of them when All is set
+// (EXPUNGE, CLOSE), or only those of UIDs (UID EXPUNGE).
 type Expunge struct {
 	User    string   `cbor:"1,keyasint"`
 	Mailbox string   `cbor:"2,keyasint"`
 	UIDs    []uint32 `cbor:"3,keyasint,omitempty"`
+	All     bool     `cbor:"4,keyasint,omitempty"`
 }
 
 // Collect deletes blobs whose reference count reached zero at or before
@@ -338,6 +339,9 @@ func (o *StoreFlags) check() error {
 func (o *Expunge) check() error {
 	if err := checkUserMailbox(o.User, o.Mailbox); err != nil {
 		return err
+	}
+	if o.All && len(o.UIDs) > 0 {
+		return fmt.Errorf("%w: expunge of all messages with a UID list", ErrInvalidOp)
 	}
 	return checkUIDs(o.UIDs)
 }

@@ -244,7 +244,7 @@ func TestExpungeAndCollect(t *testing.T) {
 	if r.Parts != 1 || r.BlobBytes > int64(len(attachment))+200 {
 		t.Fatalf("the shared attachment is stored %d times (%d bytes)", r.Parts, r.BlobBytes)
 	}
-	res := apply(t, s, &store.Expunge{User: "alice", Mailbox: "INBOX"})
+	res := apply(t, s, &store.Expunge{User: "alice", Mailbox: "INBOX", All: true})
 	if !slices.Equal(res[0].Expunged, []uint32{1}) {
 		t.Fatalf("expunged %v", res[0].Expunged)
 	}
@@ -327,7 +327,7 @@ func TestUIDListAndMessagesSubset(t *testing.T) {
 		odd = append(odd, u)
 	}
 	apply(t, s, &store.StoreFlags{User: "alice", Mailbox: "INBOX", UIDs: odd, Action: store.FlagsAdd, Flags: []string{`\Deleted`}},
-		&store.Expunge{User: "alice", Mailbox: "INBOX"})
+		&store.Expunge{User: "alice", Mailbox: "INBOX", All: true})
 	uids, err := s.UIDs("alice", "INBOX")
 	if err != nil {
 		t.Fatal(err)
@@ -335,16 +335,36 @@ func TestUIDListAndMessagesSubset(t *testing.T) {
 	if len(uids) != 150 || uids[0] != 2 || uids.SeqNum(300) != 150 || uids.UID(2) != 4 || uids.SeqNum(3) != 0 {
 		t.Fatalf("uid list wrong: len %d first %d", len(uids), uids[0])
 	}
-	msgs, err := s.Messages("alice", "INBOX", []uint32{1, 2, 3, 100, 298, 299, 1000})
-	if err != nil {
-		t.Fatal(err)
+	for _, c := range []struct{ ask, want []uint32 }{
+		{[]uint32{1, 2, 3, 100, 298, 299, 1000}, []uint32{2, 100, 298}},
+		// A miss seeks forward onto a UID that is itself wanted.
+		{[]uint32{2, 5, 6}, []uint32{2, 6}},
+		{[]uint32{7, 8, 9, 10}, []uint32{8, 10}},
+		{[]uint32{299}, nil},
+		{[]uint32{}, nil},
+	} {
+		msgs, err := s.Messages("alice", "INBOX", c.ask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []uint32
+		for _, m := range msgs {
+			got = append(got, m.UID)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("Messages(%v) = %v, want %v", c.ask, got, c.want)
+		}
 	}
-	var got []uint32
-	for _, m := range msgs {
-		got = append(got, m.UID)
-	}
-	if !slices.Equal(got, []uint32{2, 100, 298}) {
-		t.Fatalf("subset = %v", got)
+	// An empty UID list touches nothing (it must not read as "all").
+	before, _ := s.Digest()
+	apply(t, s,
+		&store.StoreFlags{User: "alice", Mailbox: "INBOX", UIDs: []uint32{}, Action: store.FlagsSet, Flags: []string{`\Deleted`}},
+		&store.Copy{User: "alice", From: "INBOX", To: "INBOX"},
+		&store.Move{User: "alice", From: "INBOX", To: "INBOX", UIDs: []uint32{}},
+		&store.Expunge{User: "alice", Mailbox: "INBOX"})
+	after, _ := s.Digest()
+	if !equalMailboxes(before, after) {
+		t.Fatal("operations on empty UID lists changed the mailbox")
 	}
 }
 
@@ -403,7 +423,7 @@ func scenario(rng *rand.Rand, n int) []store.Entry {
 		case k <= 14:
 			op = &store.StoreFlags{User: u, Mailbox: pick(boxes), UIDs: uids(), Action: store.FlagAction(1 + rng.IntN(3)), Flags: []string{pick([]string{`\Seen`, `\Deleted`, "$Work", `\Flagged`})}}
 		case k <= 16:
-			op = &store.Expunge{User: u, Mailbox: pick(boxes)}
+			op = &store.Expunge{User: u, Mailbox: pick(boxes), All: true}
 		case k == 17:
 			op = &store.Collect{Before: testNow + int64(i) - 50}
 		case k == 18 && rng.IntN(10) == 0:
