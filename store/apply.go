@@ -59,23 +59,22 @@ type Placement struct {
 // still returns only when its own entries are durable; later batches are
 // never durable before earlier ones (the WAL is sequential).
 func (s *Store) Apply(ctx context.Context, entries ...Entry) ([]Result, error) {
-	return s.apply(ctx, func() []Entry { return entries })
+	return s.apply(ctx, entries, false)
 }
 
 // ApplyNext applies ops at the next free sequences: the write path of a
 // standalone node, where the store's own sequence is the log.
 func (s *Store) ApplyNext(ctx context.Context, now int64, ops ...Op) ([]Result, error) {
-	return s.apply(ctx, func() []Entry {
-		entries := make([]Entry, len(ops))
-		for i, op := range ops {
-			entries[i] = Entry{Seq: s.applied + uint64(i) + 1, Time: now, Op: op}
-		}
-		return entries
-	})
+	entries := make([]Entry, len(ops))
+	for i, op := range ops {
+		entries[i] = Entry{Time: now, Op: op}
+	}
+	return s.apply(ctx, entries, true)
 }
 
-// apply runs the entries that next returns (called with wmu held).
-func (s *Store) apply(ctx context.Context, next func() []Entry) ([]Result, error) {
+// apply applies entries; with assign, it numbers them from the next free
+// sequence inside the same critical section that applies them.
+func (s *Store) apply(ctx context.Context, entries []Entry, assign bool) ([]Result, error) {
 	if s.opts.ReadOnly {
 		return nil, fmt.Errorf("store: apply: opened read-only")
 	}
@@ -87,9 +86,6 @@ func (s *Store) apply(ctx context.Context, next func() []Entry) ([]Result, error
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s.wmu.Lock()
-	entries := next()
-	s.wmu.Unlock()
 	// The checks that need no state (field syntax, hashing a delivered
 	// body) run here, outside the lock, in the caller's goroutine.
 	checks := make([]error, len(entries))
@@ -100,6 +96,11 @@ func (s *Store) apply(ctx context.Context, next func() []Entry) ([]Result, error
 	if s.broken != nil {
 		s.wmu.Unlock()
 		return nil, s.broken
+	}
+	if assign {
+		for i := range entries {
+			entries[i].Seq = s.applied + uint64(i) + 1
+		}
 	}
 	results, b, err := s.applyLocked(entries, checks)
 	s.wmu.Unlock()
@@ -180,7 +181,7 @@ func (s *Store) applyLocked(entries []Entry, checks []error) ([]Result, *pebble.
 // store's state: field syntax, and a delivered body against its address.
 func checkEntry(e Entry) error {
 	if e.Op == nil {
-		return fmt.Errorf("%w: entry %d has no operation", ErrInvalidOp, e.Seq)
+		return fmt.Errorf("%w: entry without an operation", ErrInvalidOp)
 	}
 	if err := e.Op.check(); err != nil {
 		return fmt.Errorf("%s: %w", e.Op.Kind(), err)

@@ -91,6 +91,9 @@ func benchDeliver(b *testing.B, rcpts, conc, size int, grouped bool) {
 				if err == nil {
 					err = res.Err
 				}
+				if err == nil && (res.Skipped || len(res.Placed) != rcpts) {
+					err = fmt.Errorf("delivery %d not applied: %+v", i, res)
+				}
 				if err != nil {
 					b.Error(err)
 					return

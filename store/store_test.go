@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/twinbox/twinbox/store"
@@ -467,5 +468,40 @@ func TestPartWithTheBytesOfAMessage(t *testing.T) {
 			}
 		}
 		mustVerify(t, s)
+	}
+}
+
+// Concurrent writers each get their own sequences: nothing is skipped or
+// lost, whichever writer's batch goes first.
+func TestConcurrentApplyNext(t *testing.T) {
+	s := newTestStore(t, nil)
+	apply(t, s, &store.CreateUser{User: "alice"})
+	const writers, each = 16, 40
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				op := &store.Deliver{Body: body(message(w*1000+i, 300)), InternalDate: testNow,
+					Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}}
+				res, err := s.ApplyNext(context.Background(), testNow, op)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if res[0].Skipped || res[0].Err != nil || len(res[0].Placed) != 1 {
+					t.Errorf("writer %d delivery %d: %+v", w, i, res[0])
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := s.AppliedSeq(); got != 1+writers*each {
+		t.Fatalf("applied seq %d, want %d", got, 1+writers*each)
+	}
+	if r := mustVerify(t, s); r.Messages != writers*each {
+		t.Fatalf("%d messages stored, %d delivered", r.Messages, writers*each)
 	}
 }
