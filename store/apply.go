@@ -135,12 +135,12 @@ func (s *Store) applyLocked(entries []Entry, checks []error) ([]Result, *pebble.
 			results[i].Skipped = true
 			continue
 		}
-		var res Result
-		err := checks[i]
-		if err == nil {
-			res, err = s.applyOne(b, e)
-		}
 		applied = e.Seq
+		if err := checks[i]; err != nil {
+			results[i] = Result{Seq: e.Seq, Err: err} // nothing of it reached b
+			continue
+		}
+		res, err := s.applyOne(b, e)
 		if err == nil {
 			results[i] = res
 			done = append(done, i)
