@@ -42,11 +42,11 @@ func (b *Body) checkContent() error {
 		}
 		data[p.ID] = p.Data
 	}
-	raw, err := b.Manifest.Assemble(func(id BlobID) ([]byte, error) { return data[id], nil })
+	id, _, err := b.Manifest.sum(func(id BlobID) ([]byte, error) { return data[id], nil })
 	if err != nil {
 		return fmt.Errorf("%w: body %s: %v", ErrInvalidOp, b.ID, err)
 	}
-	if HashBlob(raw) != b.ID {
+	if id != b.ID {
 		return fmt.Errorf("%w: body %s: content does not match its address", ErrCorrupt, b.ID)
 	}
 	b.encode()
