@@ -51,6 +51,10 @@ func main() {
 const usage = `twinbox: a two-node mail store with logical replication
 
 Commands:
+  serve     run a node: IMAP, SMTP, LMTP and the admin HTTP server
+  user      add, delete, re-password or list users (the passwd-file)
+  status    print a running node's status
+  bench     load generator: smtp, lmtp or imap against any server
   verify    check an offline store: blob hashes, reference counts, mailbox invariants
 
 Run 'twinbox COMMAND -h' for a command's flags.`
@@ -61,6 +65,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: no command given", errUsage)
 	}
 	switch args[0] {
+	case "serve":
+		return runServe(ctx, args[1:], stdout, stderr)
+	case "user":
+		return runUser(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "status":
+		return runStatus(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return runVerify(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
