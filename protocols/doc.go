@@ -1,8 +1,16 @@
 // Package protocols holds the mail protocols in front of the store (DESIGN.md,
-// protocols/): IMAP through go-imap's imapserver, SMTP and LMTP through
-// go-smtp, each in a sub-package. They use store, cache and dedupe through
-// small interfaces they declare, never replog or failover: cmd hands them a
-// writer backed by the log and guarded by the node's role.
+// protocols/): IMAP through go-imap's imapserver (protocols/imap), SMTP and
+// LMTP through go-smtp (protocols/smtp), and the users of a node in Dovecot's
+// passwd-file format (protocols/users).
 //
-// It arrives with the standalone-node issue; nothing here yet.
+// This package declares what they need of a node, as small interfaces:
+// Reader for the store's reads (through the read cache), Writer for changes.
+// They use store, cache and dedupe through these, never replog or failover:
+// cmd hands them a writer backed by the log and guarded by the node's role.
+//
+// A Writer's error decides what a client is told. ErrUnavailable (wrapped)
+// is temporary: SMTP answers 451 4.3.0 and IMAP NO [UNAVAILABLE], so the
+// sender retries and nothing is lost. ErrReadOnly means this node does not
+// take writes (a passive). Store errors (a missing mailbox, a message too
+// large) are permanent and mapped to the matching protocol code.
 package protocols

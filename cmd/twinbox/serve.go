@@ -2,14 +2,380 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twinbox/twinbox/protocols/imap"
+	"github.com/twinbox/twinbox/protocols/smtp"
+	"github.com/twinbox/twinbox/protocols/users"
 )
 
+const serveUsage = `usage: twinbox serve [-c FILE] [flags]
+
+Runs a standalone node: IMAP, SMTP and LMTP over the store, and the admin
+HTTP server (/healthz, /status, /metrics). With no config file it keeps its
+data in ./twinbox-data and listens on loopback only:
+
+  IMAP 127.0.0.1:1143 (STARTTLS)   IMAPS 127.0.0.1:1993
+  SMTP 127.0.0.1:2525 (STARTTLS)   SMTPS 127.0.0.1:4465
+  LMTP 127.0.0.1:2424              admin http://127.0.0.1:8410
+
+Users come from DATA/passwd (add them with 'twinbox user add NAME').
+Every setting is also a TWINBOX_* variable and a key of the config file
+(twinbox.example.toml). SIGTERM or SIGINT shuts down gracefully.
+
+Flags:`
+
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("serve: not built yet")
+	c, err := loadConfig("serve", args, stderr, serveUsage)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, c.LogLevel)
+	return serve(ctx, c, log, stdout)
 }
 
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// userDir adapts the passwd-file and its login guard to protocols.Users.
+type userDir struct {
+	file  *users.File
+	guard *users.Guard
+}
+
+func (u userDir) Lookup(user string) bool { return u.file.Lookup(user) }
+func (u userDir) Check(ctx context.Context, user, password, remote string) error {
+	return u.guard.Check(ctx, user, password, remote)
+}
+
+// listener is one bound address of the node.
+type listener struct {
+	name  string
+	ln    net.Listener
+	serve func(net.Listener) error
+}
+
+func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) error {
+	started := time.Now()
+	if err := os.MkdirAll(c.Data, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	tlsConf, err := loadTLS(c, log)
+	if err != nil {
+		return err
+	}
+	pw, err := users.Open(c.Passwd, &users.Options{Logger: log})
+	if err != nil {
+		return fmt.Errorf("users: %w", err)
+	}
+	guard, err := users.NewGuard(pw, nil)
+	if err != nil {
+		return err
+	}
+	dir := userDir{pw, guard}
+
+	n, err := openNode(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	m := newMetrics()
+
+	imapSrv, err := imap.New(&imap.Options{
+		Reader: n, Writer: n, Users: dir,
+		TLSConfig: tlsConf, InsecureAuth: c.InsecureAuth,
+		LocalDomains: c.LocalDomains,
+		Observe:      m.observe("imap"),
+		Logger:       log,
+	})
+	if err != nil {
+		n.close(ctx)
+		return err
+	}
+	n.notify = imapSrv.Notify
+	newSMTP := func(lmtp bool) (*smtp.Server, error) {
+		proto := map[bool]string{false: "smtp", true: "lmtp"}[lmtp]
+		return smtp.New(&smtp.Options{
+			Reader: n, Writer: n, Users: dir, LMTP: lmtp,
+			Hostname: c.Hostname, LocalDomains: c.LocalDomains,
+			MaxMessageBytes: c.MaxMessageSize, MaxRecipients: int(c.MaxRecipients),
+			MaxLineLength: int(c.MaxLineLength),
+			ReadTimeout:   c.SMTPTimeout, WriteTimeout: c.SMTPTimeout,
+			TLSConfig: tlsConf,
+			Delivered: m.delivered(proto), Observe: m.observe(proto),
+			Logger: log,
+		})
+	}
+	smtpSrv, err := newSMTP(false)
+	if err != nil {
+		n.close(ctx)
+		return err
+	}
+	lmtpSrv, err := newSMTP(true)
+	if err != nil {
+		n.close(ctx)
+		return err
+	}
+
+	// Bind everything before serving anything, so a taken port is a clear
+	// refusal to start rather than a half-running node.
+	var lns []listener
+	closeAll := func() {
+		for _, l := range lns {
+			l.ln.Close()
+		}
+	}
+	bind := func(name, addr string, useTLS bool, serve func(net.Listener) error) error {
+		if addr == "" {
+			return nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s: listen on %s: %w", name, addr, err)
+		}
+		if useTLS {
+			ln = tls.NewListener(ln, tlsConf)
+		}
+		lns = append(lns, listener{name, ln, serve})
+		return nil
+	}
+	admin := &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	for _, b := range []struct {
+		name, addr string
+		tls        bool
+		serve      func(net.Listener) error
+	}{
+		{"imap", c.IMAPAddr, false, imapSrv.Serve},
+		{"imaps", c.IMAPSAddr, true, imapSrv.Serve},
+		{"smtp", c.SMTPAddr, false, smtpSrv.Serve},
+		{"smtps", c.SMTPSAddr, true, smtpSrv.Serve},
+		{"lmtp", c.LMTPAddr, false, lmtpSrv.Serve},
+		{"admin", c.AdminAddr, false, admin.Serve},
+	} {
+		if err := bind(b.name, b.addr, b.tls, b.serve); err != nil {
+			closeAll()
+			n.close(ctx)
+			return err
+		}
+	}
+	if c.LMTPSock != "" {
+		os.Remove(c.LMTPSock)
+		ln, err := net.Listen("unix", c.LMTPSock)
+		if err != nil {
+			closeAll()
+			n.close(ctx)
+			return fmt.Errorf("lmtp: listen on %s: %w", c.LMTPSock, err)
+		}
+		lns = append(lns, listener{"lmtp-socket", ln, lmtpSrv.Serve})
+	}
+
+	status := func() status {
+		st := statusOf(c, n, m, lns, started)
+		st.Sessions = map[string]int{"imap": imapSrv.Sessions(), "smtp": smtpSrv.Sessions(), "lmtp": lmtpSrv.Sessions()}
+		st.Users = len(pw.Users())
+		st.LoginFailures = guard.Stats().Failures
+		return st
+	}
+	registerNodeMetrics(m, n, imapSrv, smtpSrv, lmtpSrv, guard)
+	admin.Handler = adminHandler(m, status, func() error {
+		if n.closing.Load() {
+			return errors.New("shutting down")
+		}
+		return nil
+	})
+
+	runCtx, stopBackground := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		pw.Watch(runCtx, func(list []string) { n.syncUsers(runCtx, list) })
+	}()
+	n.collect(runCtx, &bg, c.CollectEvery, c.CollectGrace)
+
+	errc := make(chan error, len(lns))
+	for _, l := range lns {
+		go func() {
+			if err := l.serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				errc <- fmt.Errorf("%s: %w", l.name, err)
+			}
+		}()
+	}
+	for _, l := range lns {
+		log.Info("listening", "service", l.name, "addr", l.ln.Addr().String())
+	}
+	fmt.Fprintf(stdout, "twinbox: serving; data in %s, users in %s\n", c.Data, c.Passwd)
+	for _, l := range lns {
+		fmt.Fprintf(stdout, "  %-11s %s\n", l.name, l.ln.Addr())
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", c.ShutdownTimeout)
+	case runErr = <-errc:
+		log.Error("a listener failed; shutting down", "err", runErr)
+	}
+
+	// Graceful shutdown: stop accepting, 421 to idle SMTP/LMTP sessions,
+	// let transactions in flight finish within the bound, BYE to IMAP
+	// sessions, then close the store.
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range []interface{ Shutdown(context.Context) error }{smtpSrv, lmtpSrv, imapSrv} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Shutdown(sctx); err != nil {
+				log.Warn("shutdown", "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	stopBackground()
+	bg.Wait()
+	admin.Shutdown(sctx)
+	if err := n.close(sctx); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	if c.LMTPSock != "" {
+		os.Remove(c.LMTPSock)
+	}
+	log.Info("stopped cleanly")
+	return runErr
+}
+
+func statusOf(c *config, n *node, m *metrics, lns []listener, started time.Time) status {
+	st := status{
+		Node: c.Hostname, Role: "standalone", Started: started.UTC(),
+		Uptime:     time.Since(started).Round(time.Second).String(),
+		Applied:    n.st.AppliedSeq(),
+		Listeners:  map[string]string{},
+		Deliveries: m.nDeliveries.Load(), Recipients: m.nRecipients.Load(),
+		ReceivedBytes: m.nReceived.Load(), RecipientBytes: m.nRecipientBytes.Load(),
+		Writes: n.writes.Load(), WriteFailures: n.writeErrs.Load(),
+		CommitBatch: n.commit.Stats().AvgBatch(),
+	}
+	for _, l := range lns {
+		st.Listeners[l.name] = l.ln.Addr().String()
+	}
+	if du, err := n.st.DiskUsage(); err == nil {
+		st.StoreBytes = du
+	}
+	rs := n.reads.Stats()
+	if gets := rs.Bodies.Hits + rs.Bodies.Misses + rs.Metas.Hits + rs.Metas.Misses; gets > 0 {
+		st.CacheHitRate = float64(rs.Bodies.Hits+rs.Metas.Hits) / float64(gets)
+	}
+	return st
+}
+
+func registerNodeMetrics(m *metrics, n *node, imapSrv *imap.Server, smtpSrv, lmtpSrv *smtp.Server, guard *users.Guard) {
+	for proto, f := range map[string]func() int{"imap": imapSrv.Sessions, "smtp": smtpSrv.Sessions, "lmtp": lmtpSrv.Sessions} {
+		m.gauge("twinbox_"+proto+"_sessions", "Open "+strings.ToUpper(proto)+" connections.", func() float64 { return float64(f()) })
+	}
+	m.gauge("twinbox_applied_seq", "Last log sequence applied to the store.", func() float64 { return float64(n.st.AppliedSeq()) })
+	m.gauge("twinbox_store_disk_bytes", "Bytes of the store's live files on disk.", func() float64 {
+		du, _ := n.st.DiskUsage()
+		return float64(du)
+	})
+	m.counter("twinbox_cache_hits_total", "Read cache hits (bodies and metadata).", func() float64 {
+		s := n.reads.Stats()
+		return float64(s.Bodies.Hits + s.Metas.Hits)
+	})
+	m.counter("twinbox_cache_misses_total", "Read cache misses (bodies and metadata).", func() float64 {
+		s := n.reads.Stats()
+		return float64(s.Bodies.Misses + s.Metas.Misses)
+	})
+	m.counter("twinbox_commit_batches_total", "Group commit flushes (fsynced batches).", func() float64 { return float64(n.commit.Stats().Batches) })
+	m.counter("twinbox_commit_requests_total", "Writes committed through group commit.", func() float64 { return float64(n.commit.Stats().Requests) })
+	m.counter("twinbox_login_failures_total", "Failed logins (each was slowed).", func() float64 { return float64(guard.Stats().Failures) })
+	m.counter("twinbox_login_successes_total", "Successful logins.", func() float64 { return float64(guard.Stats().Successes) })
+}
+
+const statusUsage = `usage: twinbox status [--admin HOST:PORT] [--json]
+
+Prints a running node's status from its admin HTTP server.
+
+Flags:`
+
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("status: not built yet")
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("admin", envDefault("TWINBOX_ADMIN_ADDR", "127.0.0.1:8410"), "the node's admin address (env TWINBOX_ADMIN_ADDR)")
+	asJSON := fs.Bool("json", false, "print the raw JSON")
+	fs.Usage = func() { fmt.Fprintln(stderr, statusUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: status takes no arguments, got %q", errUsage, fs.Args())
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, "GET", "http://"+*addr+"/status", nil)
+	if err != nil {
+		return fmt.Errorf("%w: --admin %q: %v", errUsage, *addr, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("status: no node answers at %s: %w", *addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status: %s answered %s", *addr, resp.Status)
+	}
+	if *asJSON {
+		_, err := stdout.Write(body)
+		return err
+	}
+	var st status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("status: %s did not answer with a node status: %w", *addr, err)
+	}
+	printStatus(stdout, &st)
+	return nil
+}
+
+func printStatus(w io.Writer, st *status) {
+	fmt.Fprintf(w, "node        %s (%s), up %s\n", st.Node, st.Role, st.Uptime)
+	fmt.Fprintf(w, "applied     sequence %d (%d writes, %d failed)\n", st.Applied, st.Writes, st.WriteFailures)
+	fmt.Fprintf(w, "sessions    imap %d, smtp %d, lmtp %d\n", st.Sessions["imap"], st.Sessions["smtp"], st.Sessions["lmtp"])
+	fmt.Fprintf(w, "users       %d (failed logins since start: %d)\n", st.Users, st.LoginFailures)
+	fmt.Fprintf(w, "delivered   %d messages to %d mailboxes since start\n", st.Deliveries, st.Recipients)
+	fmt.Fprintf(w, "bytes       %d received, %d as one copy per mailbox; store on disk %d\n",
+		st.ReceivedBytes, st.RecipientBytes, st.StoreBytes)
+	fmt.Fprintf(w, "cache       %.1f%% hits; group commit %.1f writes per fsync\n", 100*st.CacheHitRate, st.CommitBatch)
+	names := make([]string, 0, len(st.Listeners))
+	for k := range st.Listeners {
+		names = append(names, k)
+	}
+	sortStrings(names)
+	for _, k := range names {
+		fmt.Fprintf(w, "listen      %-11s %s\n", k, st.Listeners[k])
+	}
 }

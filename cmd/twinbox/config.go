@@ -1,0 +1,294 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/twinbox/twinbox/store"
+)
+
+// config is a node's configuration. Every setting has a default, a key in
+// the TOML config file, a flag and a TWINBOX_* environment variable, all
+// derived from one table (settings); later sources win: defaults, the
+// file, the environment, flags. twinbox.example.toml documents each.
+type config struct {
+	Data         string   `toml:"data"`
+	Passwd       string   `toml:"passwd"`
+	Hostname     string   `toml:"hostname"`
+	LocalDomains []string `toml:"local_domains"`
+
+	IMAPAddr  string `toml:"imap_addr"`
+	IMAPSAddr string `toml:"imaps_addr"`
+	SMTPAddr  string `toml:"smtp_addr"`
+	SMTPSAddr string `toml:"smtps_addr"`
+	LMTPAddr  string `toml:"lmtp_addr"`
+	LMTPSock  string `toml:"lmtp_socket"`
+	AdminAddr string `toml:"admin_addr"`
+
+	TLSCert      string `toml:"tls_cert"`
+	TLSKey       string `toml:"tls_key"`
+	InsecureAuth bool   `toml:"allow_insecure_auth"`
+
+	MaxMessageSize int64         `toml:"max_message_size"`
+	MaxRecipients  int64         `toml:"max_recipients"`
+	MaxLineLength  int64         `toml:"max_line_length"`
+	SMTPTimeout    time.Duration `toml:"smtp_timeout"`
+	CacheSize      int64         `toml:"cache_size"`
+	StoreCache     int64         `toml:"store_cache_size"`
+
+	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+	CollectEvery    time.Duration `toml:"collect_interval"`
+	CollectGrace    time.Duration `toml:"collect_grace"`
+	LogLevel        string        `toml:"log_level"`
+}
+
+// Defaults (DESIGN.md, "Command line and defaults").
+func defaultConfig() config {
+	host, _ := os.Hostname()
+	return config{
+		Data:            DefaultDataDir,
+		Hostname:        host,
+		IMAPAddr:        "127.0.0.1:1143",
+		IMAPSAddr:       "127.0.0.1:1993",
+		SMTPAddr:        "127.0.0.1:2525",
+		SMTPSAddr:       "127.0.0.1:4465",
+		LMTPAddr:        "127.0.0.1:2424",
+		AdminAddr:       "127.0.0.1:8410",
+		MaxMessageSize:  store.DefaultMaxMessageSize,
+		MaxRecipients:   1000,
+		MaxLineLength:   64 << 10,
+		SMTPTimeout:     5 * time.Minute,
+		CacheSize:       256 << 20,
+		StoreCache:      store.DefaultCacheSize,
+		ShutdownTimeout: 30 * time.Second,
+		CollectEvery:    10 * time.Minute,
+		CollectGrace:    time.Hour,
+		LogLevel:        "info",
+	}
+}
+
+// setting binds one config field to its flag and environment variable.
+type setting struct {
+	key  string // TOML key; the flag is key with '-', the variable TWINBOX_KEY
+	help string
+	ptr  any
+}
+
+func (c *config) settings() []setting {
+	return []setting{
+		{"data", "node data directory (store, passwd-file, certificate)", &c.Data},
+		{"passwd", "passwd-file in Dovecot's format (default: DATA/passwd)", &c.Passwd},
+		{"hostname", "this node's name in greetings and Received headers", &c.Hostname},
+		{"local_domains", "comma-separated domains whose users are local (default: localhost and the host name)", &c.LocalDomains},
+		{"imap_addr", "IMAP listen address (STARTTLS available); empty disables", &c.IMAPAddr},
+		{"imaps_addr", "IMAP implicit-TLS listen address; empty disables", &c.IMAPSAddr},
+		{"smtp_addr", "SMTP listen address (STARTTLS available); empty disables", &c.SMTPAddr},
+		{"smtps_addr", "SMTP implicit-TLS listen address; empty disables", &c.SMTPSAddr},
+		{"lmtp_addr", "LMTP TCP listen address; empty disables", &c.LMTPAddr},
+		{"lmtp_socket", "LMTP unix socket path; empty disables", &c.LMTPSock},
+		{"admin_addr", "admin HTTP listen address (/healthz, /status, /metrics); empty disables", &c.AdminAddr},
+		{"tls_cert", "TLS certificate PEM file (default: a self-signed one made in DATA/tls)", &c.TLSCert},
+		{"tls_key", "TLS private key PEM file", &c.TLSKey},
+		{"allow_insecure_auth", "allow plain-text login without TLS from any address (default: loopback only)", &c.InsecureAuth},
+		{"max_message_size", "largest message accepted, in bytes", &c.MaxMessageSize},
+		{"max_recipients", "most recipients per SMTP/LMTP transaction", &c.MaxRecipients},
+		{"max_line_length", "longest SMTP/LMTP line, in bytes", &c.MaxLineLength},
+		{"smtp_timeout", "SMTP/LMTP read and write timeout", &c.SMTPTimeout},
+		{"cache_size", "read cache for bodies and metadata, in bytes", &c.CacheSize},
+		{"store_cache_size", "Pebble block cache, in bytes", &c.StoreCache},
+		{"shutdown_timeout", "how long in-flight transactions may take on shutdown", &c.ShutdownTimeout},
+		{"collect_interval", "how often unreferenced bodies are collected", &c.CollectEvery},
+		{"collect_grace", "how long an unreferenced body is kept before collection", &c.CollectGrace},
+		{"log_level", "debug, info, warn or error", &c.LogLevel},
+	}
+}
+
+func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+func envName(key string) string  { return "TWINBOX_" + strings.ToUpper(key) }
+
+// setString parses v into the setting's field.
+func (s setting) set(v string) error {
+	switch p := s.ptr.(type) {
+	case *string:
+		*p = v
+	case *[]string:
+		*p = nil
+		for _, d := range strings.Split(v, ",") {
+			if d = strings.TrimSpace(d); d != "" {
+				*p = append(*p, d)
+			}
+		}
+	case *bool:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not true or false", s.key, v)
+		}
+		*p = b
+	case *int64:
+		n, err := parseSize(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.key, err)
+		}
+		*p = n
+	case *time.Duration:
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a duration such as 30s or 5m", s.key, v)
+		}
+		*p = d
+	default:
+		panic(fmt.Sprintf("setting %s: unsupported type %T", s.key, s.ptr))
+	}
+	return nil
+}
+
+// parseSize reads a byte count: 52428800, 50MiB, 64KiB, 1GiB.
+func parseSize(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	mult := int64(1)
+	num := strings.TrimSpace(v)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size such as 52428800 or 50MiB", v)
+	}
+	return n * mult, nil
+}
+
+// loadConfig reads the configuration: defaults, then the file named by -c
+// (or TWINBOX_CONFIG), then TWINBOX_* variables, then flags.
+func loadConfig(name string, args []string, stderr interface{ Write([]byte) (int, error) }, usage string) (*config, error) {
+	c := defaultConfig()
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("c", os.Getenv("TWINBOX_CONFIG"), "config file (TOML; see twinbox.example.toml) (env TWINBOX_CONFIG)")
+	set := c.settings()
+	flagged := map[string]string{}
+	for _, s := range set {
+		key := s.key
+		fs.Func(flagName(key), s.help+" (env "+envName(key)+")", func(v string) error {
+			flagged[key] = v
+			return nil
+		})
+	}
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())
+	}
+	if *file != "" {
+		md, err := toml.DecodeFile(*file, &c)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %w", *file, err)
+		}
+		if und := md.Undecoded(); len(und) > 0 {
+			keys := make([]string, len(und))
+			for i, k := range und {
+				keys[i] = k.String()
+			}
+			return nil, fmt.Errorf("config %s: unknown settings: %s", *file, strings.Join(keys, ", "))
+		}
+	}
+	var problems []string
+	for _, s := range set {
+		if v, ok := os.LookupEnv(envName(s.key)); ok {
+			if err := s.set(v); err != nil {
+				problems = append(problems, envName(s.key)+": "+err.Error())
+			}
+		}
+	}
+	for _, s := range set {
+		if v, ok := flagged[s.key]; ok {
+			if err := s.set(v); err != nil {
+				problems = append(problems, "--"+flagName(s.key)+": "+err.Error())
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%w: %s", errUsage, strings.Join(problems, "; "))
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// validate reports every problem at once.
+func (c *config) validate() error {
+	var problems []string
+	bad := func(f string, a ...any) { problems = append(problems, fmt.Sprintf(f, a...)) }
+	if c.Data == "" {
+		bad("data: must not be empty")
+	}
+	if c.Passwd == "" {
+		c.Passwd = filepath.Join(c.Data, "passwd")
+	}
+	if c.Hostname == "" {
+		c.Hostname = "localhost"
+	}
+	if len(c.LocalDomains) == 0 {
+		c.LocalDomains = []string{"localhost"}
+		if c.Hostname != "localhost" {
+			c.LocalDomains = append(c.LocalDomains, c.Hostname)
+		}
+	}
+	for _, a := range []struct{ key, addr string }{
+		{"imap_addr", c.IMAPAddr}, {"imaps_addr", c.IMAPSAddr}, {"smtp_addr", c.SMTPAddr},
+		{"smtps_addr", c.SMTPSAddr}, {"lmtp_addr", c.LMTPAddr}, {"admin_addr", c.AdminAddr},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			bad("%s: %q is not host:port", a.key, a.addr)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("tls_cert and tls_key: set both or neither")
+	}
+	if c.MaxMessageSize < 1024 {
+		bad("max_message_size: %d is below 1024 bytes", c.MaxMessageSize)
+	}
+	if c.MaxRecipients < 1 {
+		bad("max_recipients: %d must be at least 1", c.MaxRecipients)
+	}
+	if c.MaxLineLength < 1000 {
+		bad("max_line_length: %d is below RFC 5321's 1000", c.MaxLineLength)
+	}
+	if c.SMTPTimeout <= 0 || c.ShutdownTimeout <= 0 || c.CollectEvery <= 0 || c.CollectGrace < 0 {
+		bad("smtp_timeout, shutdown_timeout and collect_interval must be positive, collect_grace not negative")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		bad("log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", errUsage, strings.Join(problems, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,222 @@
+// Package imap serves IMAP4rev1 (with IDLE, UIDPLUS, MOVE, NAMESPACE,
+// SPECIAL-USE, LIST-STATUS, ESEARCH, LITERAL+, UNSELECT, STATUS=SIZE) over a
+// Twinbox store, through go-imap's imapserver.
+//
+// Sessions read through protocols.Reader and change the store only through
+// protocols.Writer; every OK to a write is sent after the Writer returned,
+// that is after the change is durable as the node promises. Changes made by
+// anyone (SMTP deliveries, other sessions, the replication log) reach the
+// sessions that have a mailbox selected through Notify, which the node
+// calls after each applied operation: IDLE is pushed, never polled.
+//
+// A Server is safe for concurrent use.
+package imap
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/twinbox/twinbox/protocols"
+	"github.com/twinbox/twinbox/store"
+)
+
+// Options configure a Server. Reader, Writer and Users are required.
+type Options struct {
+	Reader protocols.Reader
+	Writer protocols.Writer
+	Users  protocols.Users
+
+	// TLSConfig enables STARTTLS (and is used by ServeTLS).
+	TLSConfig *tls.Config
+	// InsecureAuth allows plain-text login without TLS from any address.
+	// Without it, plain-text login without TLS is allowed from loopback
+	// only.
+	InsecureAuth bool
+	// ReadOnly serves a replica: SELECT acts as EXAMINE and every write
+	// answers NO. ReadOnlyHint is added to those answers (where the
+	// writable node is).
+	ReadOnly     bool
+	ReadOnlyHint string
+	// LocalDomains lets users log in as user@domain.
+	LocalDomains []string
+	// SpecialUse lists the folders created on a user's first login.
+	// Nil means DefaultSpecialUse.
+	SpecialUse map[string]imap.MailboxAttr
+	// Observe, if set, is told each command's duration and outcome.
+	Observe func(cmd string, d time.Duration, err error)
+
+	Logger *slog.Logger
+}
+
+// DefaultSpecialUse are the folders a user gets on first login (RFC 6154).
+var DefaultSpecialUse = map[string]imap.MailboxAttr{
+	"Sent":    imap.MailboxAttrSent,
+	"Drafts":  imap.MailboxAttrDrafts,
+	"Trash":   imap.MailboxAttrTrash,
+	"Junk":    imap.MailboxAttrJunk,
+	"Archive": imap.MailboxAttrArchive,
+}
+
+// Capabilities advertised besides IMAP4rev1.
+var capabilities = []imap.Cap{
+	imap.CapIMAP4rev1, imap.CapIdle, imap.CapUIDPlus, imap.CapMove,
+	imap.CapNamespace, imap.CapSpecialUse, imap.CapListStatus,
+	imap.CapListExtended, imap.CapESearch, imap.CapLiteralPlus,
+	imap.CapUnselect, imap.CapStatusSize, imap.CapCreateSpecialUse,
+	imap.CapChildren, imap.CapSASLIR,
+}
+
+// Server is an IMAP server over a store.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+	srv  *imapserver.Server
+	hub  *hub
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	closing  bool
+}
+
+// New returns a Server.
+func New(opts *Options) (*Server, error) {
+	if opts == nil || opts.Reader == nil || opts.Writer == nil || opts.Users == nil {
+		return nil, errors.New("imap: Reader, Writer and Users are required")
+	}
+	s := &Server{opts: *opts, sessions: make(map[*session]struct{})}
+	if s.opts.SpecialUse == nil {
+		s.opts.SpecialUse = DefaultSpecialUse
+	}
+	s.log = s.opts.Logger
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.log = s.log.With("component", "imap")
+	s.hub = newHub(s.opts.Reader)
+	caps := imap.CapSet{}
+	for _, c := range capabilities {
+		caps[c] = struct{}{}
+	}
+	s.srv = imapserver.New(&imapserver.Options{
+		NewSession: s.newSession,
+		Caps:       caps,
+		Logger:     slogPrinter{s.log},
+		TLSConfig:  s.opts.TLSConfig,
+		// Login checks TLS itself: plain text is allowed from loopback.
+		InsecureAuth: true,
+	})
+	return s, nil
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.srv.Serve(ln)
+	if err != nil && s.isClosing() {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// Sessions is the number of open connections.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Shutdown stops accepting, tells every session BYE and closes them.
+// Commands in progress finish first, within ctx: a write a session has
+// begun is acknowledged or not, never cut in half (the store's operations
+// are atomic either way).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	sessions := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		sess.bye(ctx, "Server shutting down")
+	}
+	err := s.srv.Close()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Notify tells the server that op was applied: sessions that have an
+// affected mailbox selected get their updates (IDLE pushes them at once).
+// The node calls it after every applied operation, whoever made it.
+func (s *Server) Notify(ctx context.Context, op store.Op) {
+	var source *imapserver.SessionTracker
+	var own []uint32
+	if o, ok := ctx.Value(sourceKey{}).(*origin); ok {
+		source, own = o.tracker, o.uids
+	}
+	if du, ok := op.(*store.DeleteUser); ok {
+		s.hub.changedUser(du.User)
+		return
+	}
+	for _, ref := range protocols.Affected(op) {
+		if name, err := store.CanonicalMailbox(ref.Mailbox); err == nil {
+			ref.Mailbox = name
+		}
+		s.hub.changed(ref, source, own)
+	}
+}
+
+// sourceKey marks a write's context with the session that made it, so
+// that Notify does not echo a STORE's flag changes back to that session.
+type sourceKey struct{}
+
+type origin struct {
+	tracker *imapserver.SessionTracker
+	uids    []uint32
+}
+
+func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+	sess := &session{srv: s, conn: c}
+	nc := c.NetConn()
+	if _, ok := nc.(*tls.Conn); ok {
+		sess.tls = true
+	}
+	sess.remote = nc.RemoteAddr().String()
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
+	}
+	s.sessions[sess] = struct{}{}
+	s.mu.Unlock()
+	return sess, nil, nil
+}
+
+func (s *Server) dropSession(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+}
+
+// slogPrinter adapts slog to imapserver's Logger.
+type slogPrinter struct{ l *slog.Logger }
+
+func (p slogPrinter) Printf(format string, args ...any) {
+	p.l.Warn(fmt.Sprintf(format, args...))
+}
