@@ -16,9 +16,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twinbox/twinbox/internal/node"
 	"github.com/twinbox/twinbox/protocols/imap"
 	"github.com/twinbox/twinbox/protocols/smtp"
 	"github.com/twinbox/twinbox/protocols/users"
+	"github.com/twinbox/twinbox/store"
 )
 
 const serveUsage = `usage: twinbox serve [-c FILE] [flags]
@@ -92,7 +94,11 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	}
 	dir := userDir{pw, guard}
 
-	n, err := openNode(ctx, c, log)
+	n, err := node.Open(ctx, storeDir(c.Data), &node.Options{
+		Store:      &store.Options{CacheSize: c.StoreCache, MaxMessageSize: c.MaxMessageSize},
+		CacheBytes: c.CacheSize,
+		Logger:     log,
+	})
 	if err != nil {
 		return err
 	}
@@ -106,10 +112,10 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		Logger:       log,
 	})
 	if err != nil {
-		n.close(ctx)
+		n.Close(ctx)
 		return err
 	}
-	n.notify = imapSrv.Notify
+	n.SetNotify(imapSrv.Notify)
 	newSMTP := func(lmtp bool) (*smtp.Server, error) {
 		proto := map[bool]string{false: "smtp", true: "lmtp"}[lmtp]
 		return smtp.New(&smtp.Options{
@@ -125,12 +131,12 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	}
 	smtpSrv, err := newSMTP(false)
 	if err != nil {
-		n.close(ctx)
+		n.Close(ctx)
 		return err
 	}
 	lmtpSrv, err := newSMTP(true)
 	if err != nil {
-		n.close(ctx)
+		n.Close(ctx)
 		return err
 	}
 
@@ -171,7 +177,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	} {
 		if err := bind(b.name, b.addr, b.tls, b.serve); err != nil {
 			closeAll()
-			n.close(ctx)
+			n.Close(ctx)
 			return err
 		}
 	}
@@ -180,7 +186,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		ln, err := net.Listen("unix", c.LMTPSock)
 		if err != nil {
 			closeAll()
-			n.close(ctx)
+			n.Close(ctx)
 			return fmt.Errorf("lmtp: listen on %s: %w", c.LMTPSock, err)
 		}
 		lns = append(lns, listener{"lmtp-socket", ln, lmtpSrv.Serve})
@@ -195,7 +201,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	}
 	registerNodeMetrics(m, n, imapSrv, smtpSrv, lmtpSrv, guard)
 	admin.Handler = adminHandler(m, status, func() error {
-		if n.closing.Load() {
+		if n.Closing() {
 			return errors.New("shutting down")
 		}
 		return nil
@@ -206,9 +212,9 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
-		pw.Watch(runCtx, func(list []string) { n.syncUsers(runCtx, list) })
+		pw.Watch(runCtx, func(list []string) { n.SyncUsers(runCtx, list) })
 	}()
-	n.collect(runCtx, &bg, c.CollectEvery, c.CollectGrace)
+	n.Collect(c.CollectEvery, c.CollectGrace)
 
 	errc := make(chan error, len(lns))
 	for _, l := range lns {
@@ -253,7 +259,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	stopBackground()
 	bg.Wait()
 	admin.Shutdown(sctx)
-	if err := n.close(sctx); err != nil {
+	if err := n.Close(sctx); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
 	if c.LMTPSock != "" {
@@ -263,49 +269,49 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	return runErr
 }
 
-func statusOf(c *config, n *node, m *metrics, lns []listener, started time.Time) status {
+func statusOf(c *config, n *node.Local, m *metrics, lns []listener, started time.Time) status {
 	st := status{
 		Node: c.Hostname, Role: "standalone", Started: started.UTC(),
 		Uptime:     time.Since(started).Round(time.Second).String(),
-		Applied:    n.st.AppliedSeq(),
+		Applied:    n.Store().AppliedSeq(),
 		Listeners:  map[string]string{},
 		Deliveries: m.nDeliveries.Load(), Recipients: m.nRecipients.Load(),
 		ReceivedBytes: m.nReceived.Load(), RecipientBytes: m.nRecipientBytes.Load(),
-		Writes: n.writes.Load(), WriteFailures: n.writeErrs.Load(),
-		CommitBatch: n.commit.Stats().AvgBatch(),
 	}
+	ns := n.Stats()
+	st.Writes, st.WriteFailures, st.CommitBatch = ns.Writes, ns.WriteFailures, ns.Commit.AvgBatch()
 	for _, l := range lns {
 		st.Listeners[l.name] = l.ln.Addr().String()
 	}
-	if du, err := n.st.DiskUsage(); err == nil {
+	if du, err := n.Store().DiskUsage(); err == nil {
 		st.StoreBytes = du
 	}
-	rs := n.reads.Stats()
+	rs := ns.Cache
 	if gets := rs.Bodies.Hits + rs.Bodies.Misses + rs.Metas.Hits + rs.Metas.Misses; gets > 0 {
 		st.CacheHitRate = float64(rs.Bodies.Hits+rs.Metas.Hits) / float64(gets)
 	}
 	return st
 }
 
-func registerNodeMetrics(m *metrics, n *node, imapSrv *imap.Server, smtpSrv, lmtpSrv *smtp.Server, guard *users.Guard) {
+func registerNodeMetrics(m *metrics, n *node.Local, imapSrv *imap.Server, smtpSrv, lmtpSrv *smtp.Server, guard *users.Guard) {
 	for proto, f := range map[string]func() int{"imap": imapSrv.Sessions, "smtp": smtpSrv.Sessions, "lmtp": lmtpSrv.Sessions} {
 		m.gauge("twinbox_"+proto+"_sessions", "Open "+strings.ToUpper(proto)+" connections.", func() float64 { return float64(f()) })
 	}
-	m.gauge("twinbox_applied_seq", "Last log sequence applied to the store.", func() float64 { return float64(n.st.AppliedSeq()) })
+	m.gauge("twinbox_applied_seq", "Last log sequence applied to the store.", func() float64 { return float64(n.Store().AppliedSeq()) })
 	m.gauge("twinbox_store_disk_bytes", "Bytes of the store's live files on disk.", func() float64 {
-		du, _ := n.st.DiskUsage()
+		du, _ := n.Store().DiskUsage()
 		return float64(du)
 	})
 	m.counter("twinbox_cache_hits_total", "Read cache hits (bodies and metadata).", func() float64 {
-		s := n.reads.Stats()
+		s := n.Stats().Cache
 		return float64(s.Bodies.Hits + s.Metas.Hits)
 	})
 	m.counter("twinbox_cache_misses_total", "Read cache misses (bodies and metadata).", func() float64 {
-		s := n.reads.Stats()
+		s := n.Stats().Cache
 		return float64(s.Bodies.Misses + s.Metas.Misses)
 	})
-	m.counter("twinbox_commit_batches_total", "Group commit flushes (fsynced batches).", func() float64 { return float64(n.commit.Stats().Batches) })
-	m.counter("twinbox_commit_requests_total", "Writes committed through group commit.", func() float64 { return float64(n.commit.Stats().Requests) })
+	m.counter("twinbox_commit_batches_total", "Group commit flushes (fsynced batches).", func() float64 { return float64(n.Stats().Commit.Batches) })
+	m.counter("twinbox_commit_requests_total", "Writes committed through group commit.", func() float64 { return float64(n.Stats().Commit.Requests) })
 	m.counter("twinbox_login_failures_total", "Failed logins (each was slowed).", func() float64 { return float64(guard.Stats().Failures) })
 	m.counter("twinbox_login_successes_total", "Successful logins.", func() float64 { return float64(guard.Stats().Successes) })
 }

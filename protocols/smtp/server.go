@@ -182,7 +182,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if errors.Is(err, gosmtp.ErrServerClosed) {
 		err = nil
 	}
-	if serr := <-done; serr != nil && !errors.Is(serr, context.Canceled) && !errors.Is(serr, context.DeadlineExceeded) && err == nil {
+	if serr := <-done; serr != nil && !errors.Is(serr, gosmtp.ErrServerClosed) &&
+		!errors.Is(serr, context.Canceled) && !errors.Is(serr, context.DeadlineExceeded) && err == nil {
 		err = serr
 	}
 	return err

@@ -1,0 +1,221 @@
+// Package node is a standalone node's write and read paths: the store, the
+// read cache and group commit, as protocols.Reader and protocols.Writer.
+// cmd/twinbox wires it to the protocol servers; tests use it the same way.
+// (The replicated pair puts the log between Write and the store; the
+// protocols do not change.)
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twinbox/twinbox/cache"
+	"github.com/twinbox/twinbox/protocols"
+	"github.com/twinbox/twinbox/store"
+)
+
+// Local is a standalone node: writes go through group commit straight to
+// the store. It is safe for concurrent use.
+type Local struct {
+	st     *store.Store
+	reads  *cache.Reader
+	commit *cache.GroupCommit[store.Op, store.Result]
+	log    *slog.Logger
+
+	// notify is told of every applied operation (IMAP updates).
+	notify func(ctx context.Context, op store.Op)
+
+	writes    atomic.Uint64
+	writeErrs atomic.Uint64
+	closing   atomic.Bool
+	wg        sync.WaitGroup
+	stop      context.CancelFunc
+	bgCtx     context.Context
+}
+
+var (
+	_ protocols.Reader = (*Local)(nil)
+	_ protocols.Writer = (*Local)(nil)
+)
+
+// Options configure a Local node. A nil *Options means defaults.
+type Options struct {
+	Store *store.Options
+	// CacheBytes bounds the read cache (bodies and metadata); 0 means
+	// cache.DefaultMaxBytes.
+	CacheBytes int64
+	Logger     *slog.Logger
+}
+
+// Open opens the store in dir and returns the node.
+func Open(ctx context.Context, dir string, opts *Options) (*Local, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = cache.DefaultMaxBytes
+	}
+	so := store.Options{}
+	if o.Store != nil {
+		so = *o.Store
+	}
+	if so.Logger == nil {
+		so.Logger = o.Logger.With("component", "store")
+	}
+	st, err := store.Open(ctx, dir, &so)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	reads, err := cache.NewReader(st, &cache.ReaderOptions{
+		Bodies: &cache.Options{MaxBytes: o.CacheBytes * 15 / 16},
+		Metas:  &cache.Options{MaxBytes: o.CacheBytes / 16},
+	})
+	if err != nil {
+		st.Close(ctx)
+		return nil, err
+	}
+	n := &Local{st: st, reads: reads, log: o.Logger}
+	n.bgCtx, n.stop = context.WithCancel(context.Background())
+	n.commit = cache.NewGroupCommit(func(ctx context.Context, ops []store.Op) ([]store.Result, error) {
+		return st.ApplyNext(ctx, store.Now(), ops...)
+	}, nil)
+	return n, nil
+}
+
+// SetNotify sets the function told of every applied operation, whoever
+// made it (the IMAP server's Notify). Call it before serving.
+func (n *Local) SetNotify(f func(ctx context.Context, op store.Op)) { n.notify = f }
+
+// Store is the node's store, for status and tests.
+func (n *Local) Store() *store.Store { return n.st }
+
+// Stats are the node's counters.
+type Stats struct {
+	Writes, WriteFailures uint64
+	Commit                cache.CommitStats
+	Cache                 cache.ReaderStats
+}
+
+// Stats returns the node's counters.
+func (n *Local) Stats() Stats {
+	return Stats{Writes: n.writes.Load(), WriteFailures: n.writeErrs.Load(),
+		Commit: n.commit.Stats(), Cache: n.reads.Stats()}
+}
+
+// Closing reports whether Close has begun.
+func (n *Local) Closing() bool { return n.closing.Load() }
+
+// Write admits op, commits it with group commit and returns once it is
+// fsynced. Failures of the write path (not of the operation) are
+// temporary for clients.
+func (n *Local) Write(ctx context.Context, op store.Op) (store.Result, error) {
+	if n.closing.Load() {
+		return store.Result{}, fmt.Errorf("%w: shutting down", protocols.ErrUnavailable)
+	}
+	if err := n.st.Admit(op); err != nil {
+		return store.Result{}, err
+	}
+	res, err := n.commit.Do(ctx, op)
+	if err != nil {
+		n.writeErrs.Add(1)
+		n.log.Error("write failed", "op", op.Kind(), "err", err)
+		return res, fmt.Errorf("%w: %v", protocols.ErrUnavailable, err)
+	}
+	n.writes.Add(1)
+	if res.Err == nil && n.notify != nil {
+		n.notify(ctx, op)
+	}
+	return res, nil
+}
+
+// Reads: the store's, with bodies and metadata through the cache.
+
+func (n *Local) HasUser(user string) (bool, error) { return n.st.HasUser(user) }
+func (n *Local) Mailboxes(user string) ([]store.MailboxInfo, error) {
+	return n.st.Mailboxes(user)
+}
+func (n *Local) Mailbox(user, name string) (store.MailboxInfo, error) {
+	return n.st.Mailbox(user, name)
+}
+func (n *Local) UIDs(user, name string) (store.UIDList, error) { return n.st.UIDs(user, name) }
+func (n *Local) Messages(user, name string, uids []uint32) ([]store.Message, error) {
+	return n.st.Messages(user, name, uids)
+}
+func (n *Local) Search(user, name string, c *store.Criteria) ([]uint32, error) {
+	return n.st.Search(user, name, c)
+}
+func (n *Local) Body(ctx context.Context, id store.BlobID) ([]byte, error) {
+	return n.reads.Body(ctx, id)
+}
+func (n *Local) Meta(ctx context.Context, id store.BlobID) (*store.Meta, error) {
+	return n.reads.Meta(ctx, id)
+}
+func (n *Local) MaxMessageSize() int64 { return n.st.MaxMessageSize() }
+
+// SyncUsers creates the passwd-file's users in the store (with their
+// INBOX), so that they exist before their first login or delivery. Users
+// removed from the file keep their mail: deleting mail is an operator's
+// explicit act, not a side effect of editing a file.
+func (n *Local) SyncUsers(ctx context.Context, users []string) {
+	for _, u := range users {
+		ok, err := n.st.HasUser(u)
+		if err != nil || ok {
+			continue
+		}
+		res, err := n.Write(ctx, &store.CreateUser{User: u, UIDValidity: uint32(time.Now().Unix())})
+		if err == nil {
+			err = res.Err
+		}
+		if err != nil && !errors.Is(err, store.ErrUserExists) {
+			n.log.Warn("create user in store", "user", u, "err", err)
+		}
+	}
+}
+
+// Collect starts deleting bodies unreferenced for longer than grace,
+// every interval, through the write path like any other change. It stops
+// at Close.
+func (n *Local) Collect(every, grace time.Duration) {
+	ctx := n.bgCtx
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			res, err := n.Write(ctx, &store.Collect{Before: time.Now().Add(-grace).UnixNano(), Limit: 10000})
+			if err == nil {
+				err = res.Err
+			}
+			if err != nil {
+				n.log.Warn("collect", "err", err)
+			} else if res.Collected > 0 {
+				n.log.Info("collected unreferenced bodies", "blobs", res.Collected, "bytes", res.Freed)
+			}
+		}
+	}()
+}
+
+// Close stops the collector, fails writes not yet committed and closes
+// the store.
+func (n *Local) Close(ctx context.Context) error {
+	n.closing.Store(true)
+	n.stop()
+	n.wg.Wait()
+	n.commit.Close()
+	return n.st.Close(ctx)
+}
