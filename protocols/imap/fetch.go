@@ -189,7 +189,11 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, r msgRef, m *store.Message
 		rw.WriteRFC822Size(m.Size)
 	}
 	var meta *store.Meta
-	if o.Envelope || o.BodyStructure != nil {
+	needMeta := o.Envelope || o.BodyStructure != nil
+	for _, sec := range o.BodySection {
+		needMeta = needMeta || (len(sec.Part) == 0 && sec.Specifier != imap.PartSpecifierNone)
+	}
+	if needMeta {
 		var err error
 		if meta, err = s.srv.opts.Reader.Meta(ctx, m.Body); err != nil {
 			rw.Close()
@@ -218,11 +222,18 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, r msgRef, m *store.Message
 		}
 		for _, sec := range o.BodySection {
 			var b []byte
-			if len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierText && meta != nil {
-				b = partial(body[meta.Root.BodyStart:], sec.Partial)
-			} else if len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierNone {
+			switch {
+			case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierNone:
 				b = partial(literal(), sec.Partial)
-			} else {
+			case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierText:
+				b = partial(body[meta.Root.BodyStart:], sec.Partial)
+			case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierHeader:
+				// Only the header is parsed (HEADER.FIELDS is what
+				// clients fetch for every message of a list).
+				hdr := make([]byte, 0, len(m.Prefix)+int(meta.Root.BodyStart))
+				hdr = append(append(hdr, m.Prefix...), body[:meta.Root.BodyStart]...)
+				b = imapserver.ExtractBodySection(bytes.NewReader(hdr), sec)
+			default:
 				b = imapserver.ExtractBodySection(bytes.NewReader(literal()), sec)
 			}
 			if err := writeLiteral(rw.WriteBodySection(sec, int64(len(b))), b); err != nil {

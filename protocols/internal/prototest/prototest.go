@@ -1,0 +1,159 @@
+// Package prototest starts a real node for protocol tests: a Pebble store
+// in a temporary directory behind the node's group commit, a passwd-file
+// with users, and the IMAP, SMTP and LMTP servers on loopback ports the
+// kernel picks.
+package prototest
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twinbox/twinbox/internal/node"
+	"github.com/twinbox/twinbox/protocols/imap"
+	"github.com/twinbox/twinbox/protocols/smtp"
+	"github.com/twinbox/twinbox/protocols/users"
+	"github.com/twinbox/twinbox/store"
+)
+
+// Password is every test user's password.
+const Password = "pw-secret"
+
+// Env is a running node.
+type Env struct {
+	Node               *node.Local
+	IMAP               *imap.Server
+	SMTP, LMTP         *smtp.Server
+	IMAPAddr, SMTPAddr string
+	LMTPAddr           string
+	Guard              *users.Guard
+	// Slept is the total login delay the guard asked for (not slept).
+	Slept atomic.Int64
+}
+
+// Options change the node a test gets.
+type Options struct {
+	Users          []string // default alice, bob, carol
+	MaxMessageSize int64
+	MaxLineLength  int
+}
+
+// Start runs a node until the test ends.
+func Start(tb testing.TB, o *Options) *Env {
+	tb.Helper()
+	if o == nil {
+		o = &Options{}
+	}
+	names := o.Users
+	if names == nil {
+		names = []string{"alice", "bob", "carol"}
+	}
+	dir := tb.TempDir()
+	log := slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	passwd := filepath.Join(dir, "passwd")
+	for _, u := range names {
+		if err := users.Add(passwd, u, Password, &users.EditOptions{Cost: 4}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	pw, err := users.Open(passwd, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e := &Env{}
+	e.Guard, err = users.NewGuard(pw, &users.GuardOptions{
+		Sleep: func(ctx context.Context, d time.Duration) error { e.Slept.Add(int64(d)); return nil },
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dirUsers := userDir{pw, e.Guard}
+	ctx := context.Background()
+	e.Node, err = node.Open(ctx, filepath.Join(dir, "store"), &node.Options{
+		Store: &store.Options{MaxMessageSize: o.MaxMessageSize}, Logger: log,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e.Node.SyncUsers(ctx, names)
+	e.IMAP, err = imap.New(&imap.Options{Reader: e.Node, Writer: e.Node, Users: dirUsers,
+		LocalDomains: []string{"localhost"}, Logger: log})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e.Node.SetNotify(e.IMAP.Notify)
+	newSMTP := func(lmtp bool) *smtp.Server {
+		s, err := smtp.New(&smtp.Options{Reader: e.Node, Writer: e.Node, Users: dirUsers, LMTP: lmtp,
+			Hostname: "mx.test", LocalDomains: []string{"localhost", "example.test"},
+			MaxMessageBytes: o.MaxMessageSize, MaxLineLength: o.MaxLineLength, Logger: log})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return s
+	}
+	e.SMTP, e.LMTP = newSMTP(false), newSMTP(true)
+	var wg sync.WaitGroup
+	serve := func(f func(net.Listener) error) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ln); err != nil {
+				tb.Errorf("serve: %v", err)
+			}
+		}()
+		return ln.Addr().String()
+	}
+	e.IMAPAddr = serve(e.IMAP.Serve)
+	e.SMTPAddr = serve(e.SMTP.Serve)
+	e.LMTPAddr = serve(e.LMTP.Serve)
+	tb.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		e.SMTP.Shutdown(sctx)
+		e.LMTP.Shutdown(sctx)
+		e.IMAP.Shutdown(sctx)
+		wg.Wait()
+		if err := e.Node.Close(sctx); err != nil {
+			tb.Error(err)
+		}
+	})
+	return e
+}
+
+type userDir struct {
+	f *users.File
+	g *users.Guard
+}
+
+func (u userDir) Lookup(user string) bool { return u.f.Lookup(user) }
+func (u userDir) Check(ctx context.Context, user, password, remote string) error {
+	return u.g.Check(ctx, user, password, remote)
+}
+
+// Eventually polls cond until it holds or the bound passes.
+func Eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Log(string(p))
+	return len(p), nil
+}
