@@ -2,11 +2,211 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/twinbox/twinbox/internal/loadgen"
 )
 
-// runBench is replaced by the load generator work in progress.
+// benchKinds are the loads `twinbox bench` knows, each with a one-line
+// description. replication and failover are to come.
+var benchKinds = map[string]string{
+	"smtp": "deliver messages over SMTP (MAIL, RCPT, DATA), back to back",
+	"lmtp": "deliver messages over LMTP (one reply per recipient)",
+	"imap": "log in, SELECT, then a mix of FETCH, SEARCH and APPEND",
+}
+
+func benchKindNames() string {
+	names := make([]string, 0, len(benchKinds))
+	for k := range benchKinds {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+const benchUsage = `usage: twinbox bench smtp|lmtp|imap --target HOST:PORT [flags]
+
+A load generator that works against any mail server (Twinbox, Dovecot,
+Postfix). N sessions each keep one connection busy back to back until
+--duration or --count; only replies the server acknowledged count.
+Run 'twinbox bench KIND -h' for a kind's flags.
+
+Kinds:`
+
+func printBenchUsage(w io.Writer) {
+	fmt.Fprintln(w, benchUsage)
+	names := strings.Split(benchKindNames(), ", ")
+	for _, k := range names {
+		fmt.Fprintf(w, "  %-6s %s\n", k, benchKinds[k])
+	}
+}
+
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("bench: not built yet")
+	if len(args) == 0 {
+		printBenchUsage(stderr)
+		return fmt.Errorf("%w: bench needs a kind: %s", errUsage, benchKindNames())
+	}
+	kind := args[0]
+	switch kind {
+	case "-h", "-help", "--help", "help":
+		printBenchUsage(stdout)
+		return nil
+	}
+	if _, ok := benchKinds[kind]; !ok {
+		printBenchUsage(stderr)
+		return fmt.Errorf("%w: unknown bench kind %q (known: %s)", errUsage, kind, benchKindNames())
+	}
+
+	fs := flag.NewFlagSet("bench "+kind, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	target := fs.String("target", "", "server address HOST:PORT (required)")
+	sessions := fs.Int("sessions", loadgen.DefaultSessions, "concurrent sessions, one connection each")
+	duration := fs.Duration("duration", loadgen.DefaultDuration, "length of the measured phase (with --count alone: no time limit)")
+	count := fs.Int64("count", 0, "stop after this many messages or IMAP commands (0: no limit)")
+	size := fs.Int("size", loadgen.DefaultMessageSize, "message size in bytes, headers included")
+	users := fs.Int("users", loadgen.DefaultUsers, "users PREFIX1..PREFIXN receive or read the mail")
+	prefix := fs.String("user-prefix", loadgen.DefaultUserPrefix, "user name prefix")
+	domain := fs.String("domain", loadgen.DefaultDomain, "mail domain of the users")
+	useTLS := fs.Bool("tls", false, "implicit TLS (SMTPS, LMTPS, IMAPS)")
+	startTLS := fs.Bool("starttls", false, "upgrade with STARTTLS (SMTP and IMAP)")
+	insecure := fs.Bool("insecure", false, "skip TLS certificate verification (self-signed certificates)")
+	timeout := fs.Duration("timeout", loadgen.DefaultTimeout, "connect timeout; for SMTP and LMTP also per command")
+	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+
+	var (
+		rcpts                 *int
+		from                  *string
+		user, password, mix   *string
+		mailbox, appendMbox   *string
+		preload               *int
+		kindSynopsis, kindDoc string
+	)
+	if kind == "imap" {
+		user = fs.String("user", "", "log every session in as this user (default: sessions spread over the --users pattern)")
+		password = fs.String("password", "", "password of every user (env TWINBOX_BENCH_PASSWORD)")
+		mix = fs.String("mix", loadgen.DefaultMix, "weights of the operations: fetch (one message BODY.PEEK[]), headers (50 messages ENVELOPE FLAGS BODYSTRUCTURE), search (UID SEARCH), append")
+		mailbox = fs.String("mailbox", loadgen.DefaultMailbox, "mailbox to SELECT, fetch from and search")
+		appendMbox = fs.String("append-mailbox", loadgen.DefaultAppendMailbox, "mailbox APPEND writes to (created if missing)")
+		preload = fs.Int("preload", 0, "first append messages to each user's --mailbox until it holds this many (not measured)")
+		kindSynopsis = "--target HOST:PORT [--user NAME] --password PW [--mix fetch=4,headers=3,search=2,append=1] [--preload N]"
+		kindDoc = "Logs in, SELECTs the mailbox and runs the mix; prints per operation count, ops/s and latency."
+	} else {
+		rcpts = fs.Int("rcpts", loadgen.DefaultRecipients, "recipients per message, distinct users drawn at random")
+		from = fs.String("from", "", "envelope sender (default bench@DOMAIN)")
+		kindSynopsis = "--target HOST:PORT [--sessions 16] [--size 10240] [--rcpts 1] [--duration 10s | --count N]"
+		kindDoc = "Delivers messages back to back; a message counts as delivered when every recipient got a 250.\nPrints messages/s, recipients/s, bytes/s and latency from MAIL to the last reply."
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: twinbox bench %s %s\n\n%s\n\n", kind, kindSynopsis, kindDoc)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: bench %s takes no arguments, got %q", errUsage, kind, fs.Args())
+	}
+	if *target == "" {
+		return fmt.Errorf("%w: bench %s needs --target HOST:PORT", errUsage, kind)
+	}
+	if *useTLS && *startTLS {
+		return fmt.Errorf("%w: --tls and --starttls exclude each other", errUsage)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	conn := loadgen.Conn{Target: *target, Insecure: *insecure, Timeout: *timeout}
+	switch {
+	case *useTLS:
+		conn.TLS = loadgen.TLSImplicit
+	case *startTLS:
+		conn.TLS = loadgen.TLSStartTLS
+	}
+	limits := loadgen.Limits{Duration: *duration, Count: *count}
+	if *count > 0 && !set["duration"] {
+		limits.Duration = 0
+	}
+	if limits.Duration <= 0 && limits.Count <= 0 {
+		return fmt.Errorf("%w: --duration and --count are both 0: the run would never end", errUsage)
+	}
+	u := loadgen.Users{Count: *users, Prefix: *prefix, Domain: *domain}
+	// Zero means "default" to loadgen; on the command line it is a mistake.
+	for name, v := range map[string]int{"sessions": *sessions, "size": *size, "users": *users} {
+		if v < 1 {
+			return fmt.Errorf("%w: --%s %d: want at least 1", errUsage, name, v)
+		}
+	}
+
+	var result interface {
+		WriteText(io.Writer) error
+	}
+	interrupted := false
+	if kind == "imap" {
+		pw := *password
+		if pw == "" {
+			pw = os.Getenv("TWINBOX_BENCH_PASSWORD")
+		}
+		if pw == "" {
+			return fmt.Errorf("%w: bench imap needs --password (or TWINBOX_BENCH_PASSWORD)", errUsage)
+		}
+		m, err := loadgen.ParseMix(*mix)
+		if err != nil {
+			return fmt.Errorf("%w: --mix: %v", errUsage, err)
+		}
+		cfg := loadgen.IMAPConfig{
+			Conn: conn, Limits: limits, Sessions: *sessions, User: *user, Password: pw, Users: u,
+			Mix: m, MessageSize: *size, Mailbox: *mailbox, AppendMailbox: *appendMbox, Preload: *preload,
+		}
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		res, err := loadgen.RunIMAP(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("bench imap: %w", err)
+		}
+		result, interrupted = res, res.Interrupted
+	} else {
+		if *rcpts < 1 {
+			return fmt.Errorf("%w: --rcpts %d: want at least 1", errUsage, *rcpts)
+		}
+		cfg := loadgen.DeliveryConfig{
+			Conn: conn, Limits: limits, LMTP: kind == "lmtp", Sessions: *sessions,
+			MessageSize: *size, Recipients: *rcpts, Users: u, From: *from,
+		}
+		if cfg.From == "" {
+			cfg.From = "bench@" + *domain
+		}
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		res, err := loadgen.RunDelivery(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("bench %s: %w", kind, err)
+		}
+		result, interrupted = res, res.Interrupted
+	}
+
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(result); err != nil {
+			return err
+		}
+	} else if err := result.WriteText(stdout); err != nil {
+		return err
+	}
+	if interrupted {
+		return fmt.Errorf("bench %s: interrupted; the numbers above are partial", kind)
+	}
+	return nil
 }
