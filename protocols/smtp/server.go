@@ -77,10 +77,11 @@ type Server struct {
 	srv   *gosmtp.Server
 	proto string // "SMTP" or "LMTP"
 
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	closing  bool
-	wg       sync.WaitGroup // in-flight transactions
+	mu        sync.Mutex
+	sessions  map[*session]struct{}
+	listeners []net.Listener
+	closing   bool
+	wg        sync.WaitGroup // in-flight transactions
 }
 
 // New returns a Server.
@@ -135,6 +136,14 @@ func New(opts *Options) (*Server, error) {
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
 	err := s.srv.Serve(ln)
 	if errors.Is(err, gosmtp.ErrServerClosed) || s.isClosing() {
 		return nil
@@ -161,14 +170,21 @@ func (s *Server) Sessions() int {
 // senders were not acknowledged and will retry).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
 	s.closing = true
+	// go-smtp's own Shutdown waits for clients to leave by themselves and
+	// races with Close; the listeners are closed here instead.
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
 	sessions := make([]*session, 0, len(s.sessions))
 	for sess := range s.sessions {
 		sessions = append(sessions, sess)
 	}
 	s.mu.Unlock()
-	done := make(chan error, 1)
-	go func() { done <- s.srv.Shutdown(ctx) }()
 	for _, sess := range sessions {
 		sess.closeIfIdle()
 	}
@@ -179,12 +195,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	err := s.srv.Close() // cut whatever is left
-	if errors.Is(err, gosmtp.ErrServerClosed) {
+	if errors.Is(err, gosmtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		err = nil
-	}
-	if serr := <-done; serr != nil && !errors.Is(serr, gosmtp.ErrServerClosed) &&
-		!errors.Is(serr, context.Canceled) && !errors.Is(serr, context.DeadlineExceeded) && err == nil {
-		err = serr
 	}
 	return err
 }
