@@ -29,9 +29,11 @@
 // no users. A File is safe for concurrent use: Authenticate, Lookup and
 // Users may run while a reload swaps the content in.
 //
-// Authenticate spends one bcrypt comparison whether or not the user exists,
-// so its timing does not tell which user names are valid. Guard adds a
-// growing delay and counters in front of it for the protocols.
+// Authenticate spends one bcrypt comparison whether or not the user exists
+// (an unknown user is compared against a dummy hash at the file's highest
+// cost), so its timing does not tell which user names are valid. Guard adds
+// a growing delay after failures, and counters, in front of it for the
+// protocols; its failure counts are bounded in number (oldest dropped).
 //
 // # Editing
 //
