@@ -23,6 +23,12 @@ var allowed = map[string][]string{
 	"replog":    {"store", "dedupe"},
 	"failover":  {"replog", "store", "dedupe"},
 	"protocols": {"store", "cache", "dedupe"},
+	// Shared internals, each its own area.
+	"internal/node":     {"store", "cache", "dedupe", "protocols"}, // the standalone write/read path
+	"internal/loadgen":  {},
+	"internal/testmail": {},
+	// Test support that starts a whole node, as cmd does.
+	"protocols/internal": {"store", "cache", "dedupe", "protocols", "internal/node"},
 }
 
 // area returns the top-level project directory of an import path, or "" for
@@ -32,7 +38,14 @@ func area(path string) string {
 	if !ok {
 		return ""
 	}
-	a, _, _ := strings.Cut(rest, "/")
+	a, sub, _ := strings.Cut(rest, "/")
+	if a == "internal" || (a == "protocols" && strings.HasPrefix(sub, "internal")) {
+		next, _, _ := strings.Cut(sub, "/")
+		if a == "protocols" {
+			return "protocols/internal"
+		}
+		return a + "/" + next
+	}
 	return a
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -134,6 +135,9 @@ func Open(ctx context.Context, dir string, opts *Options) (*Store, error) {
 		}
 	}
 	db, err := pebble.Open(dir, po)
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+		return nil, fmt.Errorf("store: open %s: in use by another process (is another twinbox running on this data directory?): %w", dir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}

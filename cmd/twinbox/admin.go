@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"net/http"
-	"os"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -133,11 +132,6 @@ func adminHandler(m *metrics, status func() status, healthy func() error) http.H
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
 	return mux
-}
-
-func hostname() string {
-	h, _ := os.Hostname()
-	return h
 }
 
 func sortStrings(s []string) { slices.Sort(s) }
