@@ -63,8 +63,21 @@ type userDir struct {
 	guard *users.Guard
 }
 
-func (u userDir) Lookup(user string) bool { return u.file.Lookup(user) }
+// Lookup and Check re-read the passwd-file (a stat when it is unchanged)
+// before refusing an unknown user, so a user added a moment ago by
+// `twinbox user add` is known at once, not only at the next poll.
+func (u userDir) Lookup(user string) bool {
+	if u.file.Lookup(user) {
+		return true
+	}
+	u.file.Reload()
+	return u.file.Lookup(user)
+}
+
 func (u userDir) Check(ctx context.Context, user, password, remote string) error {
+	if !u.file.Lookup(user) {
+		u.file.Reload()
+	}
 	return u.guard.Check(ctx, user, password, remote)
 }
 
