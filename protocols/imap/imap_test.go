@@ -408,3 +408,39 @@ func sortedNames(m map[string][]byte) []string {
 	slices.Sort(names)
 	return names
 }
+
+// TestShutdownSaysBye: every session, idle or idling, is told BYE.
+func TestShutdownSaysBye(t *testing.T) {
+	e := prototest.Start(t, nil)
+	var conns []*bufio.Reader
+	for i, cmd := range []string{"a2 NOOP", "a2 IDLE"} {
+		conn, err := net.Dial("tcp", e.IMAPAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		r := bufio.NewReader(conn)
+		r.ReadString('\n')
+		fmt.Fprintf(conn, "a1 LOGIN alice %s\r\na1b SELECT INBOX\r\n%s\r\n", prototest.Password, cmd)
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("session %d: %v", i, err)
+			}
+			if strings.HasPrefix(l, "a2 OK") || strings.HasPrefix(l, "+ ") {
+				break
+			}
+		}
+		conns = append(conns, r)
+	}
+	if err := e.IMAP.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range conns {
+		l, err := r.ReadString('\n')
+		if err != nil || !strings.HasPrefix(l, "* BYE") {
+			t.Errorf("session %d after shutdown: %q, %v", i, l, err)
+		}
+	}
+}

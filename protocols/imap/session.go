@@ -31,7 +31,11 @@ type session struct {
 	busy sync.Mutex
 
 	user string
-	sel  *selected
+	// sel is the selected mailbox. It changes only in the connection's
+	// goroutine, but go-imap runs Idle in a goroutine of its own that can
+	// still be reading it when Close runs: selMu orders those two.
+	selMu sync.Mutex
+	sel   *selected
 }
 
 // selected is the state of the Selected state.
@@ -78,9 +82,12 @@ func (s *session) bye(ctx context.Context, text string) {
 }
 
 func (s *session) Close() error {
-	if s.sel != nil {
-		s.srv.hub.close(s.sel.view, s, s.sel.tracker)
-		s.sel = nil
+	s.selMu.Lock()
+	sel := s.sel
+	s.sel = nil
+	s.selMu.Unlock()
+	if sel != nil {
+		s.srv.hub.close(sel.view, s, sel.tracker)
 	}
 	s.srv.dropSession(s)
 	return nil
@@ -193,7 +200,9 @@ func (s *session) Select(mailbox string, options *imap.SelectOptions) (_ *imap.S
 		return nil, mapError(err)
 	}
 	ro := s.srv.opts.ReadOnly || (options != nil && options.ReadOnly)
+	s.selMu.Lock()
 	s.sel = &selected{name: name, view: v, tracker: st, readOnly: ro}
+	s.selMu.Unlock()
 	data := &imap.SelectData{
 		Flags:       []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft},
 		NumMessages: info.Messages,
@@ -210,8 +219,11 @@ func (s *session) Select(mailbox string, options *imap.SelectOptions) (_ *imap.S
 }
 
 func (s *session) unselect() {
-	s.srv.hub.close(s.sel.view, s, s.sel.tracker)
+	s.selMu.Lock()
+	sel := s.sel
 	s.sel = nil
+	s.selMu.Unlock()
+	s.srv.hub.close(sel.view, s, sel.tracker)
 }
 
 func (s *session) Unselect() (err error) {
@@ -455,11 +467,14 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 }
 
 func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
-	if s.sel == nil {
+	s.selMu.Lock()
+	sel := s.sel
+	s.selMu.Unlock()
+	if sel == nil {
 		<-stop
 		return nil
 	}
-	return s.sel.tracker.Idle(w, stop)
+	return sel.tracker.Idle(w, stop)
 }
 
 func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) (err error) {
