@@ -114,18 +114,22 @@ func (s *sinkSession) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	if err != nil {
 		return err
 	}
+	// Count first, then reply, as a store acknowledges only what it
+	// holds: the client may read the counts as soon as it has the replies.
 	var ok []string
-	for _, to := range s.rcpts {
-		var err error
+	errs := make([]error, len(s.rcpts))
+	for i, to := range s.rcpts {
 		if s.sink.dataErr != nil {
-			err = s.sink.dataErr(to, n)
+			errs[i] = s.sink.dataErr(to, n)
 		}
-		if err == nil {
+		if errs[i] == nil {
 			ok = append(ok, to)
 		}
-		status.SetStatus(to, err)
 	}
 	s.accept(n, body, ok)
+	for i, to := range s.rcpts {
+		status.SetStatus(to, errs[i])
+	}
 	return nil
 }
 
