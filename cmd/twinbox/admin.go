@@ -50,6 +50,10 @@ func newMetrics() *metrics {
 	m.cmdFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "twinbox_command_failures_total", Help: "Commands that failed, by protocol and command.",
 	}, []string{"proto", "command"})
+	for _, proto := range []string{"smtp", "lmtp", "imap"} {
+		m.deliveries.WithLabelValues(proto) // present at zero from the start
+		m.recipients.WithLabelValues(proto)
+	}
 	m.reg.MustRegister(m.deliveries, m.recipients, m.receivedBytes, m.recipientBytes, m.cmdDuration, m.cmdFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

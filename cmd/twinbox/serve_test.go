@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2/imapclient"
+	gosmtp "github.com/emersion/go-smtp"
+)
+
+// startServe runs `twinbox serve` in-process on ports the kernel picks and
+// returns the addresses it printed.
+func startServe(t *testing.T, extra ...string) (map[string]string, context.CancelFunc, <-chan error) {
+	t.Helper()
+	data := t.TempDir()
+	args := []string{"serve", "--data", data, "--log-level", "warn"}
+	for _, k := range []string{"imap-addr", "imaps-addr", "smtp-addr", "smtps-addr", "lmtp-addr", "admin-addr"} {
+		args = append(args, "--"+k, "127.0.0.1:0")
+	}
+	args = append(args, extra...)
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := run(ctx, args, pw, io.Discard)
+		pw.Close()
+		done <- err
+	}()
+	addrs := map[string]string{}
+	sc := bufio.NewScanner(pr)
+	for len(addrs) < 6 && sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 && strings.HasPrefix(sc.Text(), "  ") {
+			addrs[f[0]] = f[1]
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	if len(addrs) < 6 {
+		cancel()
+		t.Fatalf("serve printed %v, then: %v", addrs, <-done)
+	}
+	t.Cleanup(cancel)
+	return addrs, cancel, done
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s %s", url, resp.Status, b)
+	}
+	return string(b)
+}
+
+func TestServeAdminAndShutdown(t *testing.T) {
+	addrs, stop, done := startServe(t)
+	admin := "http://" + addrs["admin"]
+	if body := get(t, admin+"/healthz"); body != "ok\n" {
+		t.Errorf("/healthz: %q", body)
+	}
+	var st status
+	if err := json.Unmarshal([]byte(get(t, admin+"/status")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Role != "standalone" || st.Listeners["imap"] != addrs["imap"] {
+		t.Errorf("/status: %+v", st)
+	}
+
+	c, err := gosmtp.Dial(addrs["smtp"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No user yet: refused.
+	if err := c.Mail("a@example.org", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("alice@localhost", nil); err == nil {
+		t.Errorf("delivery to a user not in the passwd-file accepted")
+	}
+	c.Close()
+
+	// A failed login: counted, and a command latency observed.
+	ic0, err := imapclient.DialInsecure(addrs["imap"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ic0.Login("nobody", "x").Wait(); err == nil {
+		t.Error("login of an unknown user succeeded")
+	}
+	ic0.Close()
+	metrics := get(t, admin+"/metrics")
+	for _, name := range []string{"twinbox_deliveries_total", "twinbox_imap_sessions", "twinbox_store_disk_bytes",
+		"twinbox_cache_hits_total", "twinbox_login_failures_total", "twinbox_command_duration_seconds", "go_goroutines"} {
+		if !strings.Contains(metrics, name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+
+	// An IMAP session open at shutdown is told BYE, and serve returns.
+	ic, err := imapclient.DialInsecure(addrs["imap"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ic.Close()
+	if err := ic.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	select {
+	case <-ic.Closed():
+	case <-time.After(10 * time.Second):
+		t.Error("IMAP session still open after shutdown")
+	}
+}
+
+func TestServeRefusesBadConfig(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "--imap-addr", "nonsense"},
+		{"serve", "--max-message-size", "lots"},
+		{"serve", "--log-level", "loud"},
+		{"serve", "--tls-cert", "/x.pem"},
+		{"serve", "extra"},
+	} {
+		err := run(context.Background(), args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "usage") {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
