@@ -316,15 +316,35 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	for _, b := range boxes {
 		names[b.Name] = true
 	}
-	for _, b := range boxes {
-		match := false
-		for _, p := range patterns {
-			if imapserver.MatchList(b.Name, store.Delimiter, ref, p) {
-				match = true
-				break
+	// Levels above a mailbox that are not mailboxes themselves (a parent
+	// deleted after its child was made) are listed as \Noselect when a
+	// pattern matches them but none of their children, so that a client
+	// walking the tree level by level with "%" still finds the children
+	// (RFC 3501 6.3.4's example: "*" lists foo/bar alone, "%" lists foo).
+	if !options.SelectSubscribed && !options.SelectSpecialUse {
+		seen := map[string]bool{}
+		for _, b := range boxes {
+			for i := range b.Name {
+				if b.Name[i] != store.Delimiter {
+					continue
+				}
+				parent := b.Name[:i]
+				if names[parent] || seen[parent] {
+					continue
+				}
+				seen[parent] = true
+				if !parentNeeded(parent, ref, patterns, boxes) {
+					continue
+				}
+				if err := w.WriteList(&imap.ListData{Delim: store.Delimiter, Mailbox: parent,
+					Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect, imap.MailboxAttrHasChildren}}); err != nil {
+					return err
+				}
 			}
 		}
-		if !match {
+	}
+	for _, b := range boxes {
+		if !matchAny(b.Name, ref, patterns) {
 			continue
 		}
 		if options.SelectSubscribed && !b.Subscribed {
@@ -353,6 +373,37 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		}
 	}
 	return nil
+}
+
+// parentNeeded reports whether a pattern matches parent and no mailbox
+// below it.
+func parentNeeded(parent, ref string, patterns []string, boxes []store.MailboxInfo) bool {
+	prefix := parent + string(store.Delimiter)
+	for _, p := range patterns {
+		if !imapserver.MatchList(parent, store.Delimiter, ref, p) {
+			continue
+		}
+		below := false
+		for _, b := range boxes {
+			if strings.HasPrefix(b.Name, prefix) && imapserver.MatchList(b.Name, store.Delimiter, ref, p) {
+				below = true
+				break
+			}
+		}
+		if !below {
+			return true
+		}
+	}
+	return false
+}
+
+func matchAny(name, ref string, patterns []string) bool {
+	for _, p := range patterns {
+		if imapserver.MatchList(name, store.Delimiter, ref, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func hasChildren(names map[string]bool, name string) bool {
