@@ -444,3 +444,41 @@ func TestShutdownSaysBye(t *testing.T) {
 		}
 	}
 }
+
+// TestExamineIsReadOnly: writes to a mailbox selected with EXAMINE are
+// refused and change nothing; CLOSE closes it without expunging.
+func TestExamineIsReadOnly(t *testing.T) {
+	e := prototest.Start(t, nil)
+	send(t, e, msg("ro", "x"), "alice@localhost")
+	c := login(t, e, "alice", nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Collect(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Collect(); err == nil {
+		t.Error("STORE on an EXAMINEd mailbox succeeded")
+	}
+	if _, err := c.Expunge().Collect(); err == nil {
+		t.Error("EXPUNGE on an EXAMINEd mailbox succeeded")
+	}
+	// A FETCH of BODY[] does not set \Seen either.
+	fetchAll(t, c, imap.SeqSetNum(1), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{}}})
+	if err := c.Unselect().Wait(); err != nil { // UNSELECT
+		t.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.UnselectAndExpunge().Wait(); err != nil { // CLOSE
+		t.Errorf("CLOSE of an EXAMINEd mailbox: %v", err)
+	}
+	msgs, _ := e.Node.Store().Messages("alice", "INBOX", nil)
+	if len(msgs) != 1 || !slices.Contains(msgs[0].Flags, `\Deleted`) || slices.Contains(msgs[0].Flags, `\Seen`) || slices.Contains(msgs[0].Flags, `\Flagged`) {
+		t.Errorf("read-only session changed the mailbox: %+v", msgs)
+	}
+}

@@ -530,7 +530,13 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 
 func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) (err error) {
 	defer s.begin("EXPUNGE")(&err)
+	// CLOSE expunges through a writer with no connection; on a mailbox
+	// selected read-only it just closes (RFC 3501 6.4.2).
+	closing := w == nil || *w == (imapserver.ExpungeWriter{})
 	if err := s.writable(); err != nil {
+		if closing {
+			return nil
+		}
 		return err
 	}
 	op := &store.Expunge{User: s.user, Mailbox: s.sel.name, All: uids == nil}
