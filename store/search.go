@@ -46,14 +46,34 @@ type HeaderMatch struct{ Name, Value string }
 
 // Search returns the UIDs of the messages of a mailbox that match c.
 func (s *Store) Search(user, name string, c *Criteria) ([]uint32, error) {
+	return s.SearchWith(user, name, c, nil)
+}
+
+// Loaders read a body's metadata and bytes for SearchWith; a nil field (or
+// a nil *Loaders) reads from the store. A read cache passes its own, so a
+// search of SUBJECT or FROM does not decode every message's metadata anew.
+type Loaders struct {
+	Meta func(BlobID) (*Meta, error) // the result is not modified
+	Body func(BlobID) ([]byte, error)
+}
+
+// SearchWith is Search reading through l.
+func (s *Store) SearchWith(user, name string, c *Criteria, l *Loaders) ([]uint32, error) {
 	msgs, err := s.Messages(user, name, nil)
 	if err != nil {
 		return nil, err
 	}
+	ld := Loaders{Meta: s.Meta, Body: s.Body}
+	if l != nil && l.Meta != nil {
+		ld.Meta = l.Meta
+	}
+	if l != nil && l.Body != nil {
+		ld.Body = l.Body
+	}
 	var out []uint32
 	for i := range msgs {
 		m := &msgs[i]
-		lm := &lazyMsg{s: s, m: m}
+		lm := &lazyMsg{ld: &ld, m: m}
 		ok, err := c.match(lm)
 		if err != nil {
 			return nil, err
@@ -67,7 +87,7 @@ func (s *Store) Search(user, name string, c *Criteria) ([]uint32, error) {
 
 // lazyMsg loads metadata and text only when a criterion needs them.
 type lazyMsg struct {
-	s    *Store
+	ld   *Loaders
 	m    *Message
 	meta *Meta
 	hdr  []Field
@@ -79,7 +99,7 @@ func (l *lazyMsg) fields() ([]Field, error) {
 		return l.hdr, nil
 	}
 	if l.meta == nil {
-		meta, err := l.s.Meta(l.m.Body)
+		meta, err := l.ld.Meta(l.m.Body)
 		if err != nil {
 			return nil, err
 		}
@@ -93,7 +113,7 @@ func (l *lazyMsg) bodyText() (string, error) {
 	if l.text != nil {
 		return *l.text, nil
 	}
-	raw, err := l.s.Body(l.m.Body)
+	raw, err := l.ld.Body(l.m.Body)
 	if err != nil {
 		return "", err
 	}
@@ -106,11 +126,29 @@ func prefixFields(prefix []byte) []Field {
 	if len(prefix) == 0 {
 		return nil
 	}
+	// The prefix is a few unfolded lines (Return-Path, Delivered-To):
+	// split them directly, and leave anything else to the header parser.
+	var out []Field
+	simple := true
+	for rest := prefix; len(rest) > 0 && simple; {
+		line, after, _ := bytes.Cut(rest, []byte("\n"))
+		rest = after
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || len(name) == 0 || line[0] == ' ' || line[0] == '\t' {
+			simple = false
+			break
+		}
+		out = append(out, Field{Name: string(name), Value: string(bytes.TrimSpace(value))})
+	}
+	if simple {
+		return out
+	}
+	out = nil
 	h, err := textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(prefix), strings.NewReader("\r\n"))))
 	if err != nil {
 		return nil
 	}
-	var out []Field
 	for f := h.Fields(); f.Next(); {
 		out = append(out, Field{Name: f.Key(), Value: f.Value()})
 	}
@@ -265,8 +303,10 @@ func headerHas(fields []Field, h HeaderMatch) bool {
 			return true
 		}
 		v := f.Value
-		if d, err := searchDecoder.DecodeHeader(v); err == nil {
-			v = d
+		if strings.Contains(v, "=?") {
+			if d, err := searchDecoder.DecodeHeader(v); err == nil {
+				v = d
+			}
 		}
 		if strings.Contains(strings.ToLower(v), want) {
 			return true

@@ -1,10 +1,13 @@
 package store_test
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/twinbox/twinbox/cache"
+	"github.com/twinbox/twinbox/internal/testmail"
 	"github.com/twinbox/twinbox/store"
 )
 
@@ -62,6 +65,53 @@ func TestSearch(t *testing.T) {
 		}
 		if !slices.Equal(got, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// BenchmarkSearch: one search over a 500-message mailbox of corpus mail,
+// as `twinbox bench imap` issues them (SUBJECT, FROM, UNSEEN).
+func BenchmarkSearch(b *testing.B) {
+	s := newTestStore(b, nil)
+	apply(b, s, &store.CreateUser{User: "alice"})
+	corpus := testmail.Corpus(b)
+	names := make([]string, 0, len(corpus))
+	for n := range corpus {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for i := 0; i < 500; i++ {
+		raw := corpus[names[i%len(names)]]
+		raw = append([]byte("X-Seq: "+string(rune('a'+i%26))+"\r\n"), raw...) // distinct bodies
+		raw = append(raw, make([]byte, i)...)
+		apply(b, s, &store.Deliver{Body: body(raw), InternalDate: time.Now().UnixNano(),
+			Targets: []store.Target{{User: "alice", Mailbox: "INBOX",
+				Prefix: []byte("Return-Path: <a@example.org>\r\nDelivered-To: alice@localhost\r\n")}}})
+	}
+	reads, err := cache.NewReader(s, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cached := &store.Loaders{Meta: func(id store.BlobID) (*store.Meta, error) { return reads.Meta(context.Background(), id) }}
+	for _, c := range []struct {
+		name string
+		c    store.Criteria
+	}{
+		{"subject", store.Criteria{Header: []store.HeaderMatch{{Name: "Subject", Value: "meeting"}}}},
+		{"from", store.Criteria{Header: []store.HeaderMatch{{Name: "From", Value: "example"}}}},
+		{"unseen", store.Criteria{NotFlag: []string{store.FlagSeen}}},
+	} {
+		for _, l := range []struct {
+			name string
+			l    *store.Loaders
+		}{{"store", nil}, {"cached", cached}} {
+			b.Run(c.name+"/"+l.name, func(b *testing.B) {
+				for b.Loop() {
+					if _, err := s.SearchWith("alice", "INBOX", &c.c, l.l); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	}
 }

@@ -26,6 +26,8 @@ type Local struct {
 	reads  *cache.Reader
 	commit *cache.GroupCommit[store.Op, store.Result]
 	log    *slog.Logger
+	// loaders read for SEARCH through the cache.
+	loaders *store.Loaders
 
 	// notify is told of every applied operation (IMAP updates).
 	notify func(ctx context.Context, op store.Op)
@@ -84,6 +86,11 @@ func Open(ctx context.Context, dir string, opts *Options) (*Local, error) {
 		return nil, err
 	}
 	n := &Local{st: st, reads: reads, log: o.Logger}
+	// SEARCH reads metadata through the cache: decoding every message's
+	// metadata from the store was 3/4 of a header search.
+	n.loaders = &store.Loaders{Meta: func(id store.BlobID) (*store.Meta, error) {
+		return reads.Meta(context.Background(), id)
+	}}
 	n.bgCtx, n.stop = context.WithCancel(context.Background())
 	n.commit = cache.NewGroupCommit(func(ctx context.Context, ops []store.Op) ([]store.Result, error) {
 		return st.ApplyNext(ctx, store.Now(), ops...)
@@ -151,7 +158,7 @@ func (n *Local) Messages(user, name string, uids []uint32) ([]store.Message, err
 	return n.st.Messages(user, name, uids)
 }
 func (n *Local) Search(user, name string, c *store.Criteria) ([]uint32, error) {
-	return n.st.Search(user, name, c)
+	return n.st.SearchWith(user, name, c, n.loaders)
 }
 func (n *Local) Body(ctx context.Context, id store.BlobID) ([]byte, error) {
 	return n.reads.Body(ctx, id)
