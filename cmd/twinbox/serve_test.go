@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +131,28 @@ func TestServeAdminAndShutdown(t *testing.T) {
 	case <-ic.Closed():
 	case <-time.After(10 * time.Second):
 		t.Error("IMAP session still open after shutdown")
+	}
+}
+
+// TestServeLMTPSocket: LMTP on a unix socket, as Postfix's lmtp:unix: uses.
+func TestServeLMTPSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "lmtp.sock")
+	_, stop, done := startServe(t, "--lmtp-socket", sock)
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := gosmtp.NewClientLMTP(conn)
+	if err := c.Hello("mta.test"); err != nil {
+		t.Fatalf("LHLO over the socket: %v", err)
+	}
+	c.Close()
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind after shutdown: %v", err)
 	}
 }
 

@@ -482,3 +482,33 @@ func TestExamineIsReadOnly(t *testing.T) {
 		t.Errorf("read-only session changed the mailbox: %+v", msgs)
 	}
 }
+
+// TestPlainLoginNeedsTLSBeyondLoopback: a password in clear text is
+// refused from an address that is not loopback.
+func TestPlainLoginNeedsTLSBeyondLoopback(t *testing.T) {
+	var host string
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+			host = ipn.IP.String()
+			break
+		}
+	}
+	if host == "" {
+		t.Skip("no non-loopback IPv4 address on this machine")
+	}
+	e := prototest.Start(t, &prototest.Options{IMAPHost: host})
+	c, err := imapclient.DialInsecure(e.IMAPAddr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Login("alice", prototest.Password).Wait()
+	var ie *imap.Error
+	if !asIMAPError(err, &ie) || ie.Code != imap.ResponseCodePrivacyRequired {
+		t.Fatalf("plain-text login from %s: %v, want NO [PRIVACYREQUIRED]", host, err)
+	}
+	if e.Guard.Stats().Failures+e.Guard.Stats().Successes != 0 {
+		t.Errorf("the password was checked: %+v", e.Guard.Stats())
+	}
+}

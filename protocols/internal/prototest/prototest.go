@@ -41,6 +41,8 @@ type Options struct {
 	Users          []string // default alice, bob, carol
 	MaxMessageSize int64
 	MaxLineLength  int
+	// IMAPHost is the address IMAP listens on (default 127.0.0.1).
+	IMAPHost string
 }
 
 // Start runs a node until the test ends.
@@ -98,8 +100,11 @@ func Start(tb testing.TB, o *Options) *Env {
 	}
 	e.SMTP, e.LMTP = newSMTP(false), newSMTP(true)
 	var wg sync.WaitGroup
-	serve := func(f func(net.Listener) error) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	serve := func(f func(net.Listener) error, host string) string {
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -112,9 +117,9 @@ func Start(tb testing.TB, o *Options) *Env {
 		}()
 		return ln.Addr().String()
 	}
-	e.IMAPAddr = serve(e.IMAP.Serve)
-	e.SMTPAddr = serve(e.SMTP.Serve)
-	e.LMTPAddr = serve(e.LMTP.Serve)
+	e.IMAPAddr = serve(e.IMAP.Serve, o.IMAPHost)
+	e.SMTPAddr = serve(e.SMTP.Serve, "")
+	e.LMTPAddr = serve(e.LMTP.Serve, "")
 	tb.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
