@@ -1,0 +1,252 @@
+package replog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/twinbox/twinbox/store"
+)
+
+// FollowerOptions configure the passive's follower.
+type FollowerOptions struct {
+	// Epoch is the lowest epoch accepted; entries of an older epoch are
+	// refused (a stale active's). It rises with the entries seen.
+	Epoch uint64
+	// Batch is how many entries are fetched, appended and applied at once.
+	Batch int
+	// OnApplied, if set, is told of every applied entry, in log order.
+	OnApplied func(e *Entry, res *store.Result)
+	Logger    *slog.Logger
+}
+
+// Follower is the passive's side of the log: it reads the active's log,
+// appends each entry to the local log at the same sequence number, applies
+// it to the store and reports its durable position to the active.
+type Follower struct {
+	log    *Log
+	st     *store.Store
+	remote *nats.Conn
+	opts   FollowerOptions
+	lg     *slog.Logger
+
+	mu      sync.Mutex
+	pos     uint64 // last entry durable in the local log
+	epoch   uint64
+	lastErr error
+}
+
+// NewFollower prepares a follower; remote is a connection to the active's
+// NATS server. It brings the store up to the local log first.
+func NewFollower(ctx context.Context, l *Log, st *store.Store, remote *nats.Conn, opts *FollowerOptions) (*Follower, error) {
+	f := &Follower{log: l, st: st, remote: remote}
+	if opts != nil {
+		f.opts = *opts
+	}
+	if f.opts.Batch <= 0 {
+		f.opts.Batch = 256
+	}
+	f.lg = f.opts.Logger
+	if f.lg == nil {
+		f.lg = slog.New(slog.DiscardHandler)
+	}
+	f.lg = f.lg.With("component", "replog", "role", "passive")
+	f.epoch = f.opts.Epoch
+	next, err := catchUp(ctx, l, st, f.opts.OnApplied)
+	if err != nil {
+		return nil, err
+	}
+	f.pos = next - 1
+	return f, nil
+}
+
+// FollowerStatus is what the follower reports.
+type FollowerStatus struct {
+	Position uint64 // last entry durable here
+	Epoch    uint64
+	Err      error // the last error, until the next success
+}
+
+// Status returns the follower's position and last error.
+func (f *Follower) Status() FollowerStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return FollowerStatus{Position: f.pos, Epoch: f.epoch, Err: f.lastErr}
+}
+
+// Run follows the active's log until ctx ends. Connection losses are
+// retried; an entry that cannot be taken (an older epoch, a gap, an
+// unknown format) stops it with that error, since applying past it would
+// fork the replica.
+func (f *Follower) Run(ctx context.Context) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	go func() { // the position doubles as a heartbeat for a restarted active
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				f.report()
+			}
+		}
+	}()
+	for ctx.Err() == nil {
+		err := f.follow(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		f.mu.Lock()
+		f.lastErr = err
+		f.mu.Unlock()
+		if errors.Is(err, ErrStaleEpoch) || errors.Is(err, ErrGap) || errors.Is(err, ErrVersion) ||
+			errors.Is(err, ErrFormat) || errors.Is(err, ErrLogTrimmed) || errors.Is(err, ErrSeqMismatch) {
+			f.lg.Error("stopped following the active", "err", err)
+			return err
+		}
+		f.lg.Warn("following the active", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (f *Follower) report() {
+	f.mu.Lock()
+	pos, epoch := f.pos, f.epoch
+	f.mu.Unlock()
+	b := make([]byte, 16)
+	binary.BigEndian.PutUint64(b, pos)
+	binary.BigEndian.PutUint64(b[8:], epoch)
+	_ = f.remote.Publish(PositionSubject, b)
+}
+
+// follow reads from the active until an error.
+func (f *Follower) follow(ctx context.Context) error {
+	js, err := jetstream.New(f.remote)
+	if err != nil {
+		return err
+	}
+	st, err := js.Stream(ctx, StreamName)
+	if err != nil {
+		return fmt.Errorf("replog: the active's log: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	pos := f.pos
+	f.mu.Unlock()
+	if info.State.FirstSeq > pos+1 && info.State.LastSeq >= info.State.FirstSeq {
+		return fmt.Errorf("%w: this node is at %d, the active's log starts at %d", ErrLogTrimmed, pos, info.State.FirstSeq)
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: pos + 1}
+	cons, err := st.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("replog: read the active's log: %w", err)
+	}
+	f.report()
+	// Consume pushes each entry as it arrives; the loop below takes what
+	// has arrived in one batch (one append, one apply, one report), so
+	// batches grow with the load instead of waiting to fill.
+	msgs := make(chan []byte, f.opts.Batch)
+	errc := make(chan error, 1)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m.Data():
+		case <-ctx.Done():
+		}
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		select {
+		case errc <- err:
+		default:
+		}
+	}))
+	if err != nil {
+		return fmt.Errorf("replog: read the active's log: %w", err)
+	}
+	defer cc.Stop()
+	for {
+		var first []byte
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				return err
+			}
+			f.lg.Debug("reading the active's log", "err", err)
+			continue
+		case first = <-msgs:
+		}
+		batch := [][]byte{first}
+	drain:
+		for len(batch) < f.opts.Batch {
+			select {
+			case m := <-msgs:
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		entries := make([]Entry, 0, len(batch))
+		for _, data := range batch {
+			e, err := DecodeEntry(data)
+			if err != nil {
+				return err
+			}
+			entries = append(entries, e)
+		}
+		if err := f.take(ctx, entries); err != nil {
+			return err
+		}
+	}
+}
+
+// take appends entries to the local log, applies them and reports.
+func (f *Follower) take(ctx context.Context, entries []Entry) error {
+	f.mu.Lock()
+	pos, epoch := f.pos, f.epoch
+	f.mu.Unlock()
+	sentries := make([]store.Entry, len(entries))
+	for i := range entries {
+		e := &entries[i]
+		if e.Seq != pos+uint64(i)+1 {
+			return fmt.Errorf("%w: expected entry %d, got %d", ErrGap, pos+uint64(i)+1, e.Seq)
+		}
+		if e.Epoch < epoch {
+			return fmt.Errorf("%w: entry %d has epoch %d, this node is at %d", ErrStaleEpoch, e.Seq, e.Epoch, epoch)
+		}
+		epoch = e.Epoch
+		sentries[i] = e.storeEntry()
+	}
+	if err := f.log.Append(ctx, entries); err != nil {
+		return err
+	}
+	last := entries[len(entries)-1].Seq
+	f.mu.Lock()
+	f.pos, f.epoch, f.lastErr = last, epoch, nil
+	f.mu.Unlock()
+	f.report() // durable here: the active may acknowledge
+	results, err := f.st.Apply(ctx, sentries...)
+	if err != nil {
+		return fmt.Errorf("replog: apply %d..%d: %w", entries[0].Seq, last, err)
+	}
+	if f.opts.OnApplied != nil {
+		for i := range entries {
+			f.opts.OnApplied(&entries[i], &results[i])
+		}
+	}
+	return nil
+}

@@ -1,0 +1,259 @@
+package replog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/twinbox/twinbox/store"
+)
+
+// DefaultPeerTimeout is how long a synchronous commit waits for the
+// passive's confirmation before the client is told to retry.
+const DefaultPeerTimeout = 5 * time.Second
+
+// PrimaryOptions configure the active's write path.
+type PrimaryOptions struct {
+	// Epoch is this active's epoch, stored in every entry it writes.
+	Epoch uint64
+	// Async acknowledges once the local log and store have the change,
+	// without waiting for the passive (an explicit opt-in; the default
+	// waits, DRBD's protocol C).
+	Async bool
+	// PeerTimeout bounds the wait for the passive; 0 means
+	// DefaultPeerTimeout.
+	PeerTimeout time.Duration
+	// OnApplied, if set, is told of every applied entry, in log order
+	// within a commit.
+	OnApplied func(e *Entry, res *store.Result)
+	Logger    *slog.Logger
+}
+
+// Committed is the outcome of one operation of a commit.
+type Committed struct {
+	store.Result
+	// Peer is nil when the passive confirmed the entry durable (or in
+	// async mode); otherwise the change is applied here but not known to be
+	// on the passive: ErrPeerTimeout. The client must be told to retry.
+	Peer error
+}
+
+// Primary is the active's write path: every change is appended to the
+// local log (fsynced), applied to the store, and confirmed by the passive.
+type Primary struct {
+	log  *Log
+	st   *store.Store
+	nc   *nats.Conn
+	opts PrimaryOptions
+	lg   *slog.Logger
+
+	mu     sync.Mutex // one commit at a time: numbering, appending, applying
+	next   uint64
+	broken error
+
+	posMu   sync.Mutex
+	peerPos uint64
+	peerAt  time.Time
+	posCh   chan struct{} // closed when peerPos advances
+	sub     *nats.Subscription
+}
+
+// NewPrimary makes this node the writer of the log at the given epoch. It
+// first brings the store up to the log (entries appended but not applied
+// before a crash), and listens for the passive's positions on nc (a
+// connection to this node's server).
+func NewPrimary(ctx context.Context, l *Log, st *store.Store, nc *nats.Conn, opts *PrimaryOptions) (*Primary, error) {
+	p := &Primary{log: l, st: st, nc: nc, posCh: make(chan struct{})}
+	if opts != nil {
+		p.opts = *opts
+	}
+	if p.opts.PeerTimeout <= 0 {
+		p.opts.PeerTimeout = DefaultPeerTimeout
+	}
+	p.lg = p.opts.Logger
+	if p.lg == nil {
+		p.lg = slog.New(slog.DiscardHandler)
+	}
+	p.lg = p.lg.With("component", "replog", "role", "active")
+	next, err := catchUp(ctx, l, st, p.opts.OnApplied)
+	if err != nil {
+		return nil, err
+	}
+	p.next = next
+	p.sub, err = nc.Subscribe(PositionSubject, p.onPosition)
+	if err != nil {
+		return nil, fmt.Errorf("replog: subscribe to positions: %w", err)
+	}
+	return p, nil
+}
+
+// catchUp applies the local log's entries the store lacks and returns the
+// next sequence to write. A store ahead of an empty log (a standalone
+// node's store, now replicated) moves the log's start past it.
+func catchUp(ctx context.Context, l *Log, st *store.Store, onApplied func(*Entry, *store.Result)) (uint64, error) {
+	state, err := l.State(ctx)
+	if err != nil {
+		return 0, err
+	}
+	applied := st.AppliedSeq()
+	if state.Last < applied {
+		if state.Last != 0 {
+			return 0, fmt.Errorf("%w: the store has applied %d but the log ends at %d", ErrGap, applied, state.Last)
+		}
+		if err := l.st.Purge(ctx, jetstream.WithPurgeSequence(applied+1)); err != nil {
+			return 0, fmt.Errorf("replog: start the log after the store's %d: %w", applied, err)
+		}
+		if state, err = l.State(ctx); err != nil {
+			return 0, err
+		}
+		if state.Last != applied {
+			return 0, fmt.Errorf("%w: could not start the log after %d (it ends at %d)", ErrGap, applied, state.Last)
+		}
+	}
+	for seq := applied + 1; seq <= state.Last; seq++ {
+		e, err := l.Get(ctx, seq)
+		if err != nil {
+			return 0, fmt.Errorf("replog: catch up entry %d: %w", seq, err)
+		}
+		res, err := st.Apply(ctx, e.storeEntry())
+		if err != nil {
+			return 0, fmt.Errorf("replog: catch up entry %d: %w", seq, err)
+		}
+		if onApplied != nil {
+			onApplied(&e, &res[0])
+		}
+	}
+	return state.Last + 1, nil
+}
+
+func (p *Primary) onPosition(m *nats.Msg) {
+	if len(m.Data) < 8 {
+		return
+	}
+	pos := binary.BigEndian.Uint64(m.Data)
+	p.posMu.Lock()
+	p.peerAt = time.Now()
+	if pos > p.peerPos {
+		p.peerPos = pos
+		close(p.posCh)
+		p.posCh = make(chan struct{})
+	}
+	p.posMu.Unlock()
+}
+
+// PeerPosition is the passive's last reported durable position and when
+// it was reported.
+func (p *Primary) PeerPosition() (uint64, time.Time) {
+	p.posMu.Lock()
+	defer p.posMu.Unlock()
+	return p.peerPos, p.peerAt
+}
+
+// Next is the sequence the next entry will get.
+func (p *Primary) Next() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.next
+}
+
+// Commit writes ops as consecutive log entries: appended and fsynced in the
+// local log, applied to the store, then (unless async) confirmed durable by
+// the passive within PeerTimeout. The error reports a failure of the log
+// or store, in which case nothing of the batch was acknowledged.
+func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, error) {
+	p.mu.Lock()
+	if p.broken != nil {
+		p.mu.Unlock()
+		return nil, p.broken
+	}
+	now := time.Now().UnixNano()
+	entries := make([]Entry, len(ops))
+	sentries := make([]store.Entry, len(ops))
+	for i, op := range ops {
+		entries[i] = Entry{Epoch: p.opts.Epoch, Seq: p.next + uint64(i), Time: now, Op: op}
+		sentries[i] = entries[i].storeEntry()
+	}
+	if err := p.log.Append(ctx, entries); err != nil {
+		// Some entries may be in the log: bring the store and the
+		// numbering back in line with it before anything else is written.
+		p.recoverLocked(ctx, err)
+		p.mu.Unlock()
+		return nil, err
+	}
+	results, err := p.st.Apply(ctx, sentries...)
+	if err != nil {
+		p.broken = fmt.Errorf("replog: store failed; restart the node: %w", err)
+		p.mu.Unlock()
+		return nil, err
+	}
+	p.next += uint64(len(ops))
+	p.mu.Unlock()
+
+	if p.opts.OnApplied != nil {
+		for i := range entries {
+			p.opts.OnApplied(&entries[i], &results[i])
+		}
+	}
+	out := make([]Committed, len(results))
+	for i, r := range results {
+		out[i].Result = r
+	}
+	if p.opts.Async {
+		return out, nil
+	}
+	if err := p.waitPeer(ctx, entries[len(entries)-1].Seq); err != nil {
+		for i := range out {
+			out[i].Peer = err
+		}
+	}
+	return out, nil
+}
+
+func (p *Primary) recoverLocked(ctx context.Context, cause error) {
+	next, err := catchUp(ctx, p.log, p.st, p.opts.OnApplied)
+	if err != nil || errors.Is(cause, ErrStaleWriter) {
+		if err == nil {
+			err = cause
+		}
+		p.broken = fmt.Errorf("replog: this writer stopped: %w", err)
+		p.lg.Error("log writer stopped", "err", err)
+		return
+	}
+	p.next = next
+}
+
+// waitPeer waits until the passive reports seq durable.
+func (p *Primary) waitPeer(ctx context.Context, seq uint64) error {
+	t := time.NewTimer(p.opts.PeerTimeout)
+	defer t.Stop()
+	for {
+		p.posMu.Lock()
+		pos, ch := p.peerPos, p.posCh
+		p.posMu.Unlock()
+		if pos >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return fmt.Errorf("%w: entry %d (passive at %d after %v)", ErrPeerTimeout, seq, pos, p.opts.PeerTimeout)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: entry %d: %v", ErrPeerTimeout, seq, ctx.Err())
+		}
+	}
+}
+
+// Close stops listening for positions.
+func (p *Primary) Close() error {
+	if p.sub != nil {
+		return p.sub.Unsubscribe()
+	}
+	return nil
+}

@@ -1,0 +1,254 @@
+package replog_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/twinbox/twinbox/dedupe"
+	"github.com/twinbox/twinbox/replog"
+	"github.com/twinbox/twinbox/store"
+)
+
+const user, pass = "twinbox", "link-secret"
+
+// node is one side of a pair: an embedded NATS server with its log, and a
+// Pebble store.
+type node struct {
+	srv *server.Server
+	nc  *nats.Conn
+	log *replog.Log
+	st  *store.Store
+}
+
+func newNode(t *testing.T, name string) *node {
+	t.Helper()
+	dir := t.TempDir()
+	srv, err := replog.StartServer(replog.ServerOptions{Name: name, Dir: filepath.Join(dir, "nats"),
+		Addr: "127.0.0.1:0", User: user, Password: pass})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := replog.Connect(srv, user, pass, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := context.Background()
+	l, err := replog.OpenLog(ctx, nc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, filepath.Join(dir, "store"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close(ctx) })
+	return &node{srv: srv, nc: nc, log: l, st: st}
+}
+
+// dialPeer connects to another node's server as the passive does.
+func dialPeer(t *testing.T, n *node) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(n.srv.ClientURL(), nats.UserInfo(user, pass), nats.MaxReconnects(-1),
+		nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func deliver(i int) store.Op {
+	raw := []byte(fmt.Sprintf("From: a@example.org\r\nSubject: m%d\r\n\r\nbody %d\r\n", i, i))
+	return &store.Deliver{Body: *dedupe.Prepare(raw, nil), InternalDate: time.Now().UnixNano(),
+		Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}, {User: "bob", Mailbox: "INBOX"}}}
+}
+
+func commit(t *testing.T, p *replog.Primary, ops ...store.Op) []replog.Committed {
+	t.Helper()
+	res, err := p.Commit(context.Background(), ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			t.Fatalf("op refused: %v", r.Err)
+		}
+	}
+	return res
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func digest(t *testing.T, st *store.Store) store.Digest {
+	t.Helper()
+	d, err := st.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestPairReplicatesAndConfirms(t *testing.T) {
+	ctx := context.Background()
+	a, b := newNode(t, "a"), newNode(t, "b")
+	p, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, PeerTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+
+	// No passive yet: applied here, but the client must retry.
+	res, err := p.Commit(ctx, []store.Op{&store.CreateUser{User: "alice"}, &store.CreateUser{User: "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0].Peer, replog.ErrPeerTimeout) {
+		t.Fatalf("commit without a passive: peer %v, want ErrPeerTimeout", res[0].Peer)
+	}
+
+	fctx, stop := context.WithCancel(ctx)
+	f, err := replog.NewFollower(ctx, b.log, b.st, dialPeer(t, a), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Run(fctx) }()
+	for i := 0; i < 50; i++ {
+		for _, r := range commit(t, p, deliver(i)) {
+			if r.Peer != nil {
+				t.Fatalf("delivery %d not confirmed: %v", i, r.Peer)
+			}
+		}
+	}
+	// Confirmed means durable in the passive's log; the store follows.
+	eventually(t, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
+	if da, db := digest(t, a.st), digest(t, b.st); da.Store != db.Store {
+		t.Fatalf("digests differ at %d: %x vs %x", da.Applied, da.Store, db.Store)
+	}
+	la, _ := a.log.State(ctx)
+	lb, _ := b.log.State(ctx)
+	if la != lb {
+		t.Errorf("logs differ: active %+v, passive %+v", la, lb)
+	}
+
+	// The passive goes away: commits are applied here but not confirmed;
+	// when it returns it catches up to identical.
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	res = commit(t, p, deliver(100))
+	if !errors.Is(res[0].Peer, replog.ErrPeerTimeout) {
+		t.Errorf("commit while the passive is down: %v", res[0].Peer)
+	}
+	f2, err := replog.NewFollower(ctx, b.log, b.st, dialPeer(t, a), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx2, stop2 := context.WithCancel(ctx)
+	defer stop2()
+	go f2.Run(fctx2)
+	commit(t, p, deliver(101))
+	eventually(t, "the passive to catch up", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
+	if da, db := digest(t, a.st), digest(t, b.st); da.Store != db.Store {
+		t.Fatalf("digests differ after catch-up")
+	}
+}
+
+// TestStaleWriterCannotFork: a second writer on the same log with an old
+// idea of its end fails instead of appending.
+func TestStaleWriterCannotFork(t *testing.T) {
+	ctx := context.Background()
+	a := newNode(t, "a")
+	p1, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit(t, p1, &store.CreateUser{User: "alice"})
+	if _, err := p2.Commit(ctx, []store.Op{&store.CreateUser{User: "bob"}}); !errors.Is(err, replog.ErrStaleWriter) {
+		t.Fatalf("stale writer: %v, want ErrStaleWriter", err)
+	}
+	if _, err := p2.Commit(ctx, []store.Op{&store.CreateUser{User: "bob"}}); err == nil {
+		t.Fatal("a stopped writer wrote")
+	}
+	if s, _ := a.log.State(ctx); s.Last != 1 {
+		t.Errorf("log ends at %d, want 1", s.Last)
+	}
+}
+
+// TestOlderEpochRefused: a passive that has seen epoch 2 refuses entries
+// of epoch 1.
+func TestOlderEpochRefused(t *testing.T) {
+	ctx := context.Background()
+	a, b := newNode(t, "a"), newNode(t, "b")
+	p, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit(t, p, &store.CreateUser{User: "alice"})
+	f, err := replog.NewFollower(ctx, b.log, b.st, dialPeer(t, a), &replog.FollowerOptions{Epoch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := f.Run(rctx); !errors.Is(err, replog.ErrStaleEpoch) {
+		t.Fatalf("follower: %v, want ErrStaleEpoch", err)
+	}
+	if b.st.AppliedSeq() != 0 {
+		t.Errorf("the passive applied an entry of an older epoch")
+	}
+}
+
+func TestDecodeEntryRefusesBadInput(t *testing.T) {
+	e := replog.Entry{Epoch: 3, Seq: 9, Time: 1, Op: &store.CreateUser{User: "alice"}}
+	b := e.Encode()
+	got, err := replog.DecodeEntry(b)
+	if err != nil || got.Seq != 9 || got.Epoch != 3 {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	b[0] = 2
+	if _, err := replog.DecodeEntry(b); !errors.Is(err, replog.ErrVersion) {
+		t.Errorf("other version: %v", err)
+	}
+	for _, bad := range [][]byte{nil, {1}, {1, 0, 0}, append([]byte{1}, make([]byte, 30)...)} {
+		if _, err := replog.DecodeEntry(bad); err == nil {
+			t.Errorf("decoded %x", bad)
+		}
+	}
+}
+
+func FuzzDecodeEntry(f *testing.F) {
+	e := replog.Entry{Epoch: 1, Seq: 1, Op: &store.CreateUser{User: "a"}}
+	f.Add(e.Encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := replog.DecodeEntry(b)
+		if err == nil {
+			if _, err := replog.DecodeEntry(e.Encode()); err != nil {
+				t.Fatalf("re-encoded entry does not decode: %v", err)
+			}
+		}
+	})
+}
