@@ -16,6 +16,18 @@ type Sum [32]byte
 
 func (s Sum) String() string { return hex.EncodeToString(s[:]) }
 
+// MarshalText writes a Sum as hex (JSON, /digest).
+func (s Sum) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a Sum written by MarshalText.
+func (s *Sum) UnmarshalText(b []byte) error {
+	if hex.DecodedLen(len(b)) != len(s) {
+		return fmt.Errorf("store: digest sum: %d hex digits, want %d", len(b), 2*len(s))
+	}
+	_, err := hex.Decode(s[:], b)
+	return err
+}
+
 // Digest summarises the logical state at one applied sequence. Two stores
 // that applied the same entries have equal digests; the per-mailbox sums
 // point at the first mailbox that differs when they do not.

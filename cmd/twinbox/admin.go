@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/twinbox/twinbox/store"
 )
 
 // metrics are a node's Prometheus collectors (served at /metrics) and the
@@ -114,12 +116,15 @@ type status struct {
 	CacheHitRate  float64 `json:"cache_hit_rate"`
 	CommitBatch   float64 `json:"commit_avg_batch"`
 	Writes        uint64  `json:"writes"`
+	Unconfirmed   uint64  `json:"writes_unconfirmed"`
 	WriteFailures uint64  `json:"write_failures"`
 	LoginFailures uint64  `json:"login_failures"`
+
+	Replication *pairStatus `json:"replication,omitempty"`
 }
 
 // adminHandler serves /healthz, /status and /metrics.
-func adminHandler(m *metrics, status func() status, healthy func() error) http.Handler {
+func adminHandler(m *metrics, status func() status, digest func() (store.Digest, error), healthy func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := healthy(); err != nil {
@@ -133,6 +138,17 @@ func adminHandler(m *metrics, status func() status, healthy func() error) http.H
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(status())
+	})
+	// /digest is the store's digest at its applied position, whole and per
+	// mailbox: what `twinbox verify --peer` compares.
+	mux.HandleFunc("GET /digest", func(w http.ResponseWriter, r *http.Request) {
+		d, err := digest()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(d)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
 	return mux

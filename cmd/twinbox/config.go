@@ -46,6 +46,18 @@ type config struct {
 	CacheSize      int64         `toml:"cache_size"`
 	StoreCache     int64         `toml:"store_cache_size"`
 
+	Role            string        `toml:"role"`
+	NodeName        string        `toml:"node_name"`
+	NATSAddr        string        `toml:"nats_addr"`
+	PeerNATS        string        `toml:"peer_nats"`
+	LinkUser        string        `toml:"link_user"`
+	LinkPassword    string        `toml:"link_password"`
+	LinkTLS         bool          `toml:"link_tls"`
+	LinkCA          string        `toml:"link_ca"`
+	ReplicationMode string        `toml:"replication_mode"`
+	PeerTimeout     time.Duration `toml:"peer_timeout"`
+	Epoch           int64         `toml:"epoch"`
+
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 	CollectEvery    time.Duration `toml:"collect_interval"`
 	CollectGrace    time.Duration `toml:"collect_grace"`
@@ -70,6 +82,14 @@ func defaultConfig() config {
 		SMTPTimeout:     5 * time.Minute,
 		CacheSize:       256 << 20,
 		StoreCache:      store.DefaultCacheSize,
+		Role:            "standalone",
+		NodeName:        host,
+		NATSAddr:        "127.0.0.1:8422",
+		LinkUser:        "twinbox",
+		LinkTLS:         true,
+		ReplicationMode: "sync",
+		PeerTimeout:     5 * time.Second,
+		Epoch:           1,
 		ShutdownTimeout: 30 * time.Second,
 		CollectEvery:    10 * time.Minute,
 		CollectGrace:    time.Hour,
@@ -106,6 +126,17 @@ func (c *config) settings() []setting {
 		{"smtp_timeout", "SMTP/LMTP read and write timeout", &c.SMTPTimeout},
 		{"cache_size", "read cache for bodies and metadata, in bytes", &c.CacheSize},
 		{"store_cache_size", "Pebble block cache, in bytes", &c.StoreCache},
+		{"role", "standalone, active or passive (the pair's roles, until failover decides them)", &c.Role},
+		{"node_name", "this node's name in the pair (default: the host name)", &c.NodeName},
+		{"nats_addr", "the embedded NATS server's address, where the peer connects (pair roles)", &c.NATSAddr},
+		{"peer_nats", "the active's NATS address host:port (passive)", &c.PeerNATS},
+		{"link_user", "user name on the replication link", &c.LinkUser},
+		{"link_password", "password on the replication link (required for pair roles; both nodes the same)", &c.LinkPassword},
+		{"link_tls", "TLS on the replication link (the node's certificate)", &c.LinkTLS},
+		{"link_ca", "PEM file the passive trusts for the active's link certificate (default: the system's roots)", &c.LinkCA},
+		{"replication_mode", "sync (acknowledge when the passive has the change) or async (explicit opt-in)", &c.ReplicationMode},
+		{"peer_timeout", "how long the active waits for the passive before a client is told to retry", &c.PeerTimeout},
+		{"epoch", "the active's epoch, stored in every log entry (raised by failover)", &c.Epoch},
 		{"shutdown_timeout", "how long in-flight transactions may take on shutdown", &c.ShutdownTimeout},
 		{"collect_interval", "how often unreferenced bodies are collected", &c.CollectEvery},
 		{"collect_grace", "how long an unreferenced body is kept before collection", &c.CollectGrace},
@@ -283,6 +314,34 @@ func (c *config) validate() error {
 	}
 	if c.SMTPTimeout <= 0 || c.ShutdownTimeout <= 0 || c.CollectEvery <= 0 || c.CollectGrace < 0 {
 		bad("smtp_timeout, shutdown_timeout and collect_interval must be positive, collect_grace not negative")
+	}
+	switch c.Role {
+	case "standalone":
+	case "active", "passive":
+		if c.LinkPassword == "" {
+			bad("link_password: required for role %s (set TWINBOX_LINK_PASSWORD)", c.Role)
+		}
+		if c.NATSAddr == "" {
+			bad("nats_addr: required for role %s", c.Role)
+		} else if _, _, err := net.SplitHostPort(c.NATSAddr); err != nil {
+			bad("nats_addr: %q is not host:port", c.NATSAddr)
+		}
+		if c.Role == "passive" {
+			if _, _, err := net.SplitHostPort(c.PeerNATS); err != nil {
+				bad("peer_nats: %q is not the active's host:port", c.PeerNATS)
+			}
+		}
+	default:
+		bad("role: %q is not standalone, active or passive", c.Role)
+	}
+	if c.ReplicationMode != "sync" && c.ReplicationMode != "async" {
+		bad("replication_mode: %q is not sync or async", c.ReplicationMode)
+	}
+	if c.PeerTimeout <= 0 {
+		bad("peer_timeout: must be positive")
+	}
+	if c.Epoch < 1 {
+		bad("epoch: %d must be at least 1", c.Epoch)
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		bad("log_level: %q is not debug, info, warn or error", c.LogLevel)

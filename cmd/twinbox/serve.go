@@ -120,6 +120,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	imapSrv, err := imap.New(&imap.Options{
 		Reader: n, Writer: n, Users: dir,
 		TLSConfig: tlsConf, InsecureAuth: c.InsecureAuth,
+		ReadOnly: c.Role == "passive", ReadOnlyHint: "the active node",
 		LocalDomains: c.LocalDomains,
 		Observe:      m.observe("imap"),
 		Logger:       log,
@@ -129,6 +130,23 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		return err
 	}
 	n.SetNotify(imapSrv.Notify)
+	var pr *pair
+	if c.Role != "standalone" {
+		if pr, err = startPair(ctx, c, n, tlsConf, log); err != nil {
+			n.Close(ctx)
+			return fmt.Errorf("replication: %w", err)
+		}
+	}
+	closeNode := func(ctx context.Context) error {
+		if pr != nil {
+			pr.stopFollowing()
+		}
+		err := n.Close(ctx)
+		if pr != nil {
+			pr.close()
+		}
+		return err
+	}
 	newSMTP := func(lmtp bool) (*smtp.Server, error) {
 		proto := map[bool]string{false: "smtp", true: "lmtp"}[lmtp]
 		return smtp.New(&smtp.Options{
@@ -144,12 +162,12 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	}
 	smtpSrv, err := newSMTP(false)
 	if err != nil {
-		n.Close(ctx)
+		closeNode(ctx)
 		return err
 	}
 	lmtpSrv, err := newSMTP(true)
 	if err != nil {
-		n.Close(ctx)
+		closeNode(ctx)
 		return err
 	}
 
@@ -190,7 +208,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	} {
 		if err := bind(b.name, b.addr, b.tls, b.serve); err != nil {
 			closeAll()
-			n.Close(ctx)
+			closeNode(ctx)
 			return err
 		}
 	}
@@ -199,7 +217,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		ln, err := net.Listen("unix", c.LMTPSock)
 		if err != nil {
 			closeAll()
-			n.Close(ctx)
+			closeNode(ctx)
 			return fmt.Errorf("lmtp: listen on %s: %w", c.LMTPSock, err)
 		}
 		lns = append(lns, listener{"lmtp-socket", ln, lmtpSrv.Serve})
@@ -207,13 +225,17 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 
 	status := func() status {
 		st := statusOf(c, n, m, lns, started)
+		if pr != nil {
+			st.Replication = pr.status(context.Background(), c.ReplicationMode)
+			st.Listeners["nats"] = pr.srv.Addr().String()
+		}
 		st.Sessions = map[string]int{"imap": imapSrv.Sessions(), "smtp": smtpSrv.Sessions(), "lmtp": lmtpSrv.Sessions()}
 		st.Users = len(pw.Users())
 		st.LoginFailures = guard.Stats().Failures
 		return st
 	}
 	registerNodeMetrics(m, n, imapSrv, smtpSrv, lmtpSrv, guard)
-	admin.Handler = adminHandler(m, status, func() error {
+	admin.Handler = adminHandler(m, status, n.Store().Digest, func() error {
 		if n.Closing() {
 			return errors.New("shutting down")
 		}
@@ -244,6 +266,9 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	for _, l := range lns {
 		fmt.Fprintf(stdout, "  %-11s %s\n", l.name, l.ln.Addr())
 	}
+	if pr != nil {
+		fmt.Fprintf(stdout, "  %-11s %s (%s)\n", "nats", pr.srv.Addr(), c.Role)
+	}
 
 	var runErr error
 	select {
@@ -272,7 +297,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	stopBackground()
 	bg.Wait()
 	admin.Shutdown(sctx)
-	if err := n.Close(sctx); err != nil {
+	if err := closeNode(sctx); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
 	if c.LMTPSock != "" {
@@ -284,7 +309,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 
 func statusOf(c *config, n *node.Local, m *metrics, lns []listener, started time.Time) status {
 	st := status{
-		Node: c.Hostname, Role: "standalone", Started: started.UTC(),
+		Node: c.NodeName, Role: c.Role, Started: started.UTC(),
 		Uptime:     time.Since(started).Round(time.Second).String(),
 		Applied:    n.Store().AppliedSeq(),
 		Listeners:  map[string]string{},
@@ -293,6 +318,7 @@ func statusOf(c *config, n *node.Local, m *metrics, lns []listener, started time
 	}
 	ns := n.Stats()
 	st.Writes, st.WriteFailures, st.CommitBatch = ns.Writes, ns.WriteFailures, ns.Commit.AvgBatch()
+	st.Unconfirmed = ns.Unconfirmed
 	for _, l := range lns {
 		st.Listeners[l.name] = l.ln.Addr().String()
 	}
@@ -382,7 +408,18 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func printStatus(w io.Writer, st *status) {
 	fmt.Fprintf(w, "node        %s (%s), up %s\n", st.Node, st.Role, st.Uptime)
-	fmt.Fprintf(w, "applied     sequence %d (%d writes, %d failed)\n", st.Applied, st.Writes, st.WriteFailures)
+	fmt.Fprintf(w, "applied     sequence %d (%d writes, %d failed, %d not confirmed by the peer)\n", st.Applied, st.Writes, st.WriteFailures, st.Unconfirmed)
+	if r := st.Replication; r != nil {
+		fmt.Fprintf(w, "log         epoch %d, entries %d..%d\n", r.Epoch, r.LogFirst, r.LogLast)
+		if st.Role == "active" {
+			fmt.Fprintf(w, "passive     at %d (lag %d entries, last heard %s), %s replication\n", r.PeerPosition, r.Lag, orNever(r.PeerSeen), r.Mode)
+		} else {
+			fmt.Fprintf(w, "following   durable up to %d\n", r.PeerPosition)
+		}
+		if r.Error != "" {
+			fmt.Fprintf(w, "problem     %s\n", r.Error)
+		}
+	}
 	fmt.Fprintf(w, "sessions    imap %d, smtp %d, lmtp %d\n", st.Sessions["imap"], st.Sessions["smtp"], st.Sessions["lmtp"])
 	fmt.Fprintf(w, "users       %d (failed logins since start: %d)\n", st.Users, st.LoginFailures)
 	fmt.Fprintf(w, "delivered   %d messages to %d mailboxes since start\n", st.Deliveries, st.Recipients)
@@ -397,4 +434,11 @@ func printStatus(w io.Writer, st *status) {
 	for _, k := range names {
 		fmt.Fprintf(w, "listen      %-11s %s\n", k, st.Listeners[k])
 	}
+}
+
+func orNever(s string) string {
+	if s == "" {
+		return "never"
+	}
+	return s
 }

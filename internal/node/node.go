@@ -24,8 +24,13 @@ import (
 type Local struct {
 	st     *store.Store
 	reads  *cache.Reader
-	commit *cache.GroupCommit[store.Op, store.Result]
-	log    *slog.Logger
+	commit *cache.GroupCommit[store.Op, Outcome]
+	// commitFn is what a group commit flushes through: the store itself
+	// (standalone) or the replication log (the active of a pair).
+	commitFn CommitFunc
+	// readOnly, when set, refuses every write with it (a passive).
+	readOnly error
+	log      *slog.Logger
 	// loaders read for SEARCH through the cache.
 	loaders *store.Loaders
 
@@ -34,10 +39,12 @@ type Local struct {
 
 	writes    atomic.Uint64
 	writeErrs atomic.Uint64
-	closing   atomic.Bool
-	wg        sync.WaitGroup
-	stop      context.CancelFunc
-	bgCtx     context.Context
+	// unconfirmed counts writes applied but not confirmed by the peer.
+	unconfirmed atomic.Uint64
+	closing     atomic.Bool
+	wg          sync.WaitGroup
+	stop        context.CancelFunc
+	bgCtx       context.Context
 }
 
 var (
@@ -92,10 +99,51 @@ func Open(ctx context.Context, dir string, opts *Options) (*Local, error) {
 		return reads.Meta(context.Background(), id)
 	}}
 	n.bgCtx, n.stop = context.WithCancel(context.Background())
-	n.commit = cache.NewGroupCommit(func(ctx context.Context, ops []store.Op) ([]store.Result, error) {
-		return st.ApplyNext(ctx, store.Now(), ops...)
+	n.commitFn = func(ctx context.Context, ops []store.Op) ([]Outcome, error) {
+		res, err := st.ApplyNext(ctx, store.Now(), ops...)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Outcome, len(res))
+		for i, r := range res {
+			out[i].Result = r
+		}
+		return out, nil
+	}
+	n.commit = cache.NewGroupCommit(func(ctx context.Context, ops []store.Op) ([]Outcome, error) {
+		return n.commitFn(ctx, ops)
 	}, nil)
 	return n, nil
+}
+
+// Outcome is what a commit did with one operation.
+type Outcome struct {
+	store.Result
+	// Unconfirmed is set when the change was applied here but is not
+	// known to be durable where the node promises (the passive did not
+	// confirm it in time): the client is told to retry.
+	Unconfirmed error
+}
+
+// CommitFunc applies a batch of admitted operations durably.
+type CommitFunc func(ctx context.Context, ops []store.Op) ([]Outcome, error)
+
+// UseCommit replaces the write path (the replication log's, on the active
+// of a pair). Call it before serving.
+func (n *Local) UseCommit(f CommitFunc) { n.commitFn = f }
+
+// SetReadOnly makes every write fail with err wrapped in
+// protocols.ErrReadOnly (a passive). Call it before serving.
+func (n *Local) SetReadOnly(why string) {
+	n.readOnly = fmt.Errorf("%w: %s", protocols.ErrReadOnly, why)
+}
+
+// Notify tells the IMAP side of an operation applied by someone else
+// (the replication log on a passive).
+func (n *Local) Notify(ctx context.Context, op store.Op) {
+	if n.notify != nil {
+		n.notify(ctx, op)
+	}
 }
 
 // SetNotify sets the function told of every applied operation, whoever
@@ -108,13 +156,14 @@ func (n *Local) Store() *store.Store { return n.st }
 // Stats are the node's counters.
 type Stats struct {
 	Writes, WriteFailures uint64
+	Unconfirmed           uint64
 	Commit                cache.CommitStats
 	Cache                 cache.ReaderStats
 }
 
 // Stats returns the node's counters.
 func (n *Local) Stats() Stats {
-	return Stats{Writes: n.writes.Load(), WriteFailures: n.writeErrs.Load(),
+	return Stats{Writes: n.writes.Load(), WriteFailures: n.writeErrs.Load(), Unconfirmed: n.unconfirmed.Load(),
 		Commit: n.commit.Stats(), Cache: n.reads.Stats()}
 }
 
@@ -128,20 +177,27 @@ func (n *Local) Write(ctx context.Context, op store.Op) (store.Result, error) {
 	if n.closing.Load() {
 		return store.Result{}, fmt.Errorf("%w: shutting down", protocols.ErrUnavailable)
 	}
+	if n.readOnly != nil {
+		return store.Result{}, n.readOnly
+	}
 	if err := n.st.Admit(op); err != nil {
 		return store.Result{}, err
 	}
-	res, err := n.commit.Do(ctx, op)
+	out, err := n.commit.Do(ctx, op)
 	if err != nil {
 		n.writeErrs.Add(1)
 		n.log.Error("write failed", "op", op.Kind(), "err", err)
-		return res, fmt.Errorf("%w: %v", protocols.ErrUnavailable, err)
+		return out.Result, fmt.Errorf("%w: %v", protocols.ErrUnavailable, err)
 	}
-	n.writes.Add(1)
-	if res.Err == nil && n.notify != nil {
+	if out.Err == nil && n.notify != nil {
 		n.notify(ctx, op)
 	}
-	return res, nil
+	if out.Unconfirmed != nil {
+		n.unconfirmed.Add(1)
+		return out.Result, fmt.Errorf("%w: %v", protocols.ErrUnavailable, out.Unconfirmed)
+	}
+	n.writes.Add(1)
+	return out.Result, nil
 }
 
 // Reads: the store's, with bodies and metadata through the cache.
@@ -173,6 +229,9 @@ func (n *Local) MaxMessageSize() int64 { return n.st.MaxMessageSize() }
 // removed from the file keep their mail: deleting mail is an operator's
 // explicit act, not a side effect of editing a file.
 func (n *Local) SyncUsers(ctx context.Context, users []string) {
+	if n.readOnly != nil {
+		return // the active creates them; they arrive through the log
+	}
 	for _, u := range users {
 		ok, err := n.st.HasUser(u)
 		if err != nil || ok {
@@ -192,6 +251,9 @@ func (n *Local) SyncUsers(ctx context.Context, users []string) {
 // every interval, through the write path like any other change. It stops
 // at Close.
 func (n *Local) Collect(every, grace time.Duration) {
+	if n.readOnly != nil {
+		return // the active's Collect arrives through the log
+	}
 	ctx := n.bgCtx
 	n.wg.Add(1)
 	go func() {

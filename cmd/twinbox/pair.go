@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/twinbox/twinbox/internal/node"
+	"github.com/twinbox/twinbox/replog"
+	"github.com/twinbox/twinbox/store"
+)
+
+// pair is a node's side of the replicated pair: its embedded NATS server
+// and log, and either the active's write path or the passive's follower.
+type pair struct {
+	role     string
+	epoch    uint64
+	srv      *server.Server
+	local    *nats.Conn
+	remote   *nats.Conn
+	log      *replog.Log
+	primary  *replog.Primary
+	follower *replog.Follower
+	wg       sync.WaitGroup
+	stop     context.CancelFunc
+}
+
+// startPair starts the embedded NATS server and the log, and makes this
+// node the active (writes go through the log, confirmed by the passive) or
+// the passive (follows the active, serves reads only).
+func startPair(ctx context.Context, c *config, n *node.Local, tlsConf *tls.Config, log *slog.Logger) (*pair, error) {
+	p := &pair{role: c.Role, epoch: uint64(c.Epoch)}
+	so := replog.ServerOptions{Name: c.NodeName, Dir: filepath.Join(c.Data, "nats"), Addr: c.NATSAddr,
+		User: c.LinkUser, Password: c.LinkPassword}
+	if c.LinkTLS {
+		so.TLS = tlsConf
+	}
+	var err error
+	if p.srv, err = replog.StartServer(so); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*pair, error) {
+		p.close()
+		return nil, err
+	}
+	if p.local, err = replog.Connect(p.srv, c.LinkUser, c.LinkPassword, c.NodeName+"-local"); err != nil {
+		return fail(err)
+	}
+	if p.log, err = replog.OpenLog(ctx, p.local, nil); err != nil {
+		return fail(err)
+	}
+	switch c.Role {
+	case "active":
+		p.primary, err = replog.NewPrimary(ctx, p.log, n.Store(), p.local, &replog.PrimaryOptions{
+			Epoch: p.epoch, Async: c.ReplicationMode == "async", PeerTimeout: c.PeerTimeout, Logger: log,
+		})
+		if err != nil {
+			return fail(err)
+		}
+		n.UseCommit(func(ctx context.Context, ops []store.Op) ([]node.Outcome, error) {
+			res, err := p.primary.Commit(ctx, ops)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]node.Outcome, len(res))
+			for i, r := range res {
+				out[i] = node.Outcome{Result: r.Result, Unconfirmed: r.Peer}
+			}
+			return out, nil
+		})
+	case "passive":
+		opts := []nats.Option{nats.UserInfo(c.LinkUser, c.LinkPassword), nats.Name(c.NodeName + "-follower"),
+			nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond), nats.RetryOnFailedConnect(true)}
+		url := "nats://" + c.PeerNATS
+		if c.LinkTLS {
+			tc := &tls.Config{MinVersion: tls.VersionTLS12}
+			if c.LinkCA != "" {
+				pem, err := os.ReadFile(c.LinkCA)
+				if err != nil {
+					return fail(fmt.Errorf("link_ca: %w", err))
+				}
+				tc.RootCAs = x509.NewCertPool()
+				if !tc.RootCAs.AppendCertsFromPEM(pem) {
+					return fail(fmt.Errorf("link_ca: no certificate in %s", c.LinkCA))
+				}
+			}
+			opts = append(opts, nats.Secure(tc))
+			url = "tls://" + c.PeerNATS
+		}
+		if p.remote, err = nats.Connect(url, opts...); err != nil {
+			return fail(fmt.Errorf("connect to the active at %s: %w", c.PeerNATS, err))
+		}
+		p.follower, err = replog.NewFollower(ctx, p.log, n.Store(), p.remote, &replog.FollowerOptions{
+			Epoch: p.epoch, Logger: log,
+			OnApplied: func(e *replog.Entry, r *store.Result) {
+				if r.Err == nil {
+					n.Notify(context.Background(), e.Op)
+				}
+			},
+		})
+		if err != nil {
+			return fail(err)
+		}
+		n.SetReadOnly("this node is the passive; write to the active")
+		runCtx, stop := context.WithCancel(context.Background())
+		p.stop = stop
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if err := p.follower.Run(runCtx); err != nil {
+				log.Error("the passive stopped following; it needs an operator", "err", err)
+			}
+		}()
+	}
+	return p, nil
+}
+
+// pairStatus is the replication part of /status.
+type pairStatus struct {
+	Epoch        uint64 `json:"epoch"`
+	LogFirst     uint64 `json:"log_first"`
+	LogLast      uint64 `json:"log_last"`
+	PeerPosition uint64 `json:"peer_position"`
+	PeerSeen     string `json:"peer_seen,omitempty"`
+	Lag          uint64 `json:"lag"`
+	Mode         string `json:"mode,omitempty"`
+	Error        string `json:"error,omitempty"`
+}
+
+func (p *pair) status(ctx context.Context, mode string) *pairStatus {
+	ps := &pairStatus{Epoch: p.epoch}
+	if s, err := p.log.State(ctx); err == nil {
+		ps.LogFirst, ps.LogLast = s.First, s.Last
+	} else {
+		ps.Error = err.Error()
+	}
+	switch {
+	case p.primary != nil:
+		ps.Mode = mode
+		pos, at := p.primary.PeerPosition()
+		ps.PeerPosition = pos
+		if !at.IsZero() {
+			ps.PeerSeen = time.Since(at).Round(time.Millisecond).String() + " ago"
+		}
+		if ps.LogLast > pos {
+			ps.Lag = ps.LogLast - pos
+		}
+	case p.follower != nil:
+		fs := p.follower.Status()
+		ps.PeerPosition = fs.Position
+		ps.Epoch = fs.Epoch
+		if fs.Err != nil {
+			ps.Error = fs.Err.Error()
+		}
+	}
+	return ps
+}
+
+// stopFollowing stops the passive's follower (before the store closes).
+func (p *pair) stopFollowing() {
+	if p.stop != nil {
+		p.stop()
+	}
+	p.wg.Wait()
+}
+
+// close stops following, then the connections and the server.
+func (p *pair) close() {
+	p.stopFollowing()
+	if p.primary != nil {
+		p.primary.Close()
+	}
+	if p.remote != nil {
+		p.remote.Close()
+	}
+	if p.local != nil {
+		p.local.Close()
+	}
+	if p.srv != nil {
+		p.srv.Shutdown()
+		p.srv.WaitForShutdown()
+	}
+}
