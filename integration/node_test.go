@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,9 +40,12 @@ const (
 type node struct {
 	bin, data                           string
 	imap, imaps, smtp, smtps, lmtp, adm string // host:port
+	nats                                string // host:port, on a node of a pair
+	proc                                *os.Process
 	users                               map[string]string
 	out                                 *syncBuffer // stdout and stderr
 	exited                              chan struct{}
+	killed                              bool  // by the test, with SIGKILL
 	exitErr                             error // set before exited closes
 }
 
@@ -50,12 +54,21 @@ type node struct {
 // in time; the node's output goes to t.Log when the test failed.
 func startNode(t *testing.T, bin string) *node {
 	t.Helper()
-	n := &node{bin: bin, data: t.TempDir(), users: map[string]string{}, out: &syncBuffer{}, exited: make(chan struct{})}
-	cmd := exec.Command(bin, "serve", "--data", n.data,
+	return startNodeIn(t, bin, t.TempDir(), nil)
+}
+
+// startNodeIn runs `bin serve` on the data directory data with extra
+// flags (a pair's role and link), as startNode does.
+func startNodeIn(t *testing.T, bin, data string, extra []string, env ...string) *node {
+	t.Helper()
+	n := &node{bin: bin, data: data, users: map[string]string{}, out: &syncBuffer{}, exited: make(chan struct{})}
+	args := append([]string{"serve", "--data", n.data,
 		"--imap-addr", "127.0.0.1:0", "--imaps-addr", "127.0.0.1:0",
 		"--smtp-addr", "127.0.0.1:0", "--smtps-addr", "127.0.0.1:0",
-		"--lmtp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
-	cmd.Env = hermeticEnv()
+		"--lmtp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(hermeticEnv(), env...)
+	paired := slices.Contains(extra, "--role")
 	cmd.Stderr = n.out
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -64,6 +77,7 @@ func startNode(t *testing.T, bin string) *node {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	n.proc = cmd.Process
 
 	// The address lines go to addrs; everything, addresses included, goes
 	// to the log. Wait runs once stdout is at its end, as StdoutPipe asks.
@@ -74,9 +88,9 @@ func startNode(t *testing.T, bin string) *node {
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(n.out, line)
-			if f := strings.Fields(line); len(f) == 2 && strings.HasPrefix(line, "  ") {
+			if f := strings.Fields(line); len(f) >= 2 && strings.HasPrefix(line, "  ") {
 				seen[f[0]] = f[1]
-				if len(seen) == 6 {
+				if want := map[bool]int{false: 6, true: 7}[paired]; len(seen) == want {
 					addrs <- seen
 				}
 			}
@@ -96,6 +110,7 @@ func startNode(t *testing.T, bin string) *node {
 	select {
 	case a := <-addrs:
 		n.imap, n.imaps, n.smtp, n.smtps, n.lmtp, n.adm = a["imap"], a["imaps"], a["smtp"], a["smtps"], a["lmtp"], a["admin"]
+		n.nats = a["nats"]
 	case <-n.exited:
 		t.Fatalf("twinbox serve exited before serving: %v", n.exitErr)
 	case <-time.After(startTimeout):
@@ -118,7 +133,9 @@ func startNode(t *testing.T, bin string) *node {
 func (n *node) stop(t *testing.T, p *os.Process) {
 	select {
 	case <-n.exited:
-		t.Errorf("twinbox serve exited before the test ended: %v", n.exitErr)
+		if !n.killed {
+			t.Errorf("twinbox serve exited before the test ended: %v", n.exitErr)
+		}
 		return
 	default:
 	}
@@ -135,6 +152,16 @@ func (n *node) stop(t *testing.T, p *os.Process) {
 		<-n.exited
 		t.Errorf("twinbox serve did not exit within %v of SIGTERM", stopTimeout)
 	}
+}
+
+// kill stops the node with SIGKILL, as a crash would, and waits for it.
+func (n *node) kill(t *testing.T) {
+	t.Helper()
+	n.killed = true
+	if err := n.proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-n.exited
 }
 
 // hermeticEnv is the test's environment without TWINBOX_* settings, so a

@@ -1,0 +1,318 @@
+package integration
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	gosmtp "github.com/emersion/go-smtp"
+)
+
+const linkPassword = "pair-link-secret"
+
+// freePort returns a loopback address nothing listens on now, for the
+// active's NATS server, which must keep its address across a restart so
+// that the passive finds it again.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// pairNodes starts (or restarts, on the same data directories) an active
+// and a passive on loopback.
+type pairNodes struct {
+	bin                  string
+	activeData, passData string
+	natsAddr             string
+	active, passive      *node
+}
+
+func (p *pairNodes) startActive(t *testing.T) {
+	t.Helper()
+	p.active = startNodeIn(t, p.bin, p.activeData, []string{"--role", "active", "--node-name", "a",
+		"--nats-addr", p.natsAddr, "--peer-timeout", "1s"}, "TWINBOX_LINK_PASSWORD="+linkPassword)
+}
+
+func (p *pairNodes) startPassive(t *testing.T) {
+	t.Helper()
+	p.passive = startNodeIn(t, p.bin, p.passData, []string{"--role", "passive", "--node-name", "b",
+		"--nats-addr", "127.0.0.1:0", "--peer-nats", p.natsAddr,
+		"--link-ca", p.activeData + "/tls/cert.pem"}, "TWINBOX_LINK_PASSWORD="+linkPassword)
+}
+
+func startPair(t *testing.T) *pairNodes {
+	t.Helper()
+	p := &pairNodes{bin: buildTwinbox(t), activeData: t.TempDir(), passData: t.TempDir(), natsAddr: freePort(t)}
+	p.startActive(t)
+	p.startPassive(t)
+	for _, n := range []*node{p.active, p.passive} {
+		n.addUser(t, "alice", "alice-pw")
+		n.addUser(t, "bob", "bob-pw")
+	}
+	return p
+}
+
+// digestOf reads a node's /digest.
+type digestJSON struct {
+	Applied   uint64
+	Store     string
+	Mailboxes []struct{ User, Name, Sum string }
+}
+
+func (n *node) digest(t *testing.T) digestJSON {
+	t.Helper()
+	code, body := n.get("/digest")
+	var d digestJSON
+	if code != http.StatusOK || json.Unmarshal(body, &d) != nil {
+		t.Fatalf("/digest: %d %s", code, body)
+	}
+	return d
+}
+
+// sameDigest waits until both nodes are at the same position and compares
+// their digests there.
+func sameDigest(t *testing.T, a, b *node) digestJSON {
+	t.Helper()
+	var da, db digestJSON
+	a.waitFor(t, 60*time.Second, "the passive to reach the active's position", func() bool {
+		da, db = a.digest(t), b.digest(t)
+		return da.Applied == db.Applied && da.Applied > 0
+	})
+	if da.Store != db.Store {
+		t.Fatalf("at sequence %d the stores differ: active %s, passive %s", da.Applied, da.Store, db.Store)
+	}
+	return da
+}
+
+// load sends messages with unique Message-IDs from several sessions and
+// records which were acknowledged (250) and which were refused.
+type load struct {
+	mu        sync.Mutex
+	acked     map[string]bool
+	temporary atomic.Int64 // 4xx answers
+	other     atomic.Int64
+}
+
+func (l *load) run(t *testing.T, smtpAddr func() string, sessions, perSession int, stop <-chan struct{}) {
+	t.Helper()
+	l.mu.Lock()
+	if l.acked == nil {
+		l.acked = map[string]bool{}
+	}
+	l.mu.Unlock()
+	var wg sync.WaitGroup
+	for s := 0; s < sessions; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var c *gosmtp.Client
+			for i := 0; i < perSession; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if c == nil {
+					var err error
+					if c, err = gosmtp.Dial(smtpAddr()); err != nil {
+						l.other.Add(1)
+						time.Sleep(20 * time.Millisecond) // the node is restarting: retry pacing, not settling
+						continue
+					}
+				}
+				id := fmt.Sprintf("%d.%d.%d@load.test", time.Now().UnixNano(), s, i)
+				raw := fmt.Sprintf("From: load@example.org\r\nTo: alice@localhost\r\nSubject: load %s\r\nMessage-ID: <%s>\r\n\r\n%s\r\n", id, id, strings.Repeat("x", 2000))
+				err := c.SendMail("load@example.org", []string{"alice@localhost", "bob@localhost"}, strings.NewReader(raw))
+				var se *gosmtp.SMTPError
+				switch {
+				case err == nil:
+					l.mu.Lock()
+					l.acked[id] = true
+					l.mu.Unlock()
+				case errors.As(err, &se) && se.Code/100 == 4:
+					l.temporary.Add(1)
+				default:
+					l.other.Add(1)
+					c.Close()
+					c = nil
+				}
+			}
+			if c != nil {
+				c.Quit()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// messageIDs lists the Message-IDs in a user's INBOX over IMAP, with
+// their UIDs, and the mailbox's UIDVALIDITY.
+func messageIDs(t *testing.T, n *node, user string) (map[string][]imap.UID, uint32) {
+	t.Helper()
+	c := n.login(t, user)
+	sel, err := c.Select("INBOX", nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := sel
+	ids := map[string][]imap.UID{}
+	if data.NumMessages == 0 {
+		return ids, data.UIDValidity
+	}
+	msgs, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Envelope: true}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		ids[m.Envelope.MessageID] = append(ids[m.Envelope.MessageID], m.UID)
+	}
+	c.Logout()
+	return ids, data.UIDValidity
+}
+
+// checkAcked asserts that every acknowledged message is in both users'
+// INBOXes on both nodes, once, with the same UIDs and UIDVALIDITY.
+func checkAcked(t *testing.T, p *pairNodes, l *load) {
+	t.Helper()
+	for _, user := range []string{"alice", "bob"} {
+		onA, uvA := messageIDs(t, p.active, user)
+		onB, uvB := messageIDs(t, p.passive, user)
+		if uvA != uvB {
+			t.Errorf("%s: UIDVALIDITY %d on the active, %d on the passive", user, uvA, uvB)
+		}
+		missing, twice := 0, 0
+		for id := range l.acked {
+			if len(onA[id]) == 0 || len(onB[id]) == 0 {
+				missing++
+			}
+		}
+		for id, uids := range onA {
+			if len(uids) > 1 {
+				twice++
+			}
+			if !slices.Equal(uids, onB[id]) {
+				t.Errorf("%s: message %s has UIDs %v on the active, %v on the passive", user, id, uids, onB[id])
+				break
+			}
+		}
+		if missing > 0 || twice > 0 {
+			t.Errorf("%s: %d acknowledged messages missing, %d stored twice (of %d acknowledged)", user, missing, twice, len(l.acked))
+		}
+	}
+}
+
+// TestPairReplicates: deliveries at concurrency 16 reach the passive, which
+// serves the same messages with the same UIDs read-only, and both stores
+// have the same digest at the same position.
+func TestPairReplicates(t *testing.T) {
+	p := startPair(t)
+	var l load
+	l.run(t, func() string { return p.active.smtp }, 16, 60, nil)
+	if l.temporary.Load() != 0 || l.other.Load() != 0 || len(l.acked) != 16*60 {
+		t.Fatalf("%d acknowledged, %d temporary failures, %d other", len(l.acked), l.temporary.Load(), l.other.Load())
+	}
+	d := sameDigest(t, p.active, p.passive)
+	t.Logf("identical at sequence %d", d.Applied)
+	checkAcked(t, p, &l)
+
+	// The passive refuses writes: SMTP 451, IMAP NO.
+	c, err := gosmtp.Dial(p.passive.smtp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.SendMail("x@example.org", []string{"alice@localhost"}, strings.NewReader("Subject: no\r\n\r\nno\r\n"))
+	var se *gosmtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 451 {
+		t.Errorf("SMTP to the passive: %v, want 451", err)
+	}
+	c.Close()
+	ic := p.passive.login(t, "alice")
+	if _, err := ic.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ic.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err == nil {
+		t.Error("STORE on the passive succeeded")
+	}
+	if err := ic.Create("New", nil).Wait(); err == nil {
+		t.Error("CREATE on the passive succeeded")
+	}
+}
+
+// TestPairPassiveKilled: the passive dies under load (SIGKILL) and comes
+// back: meanwhile clients get temporary failures, never a false OK; it
+// catches up to identical and every acknowledged message is on both.
+func TestPairPassiveKilled(t *testing.T) {
+	p := startPair(t)
+	var l load
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		l.run(t, func() string { return p.active.smtp }, 8, 1<<30, stop)
+		close(done)
+	}()
+	p.active.waitFor(t, 30*time.Second, "some deliveries", func() bool { return ackedCount(&l) >= 100 })
+	p.passive.kill(t)
+	p.active.waitFor(t, 30*time.Second, "a temporary failure while the passive is down", func() bool { return l.temporary.Load() > 0 })
+	p.startPassive(t)
+	p.passive.users["alice"], p.passive.users["bob"] = "alice-pw", "bob-pw" // its passwd-file survived
+	before := ackedCount(&l)
+	p.active.waitFor(t, 30*time.Second, "deliveries acknowledged again", func() bool { return ackedCount(&l) >= before+100 })
+	close(stop)
+	<-done
+	t.Logf("%d acknowledged, %d temporary failures", ackedCount(&l), l.temporary.Load())
+	sameDigest(t, p.active, p.passive)
+	checkAcked(t, p, &l)
+}
+
+// TestPairActiveKilled: the active dies under load (SIGKILL) and is
+// restarted: no acknowledged message is missing on either node and none is
+// stored twice.
+func TestPairActiveKilled(t *testing.T) {
+	p := startPair(t)
+	var l load
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var addrMu sync.Mutex
+	smtpAddr := func() string {
+		addrMu.Lock()
+		defer addrMu.Unlock()
+		return p.active.smtp
+	}
+	go func() {
+		l.run(t, smtpAddr, 8, 1<<30, stop)
+		close(done)
+	}()
+	p.active.waitFor(t, 30*time.Second, "some deliveries", func() bool { return ackedCount(&l) >= 200 })
+	addrMu.Lock()
+	p.active.kill(t)
+	p.startActive(t)
+	p.active.users["alice"], p.active.users["bob"] = "alice-pw", "bob-pw"
+	addrMu.Unlock()
+	before := ackedCount(&l)
+	p.active.waitFor(t, 30*time.Second, "deliveries acknowledged by the restarted active", func() bool { return ackedCount(&l) >= before+100 })
+	close(stop)
+	<-done
+	t.Logf("%d acknowledged, %d temporary failures, %d connection errors", ackedCount(&l), l.temporary.Load(), l.other.Load())
+	sameDigest(t, p.active, p.passive)
+	checkAcked(t, p, &l)
+}
+
+func ackedCount(l *load) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
+}
