@@ -133,6 +133,9 @@ type pairStatus struct {
 	PeerSeen     string `json:"peer_seen,omitempty"`
 	Lag          uint64 `json:"lag"`
 	Mode         string `json:"mode,omitempty"`
+	// LinkBytes: on the passive, bytes received from the active over the
+	// link; on the active, bytes its NATS server sent to all clients.
+	LinkBytes uint64 `json:"link_bytes"`
 	Error        string `json:"error,omitempty"`
 }
 
@@ -146,6 +149,9 @@ func (p *pair) status(ctx context.Context, mode string) *pairStatus {
 	switch {
 	case p.primary != nil:
 		ps.Mode = mode
+		if v, err := p.srv.Varz(nil); err == nil {
+			ps.LinkBytes = uint64(v.OutBytes)
+		}
 		pos, at := p.primary.PeerPosition()
 		ps.PeerPosition = pos
 		if !at.IsZero() {
@@ -155,6 +161,7 @@ func (p *pair) status(ctx context.Context, mode string) *pairStatus {
 			ps.Lag = ps.LogLast - pos
 		}
 	case p.follower != nil:
+		ps.LinkBytes = p.remote.Stats().InBytes
 		fs := p.follower.Status()
 		ps.PeerPosition = fs.Position
 		ps.Epoch = fs.Epoch
