@@ -33,27 +33,78 @@ var (
 
 // Entry is one change in the log: a store operation with the epoch of the
 // writer that made it and its place in the log.
+//
+// An operation whose encoding is larger than ChunkSize (a big message)
+// travels as consecutive chunk entries: each takes a sequence number, the
+// last one carries the end of the encoding and is where the operation
+// applies. JetStream's file store refuses records above 32 MiB, and big
+// NATS messages stall everything behind them.
 type Entry struct {
 	Epoch uint64
 	Seq   uint64
 	Time  int64    // Unix nanoseconds, when the active wrote it
-	Op    store.Op // decoded
+	Op    store.Op // decoded; nil for a chunk that is not the last
+
+	kind  byte   // kindWhole, kindChunk or kindLast
+	chunk []byte // a chunk's part of the operation's encoding
+	enc   []byte // the operation's encoding, when known
 }
 
-// headerLen is version (1) + epoch (8) + seq (8) + time (8).
-const headerLen = 1 + 8 + 8 + 8
+// Entry kinds.
+const (
+	kindWhole = 0 // the operation, whole
+	kindChunk = 1 // a part of an operation's encoding; more follow
+	kindLast  = 2 // the last part: the operation applies here
+)
 
-// Encode returns the entry as it travels and is stored:
-// version, epoch, sequence, time (big-endian), then the operation
-// (store.EncodeOp, itself versioned CBOR).
+// ChunkSize is the largest operation encoding sent as one entry.
+const ChunkSize = 8 << 20
+
+// headerLen is version (1) + kind (1) + epoch (8) + seq (8) + time (8).
+const headerLen = 1 + 1 + 8 + 8 + 8
+
+// IsChunk reports whether e is a chunk of a larger operation that applies
+// at a later entry.
+func (e *Entry) IsChunk() bool { return e.kind == kindChunk }
+
+// Split turns one operation into the entries that carry it, from seq on:
+// one entry, or chunks of at most ChunkSize bytes whose last one holds the
+// operation.
+func Split(epoch, seq uint64, time int64, op store.Op) []Entry {
+	enc := store.EncodeOp(op)
+	if len(enc) <= ChunkSize {
+		return []Entry{{Epoch: epoch, Seq: seq, Time: time, Op: op, enc: enc}}
+	}
+	var out []Entry
+	for off := 0; off < len(enc); off += ChunkSize {
+		end := min(off+ChunkSize, len(enc))
+		e := Entry{Epoch: epoch, Seq: seq + uint64(len(out)), Time: time, kind: kindChunk, chunk: enc[off:end]}
+		if end == len(enc) {
+			e.kind, e.Op = kindLast, op
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// Encode returns the entry as it travels and is stored: version, kind,
+// epoch, sequence, time (big-endian), then the operation (store.EncodeOp,
+// itself versioned CBOR) or a chunk of it.
 func (e *Entry) Encode() []byte {
-	op := store.EncodeOp(e.Op)
-	b := make([]byte, headerLen, headerLen+len(op))
+	payload := e.chunk
+	if e.kind == kindWhole {
+		payload = e.enc
+		if payload == nil {
+			payload = store.EncodeOp(e.Op)
+		}
+	}
+	b := make([]byte, headerLen, headerLen+len(payload))
 	b[0] = FormatVersion
-	binary.BigEndian.PutUint64(b[1:], e.Epoch)
-	binary.BigEndian.PutUint64(b[9:], e.Seq)
-	binary.BigEndian.PutUint64(b[17:], uint64(e.Time))
-	return append(b, op...)
+	b[1] = e.kind
+	binary.BigEndian.PutUint64(b[2:], e.Epoch)
+	binary.BigEndian.PutUint64(b[10:], e.Seq)
+	binary.BigEndian.PutUint64(b[18:], uint64(e.Time))
+	return append(b, payload...)
 }
 
 // DecodeEntry decodes an entry; it never panics on bad input.
@@ -68,9 +119,18 @@ func DecodeEntry(b []byte) (Entry, error) {
 		return Entry{}, errShortPayload
 	}
 	e := Entry{
-		Epoch: binary.BigEndian.Uint64(b[1:]),
-		Seq:   binary.BigEndian.Uint64(b[9:]),
-		Time:  int64(binary.BigEndian.Uint64(b[17:])),
+		kind:  b[1],
+		Epoch: binary.BigEndian.Uint64(b[2:]),
+		Seq:   binary.BigEndian.Uint64(b[10:]),
+		Time:  int64(binary.BigEndian.Uint64(b[18:])),
+	}
+	switch e.kind {
+	case kindWhole:
+	case kindChunk, kindLast:
+		e.chunk = append([]byte(nil), b[headerLen:]...)
+		return e, nil // decoded by an assembler with the chunks before it
+	default:
+		return Entry{}, fmt.Errorf("%w: entry %d: unknown kind %d", ErrFormat, e.Seq, e.kind)
 	}
 	op, err := store.DecodeOp(b[headerLen:])
 	if err != nil {
@@ -84,3 +144,50 @@ func DecodeEntry(b []byte) (Entry, error) {
 func (e *Entry) storeEntry() store.Entry {
 	return store.Entry{Seq: e.Seq, Time: e.Time, Op: e.Op}
 }
+
+// assembler rebuilds operations from the entries of a log read in order.
+type assembler struct {
+	buf   []byte
+	first uint64 // sequence of the first chunk in buf; 0 when none
+	next  uint64
+}
+
+// add takes the next entry. It returns the entry with its operation once
+// one is whole; ok is false while chunks accumulate. Chunks not followed by
+// their last one (a writer that died mid-operation, never acknowledged)
+// are dropped when a whole entry follows them.
+func (a *assembler) add(e Entry) (Entry, bool, error) {
+	switch e.kind {
+	case kindWhole:
+		a.buf, a.first = nil, 0
+		return e, true, nil
+	case kindChunk, kindLast:
+		if a.first != 0 && e.Seq != a.next {
+			a.buf, a.first = nil, 0
+		}
+		if a.first == 0 {
+			a.first = e.Seq
+		}
+		a.buf = append(a.buf, e.chunk...)
+		a.next = e.Seq + 1
+		if len(a.buf) > maxOpSize {
+			a.buf, a.first = nil, 0
+			return Entry{}, false, fmt.Errorf("%w: operation ending at %d is larger than %d bytes", ErrFormat, e.Seq, maxOpSize)
+		}
+		if e.kind == kindChunk {
+			return Entry{}, false, nil
+		}
+		op, err := store.DecodeOp(a.buf)
+		a.buf, a.first = nil, 0
+		if err != nil {
+			return Entry{}, false, fmt.Errorf("%w: entry %d: %v", ErrFormat, e.Seq, err)
+		}
+		e.Op, e.chunk = op, nil
+		return e, true, nil
+	}
+	return Entry{}, false, fmt.Errorf("%w: entry %d: unknown kind %d", ErrFormat, e.Seq, e.kind)
+}
+
+// maxOpSize bounds an assembled operation (a message at the store's
+// largest limit, with its metadata).
+const maxOpSize = 1 << 30

@@ -37,6 +37,8 @@ type Follower struct {
 	opts   FollowerOptions
 	lg     *slog.Logger
 
+	asm assembler // chunks of an operation not yet whole
+
 	mu      sync.Mutex
 	pos     uint64 // last entry durable in the local log
 	epoch   uint64
@@ -59,7 +61,7 @@ func NewFollower(ctx context.Context, l *Log, st *store.Store, remote *nats.Conn
 	}
 	f.lg = f.lg.With("component", "replog", "role", "passive")
 	f.epoch = f.opts.Epoch
-	next, err := catchUp(ctx, l, st, f.opts.OnApplied)
+	next, err := catchUp(ctx, l, st, &f.asm, f.opts.OnApplied)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +221,6 @@ func (f *Follower) take(ctx context.Context, entries []Entry) error {
 	f.mu.Lock()
 	pos, epoch := f.pos, f.epoch
 	f.mu.Unlock()
-	sentries := make([]store.Entry, len(entries))
 	for i := range entries {
 		e := &entries[i]
 		if e.Seq != pos+uint64(i)+1 {
@@ -229,7 +230,6 @@ func (f *Follower) take(ctx context.Context, entries []Entry) error {
 			return fmt.Errorf("%w: entry %d has epoch %d, this node is at %d", ErrStaleEpoch, e.Seq, e.Epoch, epoch)
 		}
 		epoch = e.Epoch
-		sentries[i] = e.storeEntry()
 	}
 	if err := f.log.Append(ctx, entries); err != nil {
 		return err
@@ -239,13 +239,28 @@ func (f *Follower) take(ctx context.Context, entries []Entry) error {
 	f.pos, f.epoch, f.lastErr = last, epoch, nil
 	f.mu.Unlock()
 	f.report() // durable here: the active may acknowledge
+	var whole []Entry
+	var sentries []store.Entry
+	for _, raw := range entries {
+		e, ok, err := f.asm.add(raw)
+		if err != nil {
+			return err
+		}
+		if ok {
+			whole = append(whole, e)
+			sentries = append(sentries, e.storeEntry())
+		}
+	}
+	if len(sentries) == 0 {
+		return nil // chunks of an operation still arriving
+	}
 	results, err := f.st.Apply(ctx, sentries...)
 	if err != nil {
 		return fmt.Errorf("replog: apply %d..%d: %w", entries[0].Seq, last, err)
 	}
 	if f.opts.OnApplied != nil {
-		for i := range entries {
-			f.opts.OnApplied(&entries[i], &results[i])
+		for i := range whole {
+			f.opts.OnApplied(&whole[i], &results[i])
 		}
 	}
 	return nil

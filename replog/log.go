@@ -67,7 +67,7 @@ func OpenLog(ctx context.Context, nc *nats.Conn, opts *LogOptions) (*Log, error)
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      o.MaxAge,
-		MaxMsgSize:  MaxPayload,
+		MaxMsgSize:  -1, // the server's MaxPayload bounds entries
 		Duplicates:  2 * time.Minute,
 		AllowDirect: true,
 		PersistMode: jetstream.DefaultPersistMode,
@@ -144,7 +144,8 @@ func (l *Log) Append(ctx context.Context, entries []Entry) error {
 	return first
 }
 
-// Get reads one entry.
+// Get reads one entry as stored: a chunk of a large operation has no Op
+// (Replay assembles operations).
 func (l *Log) Get(ctx context.Context, seq uint64) (Entry, error) {
 	m, err := l.st.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -161,6 +162,48 @@ func (l *Log) Get(ctx context.Context, seq uint64) (Entry, error) {
 		return Entry{}, fmt.Errorf("%w: stream sequence %d holds entry %d", ErrSeqMismatch, seq, e.Seq)
 	}
 	return e, nil
+}
+
+// Replay calls fn with each operation of the log from sequence from to
+// until (0: the end), assembled from its chunks, in order. An operation
+// whose chunks begin before from is assembled from its first chunk.
+func (l *Log) Replay(ctx context.Context, from, until uint64, fn func(e *Entry) error) error {
+	state, err := l.State(ctx)
+	if err != nil {
+		return err
+	}
+	if until == 0 || until > state.Last {
+		until = state.Last
+	}
+	if from < state.First {
+		from = state.First
+	}
+	start := from
+	for start > state.First {
+		e, err := l.Get(ctx, start-1)
+		if err != nil || !e.IsChunk() {
+			break
+		}
+		start--
+	}
+	var asm assembler
+	for seq := start; seq <= until; seq++ {
+		raw, err := l.Get(ctx, seq)
+		if err != nil {
+			return err
+		}
+		e, whole, err := asm.add(raw)
+		if err != nil {
+			return err
+		}
+		if !whole || seq < from {
+			continue
+		}
+		if err := fn(&e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Trim deletes the entries below seq.

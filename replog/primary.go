@@ -82,7 +82,7 @@ func NewPrimary(ctx context.Context, l *Log, st *store.Store, nc *nats.Conn, opt
 		p.lg = slog.New(slog.DiscardHandler)
 	}
 	p.lg = p.lg.With("component", "replog", "role", "active")
-	next, err := catchUp(ctx, l, st, p.opts.OnApplied)
+	next, err := catchUp(ctx, l, st, &assembler{}, p.opts.OnApplied)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +97,7 @@ func NewPrimary(ctx context.Context, l *Log, st *store.Store, nc *nats.Conn, opt
 // catchUp applies the local log's entries the store lacks and returns the
 // next sequence to write. A store ahead of an empty log (a standalone
 // node's store, now replicated) moves the log's start past it.
-func catchUp(ctx context.Context, l *Log, st *store.Store, onApplied func(*Entry, *store.Result)) (uint64, error) {
+func catchUp(ctx context.Context, l *Log, st *store.Store, asm *assembler, onApplied func(*Entry, *store.Result)) (uint64, error) {
 	state, err := l.State(ctx)
 	if err != nil {
 		return 0, err
@@ -117,10 +117,27 @@ func catchUp(ctx context.Context, l *Log, st *store.Store, onApplied func(*Entry
 			return 0, fmt.Errorf("%w: could not start the log after %d (it ends at %d)", ErrGap, applied, state.Last)
 		}
 	}
-	for seq := applied + 1; seq <= state.Last; seq++ {
-		e, err := l.Get(ctx, seq)
+	// The entries after the store's position; chunks before it may be
+	// needed to assemble the first operation after it.
+	from := applied + 1
+	for from > state.First && from > 1 {
+		e, err := l.Get(ctx, from-1)
+		if err != nil || !e.IsChunk() {
+			break
+		}
+		from--
+	}
+	for seq := from; seq <= state.Last; seq++ {
+		raw, err := l.Get(ctx, seq)
 		if err != nil {
 			return 0, fmt.Errorf("replog: catch up entry %d: %w", seq, err)
+		}
+		e, whole, err := asm.add(raw)
+		if err != nil {
+			return 0, fmt.Errorf("replog: catch up entry %d: %w", seq, err)
+		}
+		if !whole || seq <= applied {
+			continue
 		}
 		res, err := st.Apply(ctx, e.storeEntry())
 		if err != nil {
@@ -174,11 +191,16 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 		return nil, p.broken
 	}
 	now := time.Now().UnixNano()
-	entries := make([]Entry, len(ops))
+	var entries []Entry
+	applied := make([]Entry, len(ops)) // the entry where each op applies
 	sentries := make([]store.Entry, len(ops))
+	seq := p.next
 	for i, op := range ops {
-		entries[i] = Entry{Epoch: p.opts.Epoch, Seq: p.next + uint64(i), Time: now, Op: op}
-		sentries[i] = entries[i].storeEntry()
+		es := Split(p.opts.Epoch, seq, now, op)
+		entries = append(entries, es...)
+		seq += uint64(len(es))
+		applied[i] = es[len(es)-1]
+		sentries[i] = applied[i].storeEntry()
 	}
 	if err := p.log.Append(ctx, entries); err != nil {
 		// Some entries may be in the log: bring the store and the
@@ -193,12 +215,12 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 		p.mu.Unlock()
 		return nil, err
 	}
-	p.next += uint64(len(ops))
+	p.next = seq
 	p.mu.Unlock()
 
 	if p.opts.OnApplied != nil {
-		for i := range entries {
-			p.opts.OnApplied(&entries[i], &results[i])
+		for i := range applied {
+			p.opts.OnApplied(&applied[i], &results[i])
 		}
 	}
 	out := make([]Committed, len(results))
@@ -217,7 +239,7 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 }
 
 func (p *Primary) recoverLocked(ctx context.Context, cause error) {
-	next, err := catchUp(ctx, p.log, p.st, p.opts.OnApplied)
+	next, err := catchUp(ctx, p.log, p.st, &assembler{}, p.opts.OnApplied)
 	if err != nil || errors.Is(cause, ErrStaleWriter) {
 		if err == nil {
 			err = cause

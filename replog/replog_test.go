@@ -1,10 +1,12 @@
 package replog_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -251,4 +253,71 @@ func FuzzDecodeEntry(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLinkIsPrivate: a client without the link's credentials can neither
+// read the log nor publish to it.
+func TestLinkIsPrivate(t *testing.T) {
+	a := newNode(t, "a")
+	for _, opts := range [][]nats.Option{nil, {nats.UserInfo(user, "wrong")}, {nats.UserInfo("intruder", pass)}} {
+		nc, err := nats.Connect(a.srv.ClientURL(), append(opts, nats.NoReconnect())...)
+		if err == nil {
+			nc.Publish(replog.Subject, []byte("forged"))
+			nc.Close()
+			t.Fatalf("connected without the link's credentials (%d options)", len(opts))
+		}
+		if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(err.Error(), "Authorization") {
+			t.Errorf("refused with %v, want an authorization error", err)
+		}
+	}
+	if s, _ := a.log.State(context.Background()); s.Last != 0 {
+		t.Errorf("the log holds %d entries", s.Last)
+	}
+}
+
+// TestLargeMessageReplicates: a 50 MB message crosses the link and is the
+// same on both nodes.
+func TestLargeMessageReplicates(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves 50 MB")
+	}
+	ctx := context.Background()
+	a, b := newNode(t, "a"), newNode(t, "b")
+	p, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, PeerTimeout: 60 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	f, err := replog.NewFollower(ctx, b.log, b.st, dialPeer(t, a), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go f.Run(fctx)
+	commit(t, p, &store.CreateUser{User: "alice"})
+	raw := make([]byte, 0, 50_000_000)
+	raw = append(raw, "From: a@example.org\r\nSubject: big\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"...)
+	line := []byte(strings.Repeat("QUJD", 19) + "\r\n")
+	for len(raw)+len(line) <= cap(raw) {
+		raw = append(raw, line...)
+	}
+	op := &store.Deliver{Body: *dedupe.Prepare(raw, nil), InternalDate: time.Now().UnixNano(),
+		Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}}
+	if err := a.st.Admit(op); err != nil {
+		t.Fatal(err)
+	}
+	res := commit(t, p, op)
+	if res[0].Peer != nil {
+		t.Fatalf("50 MB message not confirmed: %v", res[0].Peer)
+	}
+	eventually(t, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
+	msgs, err := b.st.Messages("alice", "INBOX", nil)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("passive: %v %v", msgs, err)
+	}
+	got, err := b.st.Literal(msgs[0])
+	if err != nil || len(got) != len(raw) || !bytes.Equal(got, raw) {
+		t.Fatalf("passive's copy: %d bytes, %v", len(got), err)
+	}
 }

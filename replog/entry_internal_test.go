@@ -1,0 +1,60 @@
+package replog
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/twinbox/twinbox/store"
+)
+
+func bigOp(n int) store.Op {
+	raw := append([]byte("Subject: big\r\n\r\n"), bytes.Repeat([]byte("0123456789abcdef"), n/16)...)
+	b := store.Body{ID: store.HashBlob(raw), Size: int64(len(raw)),
+		Manifest: store.Manifest{Segments: []store.Segment{{Inline: raw}}}}
+	return &store.Deliver{Body: b, Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}}
+}
+
+func TestSplitAndAssemble(t *testing.T) {
+	op := bigOp(3*ChunkSize + 100)
+	entries := Split(7, 10, 1, op)
+	if len(entries) != 4 || entries[3].Seq != 13 || entries[3].Op == nil || entries[0].Op != nil {
+		t.Fatalf("split into %d entries", len(entries))
+	}
+	var asm assembler
+	var got []Entry
+	for _, e := range entries {
+		d, err := DecodeEntry(e.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, ok, err := asm.add(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			got = append(got, w)
+		}
+	}
+	if len(got) != 1 || got[0].Seq != 13 || !bytes.Equal(store.EncodeOp(got[0].Op), store.EncodeOp(op)) {
+		t.Fatalf("assembled %d entries", len(got))
+	}
+
+	// Chunks whose last never came (a writer died) give way to the next
+	// whole entry.
+	asm = assembler{}
+	for _, e := range entries[:2] {
+		if _, ok, _ := asm.add(e); ok {
+			t.Fatal("a chunk assembled alone")
+		}
+	}
+	small := Entry{Epoch: 8, Seq: 12, Op: &store.CreateUser{User: "bob"}}
+	w, ok, err := asm.add(small)
+	if err != nil || !ok || w.Seq != 12 {
+		t.Fatalf("whole entry after orphan chunks: %v %v", ok, err)
+	}
+	// A last chunk without its beginning is refused, not misread.
+	asm = assembler{}
+	if _, ok, err := asm.add(entries[3]); ok || err == nil {
+		t.Errorf("last chunk alone: %v %v", ok, err)
+	}
+}
