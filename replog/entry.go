@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/twinbox/twinbox/store"
 )
 
@@ -45,7 +47,7 @@ type Entry struct {
 	Time  int64    // Unix nanoseconds, when the active wrote it
 	Op    store.Op // decoded; nil for a chunk that is not the last
 
-	kind  byte   // kindWhole, kindChunk or kindLast
+	kind  byte   // kindWhole, kindChunk or kindLast, with flagZstd
 	chunk []byte // a chunk's part of the operation's encoding
 	enc   []byte // the operation's encoding, when known
 }
@@ -55,7 +57,45 @@ const (
 	kindWhole = 0 // the operation, whole
 	kindChunk = 1 // a part of an operation's encoding; more follow
 	kindLast  = 2 // the last part: the operation applies here
+
+	// flagZstd marks an operation encoding compressed with zstd (whole,
+	// before it is cut into chunks). Per-recipient headers and metadata
+	// compress well; a body usually less.
+	flagZstd = 0x80
+	kindMask = 0x7f
 )
+
+// compressMin is the smallest encoding worth compressing.
+const compressMin = 1024
+
+var (
+	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	zdec, _ = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(maxOpSize), zstd.WithDecoderConcurrency(0))
+)
+
+// compress returns enc compressed and true when that saves a tenth.
+func compress(enc []byte) ([]byte, bool) {
+	if len(enc) < compressMin {
+		return enc, false
+	}
+	c := zenc.EncodeAll(enc, make([]byte, 0, len(enc)/2))
+	if len(c) > len(enc)*9/10 {
+		return enc, false
+	}
+	return c, true
+}
+
+// decodeOp decodes an operation's encoding, decompressing it if flagged.
+func decodeOp(b []byte, zstdFlag bool) (store.Op, error) {
+	if zstdFlag {
+		d, err := zdec.DecodeAll(b, nil)
+		if err != nil {
+			return nil, fmt.Errorf("decompress: %v", err)
+		}
+		b = d
+	}
+	return store.DecodeOp(b)
+}
 
 // ChunkSize is the largest operation encoding sent as one entry.
 const ChunkSize = 8 << 20
@@ -65,22 +105,26 @@ const headerLen = 1 + 1 + 8 + 8 + 8
 
 // IsChunk reports whether e is a chunk of a larger operation that applies
 // at a later entry.
-func (e *Entry) IsChunk() bool { return e.kind == kindChunk }
+func (e *Entry) IsChunk() bool { return e.kind&kindMask == kindChunk }
 
 // Split turns one operation into the entries that carry it, from seq on:
 // one entry, or chunks of at most ChunkSize bytes whose last one holds the
 // operation.
 func Split(epoch, seq uint64, time int64, op store.Op) []Entry {
-	enc := store.EncodeOp(op)
+	enc, z := compress(store.EncodeOp(op))
+	var flag byte
+	if z {
+		flag = flagZstd
+	}
 	if len(enc) <= ChunkSize {
-		return []Entry{{Epoch: epoch, Seq: seq, Time: time, Op: op, enc: enc}}
+		return []Entry{{Epoch: epoch, Seq: seq, Time: time, Op: op, kind: kindWhole | flag, enc: enc}}
 	}
 	var out []Entry
 	for off := 0; off < len(enc); off += ChunkSize {
 		end := min(off+ChunkSize, len(enc))
-		e := Entry{Epoch: epoch, Seq: seq + uint64(len(out)), Time: time, kind: kindChunk, chunk: enc[off:end]}
+		e := Entry{Epoch: epoch, Seq: seq + uint64(len(out)), Time: time, kind: kindChunk | flag, chunk: enc[off:end]}
 		if end == len(enc) {
-			e.kind, e.Op = kindLast, op
+			e.kind, e.Op = kindLast|flag, op
 		}
 		out = append(out, e)
 	}
@@ -92,10 +136,11 @@ func Split(epoch, seq uint64, time int64, op store.Op) []Entry {
 // itself versioned CBOR) or a chunk of it.
 func (e *Entry) Encode() []byte {
 	payload := e.chunk
-	if e.kind == kindWhole {
+	if e.kind&kindMask == kindWhole {
 		payload = e.enc
 		if payload == nil {
 			payload = store.EncodeOp(e.Op)
+			e.kind &^= flagZstd
 		}
 	}
 	b := make([]byte, headerLen, headerLen+len(payload))
@@ -124,7 +169,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 		Seq:   binary.BigEndian.Uint64(b[10:]),
 		Time:  int64(binary.BigEndian.Uint64(b[18:])),
 	}
-	switch e.kind {
+	switch e.kind & kindMask {
 	case kindWhole:
 	case kindChunk, kindLast:
 		e.chunk = append([]byte(nil), b[headerLen:]...)
@@ -132,7 +177,8 @@ func DecodeEntry(b []byte) (Entry, error) {
 	default:
 		return Entry{}, fmt.Errorf("%w: entry %d: unknown kind %d", ErrFormat, e.Seq, e.kind)
 	}
-	op, err := store.DecodeOp(b[headerLen:])
+	e.enc = append([]byte(nil), b[headerLen:]...) // re-encoded as received
+	op, err := decodeOp(e.enc, e.kind&flagZstd != 0)
 	if err != nil {
 		return Entry{}, fmt.Errorf("%w: entry %d: %v", ErrFormat, e.Seq, err)
 	}
@@ -157,7 +203,7 @@ type assembler struct {
 // their last one (a writer that died mid-operation, never acknowledged)
 // are dropped when a whole entry follows them.
 func (a *assembler) add(e Entry) (Entry, bool, error) {
-	switch e.kind {
+	switch e.kind & kindMask {
 	case kindWhole:
 		a.buf, a.first = nil, 0
 		return e, true, nil
@@ -174,10 +220,10 @@ func (a *assembler) add(e Entry) (Entry, bool, error) {
 			a.buf, a.first = nil, 0
 			return Entry{}, false, fmt.Errorf("%w: operation ending at %d is larger than %d bytes", ErrFormat, e.Seq, maxOpSize)
 		}
-		if e.kind == kindChunk {
+		if e.kind&kindMask == kindChunk {
 			return Entry{}, false, nil
 		}
-		op, err := store.DecodeOp(a.buf)
+		op, err := decodeOp(a.buf, e.kind&flagZstd != 0)
 		a.buf, a.first = nil, 0
 		if err != nil {
 			return Entry{}, false, fmt.Errorf("%w: entry %d: %v", ErrFormat, e.Seq, err)

@@ -2,13 +2,16 @@ package replog
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/twinbox/twinbox/store"
 )
 
 func bigOp(n int) store.Op {
-	raw := append([]byte("Subject: big\r\n\r\n"), bytes.Repeat([]byte("0123456789abcdef"), n/16)...)
+	noise := make([]byte, n) // incompressible, so that it is chunked
+	rand.NewChaCha8([32]byte{1}).Read(noise)
+	raw := append([]byte("Subject: big\r\n\r\n"), noise...)
 	b := store.Body{ID: store.HashBlob(raw), Size: int64(len(raw)),
 		Manifest: store.Manifest{Segments: []store.Segment{{Inline: raw}}}}
 	return &store.Deliver{Body: b, Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}}
@@ -56,5 +59,29 @@ func TestSplitAndAssemble(t *testing.T) {
 	asm = assembler{}
 	if _, ok, err := asm.add(entries[3]); ok || err == nil {
 		t.Errorf("last chunk alone: %v %v", ok, err)
+	}
+}
+
+func TestCompressedEntriesRoundTrip(t *testing.T) {
+	targets := make([]store.Target, 50)
+	for i := range targets {
+		targets[i] = store.Target{User: "user" + string(rune('a'+i%26)), Mailbox: "INBOX",
+			Prefix: []byte("Return-Path: <a@example.org>\r\nDelivered-To: user@localhost\r\n")}
+	}
+	op := &store.Deliver{Body: store.Body{ID: store.HashBlob([]byte("x")), Size: 1, Stored: true}, Targets: targets}
+	es := Split(1, 1, 1, op)
+	if len(es) != 1 || es[0].kind&flagZstd == 0 {
+		t.Fatalf("50 targets not compressed: %d entries, kind %x", len(es), es[0].kind)
+	}
+	b := es[0].Encode()
+	if plain := len(store.EncodeOp(op)); len(b) >= plain {
+		t.Errorf("compressed entry %d bytes, plain op %d", len(b), plain)
+	}
+	d, err := DecodeEntry(b)
+	if err != nil || !bytes.Equal(store.EncodeOp(d.Op), store.EncodeOp(op)) {
+		t.Fatalf("round trip: %v", err)
+	}
+	if !bytes.Equal(d.Encode(), b) {
+		t.Error("a decoded entry does not re-encode to the bytes received")
 	}
 }

@@ -196,7 +196,7 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 	sentries := make([]store.Entry, len(ops))
 	seq := p.next
 	for i, op := range ops {
-		es := Split(p.opts.Epoch, seq, now, op)
+		es := Split(p.opts.Epoch, seq, now, p.thin(op))
 		entries = append(entries, es...)
 		seq += uint64(len(es))
 		applied[i] = es[len(es)-1]
@@ -236,6 +236,40 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 		}
 	}
 	return out, nil
+}
+
+// thin sends a delivered body once: one the store already holds (so the
+// passive, at the same position, holds it too) travels as a reference, and
+// so does each part blob already held (a forwarded attachment). Called
+// under p.mu, in log order.
+func (p *Primary) thin(op store.Op) store.Op {
+	d, ok := op.(*store.Deliver)
+	if !ok || d.Body.Stored {
+		return op
+	}
+	if has, err := p.st.HasBody(d.Body.ID); err == nil && has {
+		c := *d
+		c.Body = d.Body.Reference()
+		return &c
+	}
+	var parts []store.PartBlob
+	for i, pt := range d.Body.Parts {
+		if pt.Data == nil {
+			continue
+		}
+		if has, err := p.st.HasPart(pt.ID); err == nil && has {
+			if parts == nil {
+				parts = append([]store.PartBlob(nil), d.Body.Parts...)
+			}
+			parts[i].Data = nil
+		}
+	}
+	if parts == nil {
+		return op
+	}
+	c := *d
+	c.Body.Parts = parts
+	return &c
 }
 
 func (p *Primary) recoverLocked(ctx context.Context, cause error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -319,5 +320,59 @@ func TestLargeMessageReplicates(t *testing.T) {
 	got, err := b.st.Literal(msgs[0])
 	if err != nil || len(got) != len(raw) || !bytes.Equal(got, raw) {
 		t.Fatalf("passive's copy: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestBodyTravelsOnce: a body the stores already hold is sent as a
+// reference, and the passive links it like the active.
+func TestBodyTravelsOnce(t *testing.T) {
+	ctx := context.Background()
+	a, b := newNode(t, "a"), newNode(t, "b")
+	p, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, PeerTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	f, err := replog.NewFollower(ctx, b.log, b.st, dialPeer(t, a), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go f.Run(fctx)
+	commit(t, p, &store.CreateUser{User: "alice"}, &store.CreateUser{User: "bob"})
+	noise := make([]byte, 200_000)
+	rand.NewChaCha8([32]byte{7}).Read(noise)
+	for i := range noise {
+		noise[i] = 'a' + noise[i]%26
+	}
+	raw := append([]byte("From: a@example.org\r\nSubject: once\r\n\r\n"), noise...)
+	op := func() store.Op {
+		return &store.Deliver{Body: *dedupe.Prepare(raw, nil), InternalDate: 1,
+			Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}}
+	}
+	commit(t, p, op())
+	commit(t, p, op())
+	first, err := a.log.Get(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := a.log.Get(ctx, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := second.Op.(*store.Deliver); !d.Body.Stored {
+		t.Fatal("the second delivery of the same body carried it again")
+	}
+	if n1, n2 := len(first.Encode()), len(second.Encode()); n2 > 1000 || n1 < 1000 {
+		t.Errorf("entries of %d and %d bytes", n1, n2)
+	}
+	eventually(t, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
+	if da, db := digest(t, a.st), digest(t, b.st); da.Store != db.Store {
+		t.Fatal("digests differ")
+	}
+	msgs, _ := b.st.Messages("alice", "INBOX", nil)
+	if len(msgs) != 2 || msgs[0].Body != msgs[1].Body {
+		t.Fatalf("passive: %+v", msgs)
 	}
 }

@@ -578,6 +578,9 @@ func (t *txn) linkBody(body *Body, n int64) error {
 	if ok {
 		return t.addRefs(body.ID, br, n)
 	}
+	if body.Stored {
+		return fmt.Errorf("%w: body %s (sent by reference)", ErrMissingBlob, body.ID)
+	}
 	data := make(map[BlobID][]byte, len(body.Parts))
 	for _, p := range body.Parts {
 		data[p.ID] = p.Data

@@ -14,6 +14,10 @@ type Body struct {
 	// with ErrMissingBlob if it does not.
 	Parts []PartBlob `cbor:"4,keyasint,omitempty"`
 	Meta  Meta       `cbor:"5,keyasint"`
+	// Stored marks a reference to a body the receiving store already
+	// holds: only ID and Size travel (the replication log sends a body
+	// once). Applying fails with ErrMissingBlob if the store lacks it.
+	Stored bool `cbor:"6,keyasint,omitempty"`
 
 	// The stored encodings of Manifest and Meta, made by checkContent
 	// outside the store's write lock so that the serial part of applying
@@ -31,6 +35,9 @@ type PartBlob struct {
 // body whose bytes do not match its address is never stored. (A delivery
 // that relies on parts already stored is checked by Verify instead.)
 func (b *Body) checkContent() error {
+	if b.Stored {
+		return nil // nothing travels to check; the store holds the checked body
+	}
 	if b.encManifest != nil {
 		return nil // checked and encoded already (by Admit)
 	}
@@ -58,3 +65,7 @@ func (b *Body) encode() {
 	b.encManifest = marshal(b.Manifest)
 	b.encMeta = marshal(b.Meta)
 }
+
+// Reference returns a body that refers to b by address, for a store that
+// already holds it.
+func (b *Body) Reference() Body { return Body{ID: b.ID, Size: b.Size, Stored: true} }

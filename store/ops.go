@@ -294,6 +294,12 @@ func (o *Deliver) check() error {
 		}
 	}
 	b := &o.Body
+	if b.Stored {
+		if b.ID.IsZero() || b.Size < 0 || len(b.Manifest.Segments) > 0 || len(b.Parts) > 0 {
+			return fmt.Errorf("%w: body reference %s carries content", ErrInvalidOp, b.ID)
+		}
+		return nil
+	}
 	if b.ID.IsZero() || b.Size < 0 || b.Manifest.Size() != b.Size {
 		return fmt.Errorf("%w: body %s: size %d, manifest covers %d", ErrInvalidOp, b.ID, b.Size, b.Manifest.Size())
 	}

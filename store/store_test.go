@@ -505,3 +505,43 @@ func TestConcurrentApplyNext(t *testing.T) {
 		t.Fatalf("%d messages stored, %d delivered", r.Messages, writers*each)
 	}
 }
+
+// TestDeliverByReference: a body the store holds can be delivered by its
+// address alone (how the replication log sends a body once); an unknown
+// one is refused and nothing is applied.
+func TestDeliverByReference(t *testing.T) {
+	s := newTestStore(t, nil)
+	apply(t, s, &store.CreateUser{User: "alice"})
+	raw := message(1, 3000)
+	b := body(raw)
+	apply(t, s, &store.Deliver{Body: b, Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}})
+	ref := &store.Deliver{Body: b.Reference(), Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}}
+	if err := s.Admit(ref); err != nil {
+		t.Fatal(err)
+	}
+	res := apply(t, s, ref)
+	if res[0].Err != nil {
+		t.Fatalf("delivery by reference: %v", res[0].Err)
+	}
+	msgs, _ := s.Messages("alice", "INBOX", nil)
+	if len(msgs) != 2 || msgs[0].Body != msgs[1].Body {
+		t.Fatalf("messages: %+v", msgs)
+	}
+	if lit, err := s.Literal(msgs[1]); err != nil || !bytes.Equal(lit, raw) {
+		t.Fatalf("literal by reference: %v", err)
+	}
+	unknown := body(message(2, 3000))
+	before := s.AppliedSeq()
+	res, err := s.ApplyNext(context.Background(), store.Now(), &store.Deliver{Body: unknown.Reference(), Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}})
+	if err != nil || !errors.Is(res[0].Err, store.ErrMissingBlob) {
+		t.Fatalf("reference to an unknown body: %v %v", res, err)
+	}
+	if n, _ := s.Mailbox("alice", "INBOX"); n.Messages != 2 || s.AppliedSeq() != before+1 {
+		t.Errorf("refused delivery changed the mailbox: %+v", n)
+	}
+	bad := b.Reference()
+	bad.Parts = []store.PartBlob{{ID: b.ID}}
+	if err := s.Admit(&store.Deliver{Body: bad, Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}}); err == nil {
+		t.Error("a reference carrying content was admitted")
+	}
+}
