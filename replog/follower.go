@@ -265,3 +265,13 @@ func (f *Follower) take(ctx context.Context, entries []Entry) error {
 	}
 	return nil
 }
+
+// Retain trims the local log below the follower's position, keeping keep
+// entries before it (for a peer that may need them after a role change).
+func (f *Follower) Retain(ctx context.Context, keep uint64) error {
+	pos := min(f.Status().Position, f.st.AppliedSeq())
+	if pos <= keep {
+		return nil
+	}
+	return f.log.Trim(ctx, pos-keep+1)
+}

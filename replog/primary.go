@@ -313,3 +313,17 @@ func (p *Primary) Close() error {
 	}
 	return nil
 }
+
+// Retain trims the log below what the passive has confirmed, keeping keep
+// entries before that: an entry the passive still needs is never trimmed,
+// and nothing is trimmed before the passive has reported at all.
+func (p *Primary) Retain(ctx context.Context, keep uint64) error {
+	pos, _ := p.PeerPosition()
+	if applied := p.st.AppliedSeq(); applied < pos {
+		pos = applied
+	}
+	if pos <= keep {
+		return nil
+	}
+	return p.log.Trim(ctx, pos-keep+1)
+}

@@ -152,6 +152,15 @@ func TestPairReplicatesAndConfirms(t *testing.T) {
 		t.Errorf("logs differ: active %+v, passive %+v", la, lb)
 	}
 
+	// Retention never trims what the passive has not confirmed.
+	pos, _ := p.PeerPosition()
+	if err := p.Retain(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := a.log.State(ctx); s.First != pos-10+1 {
+		t.Errorf("after Retain(10) with the passive at %d the log starts at %d", pos, s.First)
+	}
+
 	// The passive goes away: commits are applied here but not confirmed;
 	// when it returns it catches up to identical.
 	stop()

@@ -57,6 +57,7 @@ type config struct {
 	ReplicationMode string        `toml:"replication_mode"`
 	PeerTimeout     time.Duration `toml:"peer_timeout"`
 	Epoch           int64         `toml:"epoch"`
+	LogKeep         int64         `toml:"log_keep"`
 
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 	CollectEvery    time.Duration `toml:"collect_interval"`
@@ -90,6 +91,7 @@ func defaultConfig() config {
 		ReplicationMode: "sync",
 		PeerTimeout:     5 * time.Second,
 		Epoch:           1,
+		LogKeep:         1_000_000,
 		ShutdownTimeout: 30 * time.Second,
 		CollectEvery:    10 * time.Minute,
 		CollectGrace:    time.Hour,
@@ -137,6 +139,7 @@ func (c *config) settings() []setting {
 		{"replication_mode", "sync (acknowledge when the passive has the change) or async (explicit opt-in)", &c.ReplicationMode},
 		{"peer_timeout", "how long the active waits for the passive before a client is told to retry", &c.PeerTimeout},
 		{"epoch", "the active's epoch, stored in every log entry (raised by failover)", &c.Epoch},
+		{"log_keep", "log entries kept behind what both nodes have (replay, a peer's catch-up); never trims what the passive lacks", &c.LogKeep},
 		{"shutdown_timeout", "how long in-flight transactions may take on shutdown", &c.ShutdownTimeout},
 		{"collect_interval", "how often unreferenced bodies are collected", &c.CollectEvery},
 		{"collect_grace", "how long an unreferenced body is kept before collection", &c.CollectGrace},
@@ -339,6 +342,9 @@ func (c *config) validate() error {
 	}
 	if c.PeerTimeout <= 0 {
 		bad("peer_timeout: must be positive")
+	}
+	if c.LogKeep < 0 {
+		bad("log_keep: %d is negative", c.LogKeep)
 	}
 	if c.Epoch < 1 {
 		bad("epoch: %d must be at least 1", c.Epoch)

@@ -121,6 +121,36 @@ func startPair(ctx context.Context, c *config, n *node.Local, tlsConf *tls.Confi
 			}
 		}()
 	}
+	rctx, stopRetain := context.WithCancel(context.Background())
+	prev := p.stop
+	p.stop = func() {
+		stopRetain()
+		if prev != nil {
+			prev()
+		}
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+			}
+			var err error
+			if p.primary != nil {
+				err = p.primary.Retain(rctx, uint64(c.LogKeep))
+			} else {
+				err = p.follower.Retain(rctx, uint64(c.LogKeep))
+			}
+			if err != nil && rctx.Err() == nil {
+				log.Warn("trim the log", "err", err)
+			}
+		}
+	}()
 	return p, nil
 }
 
@@ -136,7 +166,7 @@ type pairStatus struct {
 	// LinkBytes: on the passive, bytes received from the active over the
 	// link; on the active, bytes its NATS server sent to all clients.
 	LinkBytes uint64 `json:"link_bytes"`
-	Error        string `json:"error,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 func (p *pair) status(ctx context.Context, mode string) *pairStatus {
