@@ -15,11 +15,12 @@ import (
 )
 
 // benchKinds are the loads `twinbox bench` knows, each with a one-line
-// description. replication and failover are to come.
+// description. failover is to come.
 var benchKinds = map[string]string{
-	"smtp": "deliver messages over SMTP (MAIL, RCPT, DATA), back to back",
-	"lmtp": "deliver messages over LMTP (one reply per recipient)",
-	"imap": "log in, SELECT, then a mix of FETCH, SEARCH and APPEND",
+	"smtp":        "deliver messages over SMTP (MAIL, RCPT, DATA), back to back",
+	"lmtp":        "deliver messages over LMTP (one reply per recipient)",
+	"imap":        "log in, SELECT, then a mix of FETCH, SEARCH and APPEND",
+	"replication": "start a standalone node and a pair here; what sync replication costs",
 }
 
 func benchKindNames() string {
@@ -32,6 +33,7 @@ func benchKindNames() string {
 }
 
 const benchUsage = `usage: twinbox bench smtp|lmtp|imap --target HOST:PORT [flags]
+       twinbox bench replication [flags]
 
 A load generator that works against any mail server (Twinbox, Dovecot,
 Postfix). N sessions each keep one connection busy back to back until
@@ -44,7 +46,7 @@ func printBenchUsage(w io.Writer) {
 	fmt.Fprintln(w, benchUsage)
 	names := strings.Split(benchKindNames(), ", ")
 	for _, k := range names {
-		fmt.Fprintf(w, "  %-6s %s\n", k, benchKinds[k])
+		fmt.Fprintf(w, "  %-11s %s\n", k, benchKinds[k])
 	}
 }
 
@@ -62,6 +64,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if _, ok := benchKinds[kind]; !ok {
 		printBenchUsage(stderr)
 		return fmt.Errorf("%w: unknown bench kind %q (known: %s)", errUsage, kind, benchKindNames())
+	}
+	if kind == "replication" {
+		return runBenchReplication(ctx, args[1:], stdout, stderr)
 	}
 
 	fs := flag.NewFlagSet("bench "+kind, flag.ContinueOnError)

@@ -1,0 +1,1075 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/twinbox/twinbox/internal/loadgen"
+	"github.com/twinbox/twinbox/store"
+)
+
+const benchReplicationUsage = `usage: twinbox bench replication [--sessions 16] [--size 10240] [--duration 20s]
+       [--rcpts 1,50] [--link-count 500] [--catchup 2000] [--json] [--keep]
+
+Measures what synchronous replication costs, side by side in one run on this
+machine. Starts 'twinbox serve' processes of this binary on temporary data
+directories and loopback ports (a standalone node, and an active + passive
+pair with sync replication), adds user1..user50 to each node, then:
+
+  1. for each --rcpts count, the same LMTP load for --duration against the
+     standalone and then against the active: deliveries/s of both, their
+     ratio, latency p50/p99 and what replication adds; the passive's lag is
+     sampled every 100 ms during the replicated run;
+  2. --link-count messages of 50 recipients through the active: bytes the
+     passive received over the link per message;
+  3. on a second pair, in async mode: stop the passive (SIGTERM), deliver
+     --catchup messages to the active, start the passive again and time it
+     until its /digest is at the active's position: entries/s and MB/s.
+
+Every node gets SIGTERM at the end (and on Ctrl-C); the data directories,
+with each node's log, are removed unless --keep.
+
+Flags:`
+
+// Bounds of the bench's waits: each is many times what a healthy node on
+// a loaded machine needs; running out is an error naming the node.
+const (
+	replStartTimeout = 60 * time.Second  // serve prints its addresses and answers /healthz
+	replStopTimeout  = 60 * time.Second  // SIGTERM to exit (serve's shutdown_timeout is 30 s)
+	replSyncTimeout  = 120 * time.Second // the passive reaches the active's position
+	replUserTimeout  = 60 * time.Second  // every bench user exists in the store
+	replPoll         = 20 * time.Millisecond
+	replLagEvery     = 100 * time.Millisecond
+	replUsers        = 50  // user1..user50 on every node
+	replLinkRcpts    = 50  // recipients per message of the link-bytes phase
+	replLinkRatioMax = 1.2 // DESIGN.md: link bytes per message at most 1.2× the message
+	replUserCost     = 4   // bcrypt cost of the bench users: nobody logs in
+	replPassword     = "bench-password"
+)
+
+// replBenchConfig is what `twinbox bench replication` runs.
+type replBenchConfig struct {
+	Bin       string // the twinbox binary to start nodes from
+	Sessions  int
+	Size      int
+	Duration  time.Duration
+	Rcpts     []int
+	LinkCount int
+	Catchup   int
+	Keep      bool
+	Log       io.Writer // progress lines (stderr)
+}
+
+// validate reports every problem at once.
+func (c *replBenchConfig) validate() error {
+	var errs []error
+	if c.Sessions < 1 {
+		errs = append(errs, fmt.Errorf("--sessions %d: want at least 1", c.Sessions))
+	}
+	if c.Size < 1 {
+		errs = append(errs, fmt.Errorf("--size %d: want at least 1", c.Size))
+	}
+	if c.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("--duration %v: want more than 0", c.Duration))
+	}
+	if len(c.Rcpts) == 0 {
+		errs = append(errs, errors.New("--rcpts: want at least one recipient count"))
+	}
+	for _, r := range c.Rcpts {
+		if r < 1 || r > replUsers {
+			errs = append(errs, fmt.Errorf("--rcpts %d: want 1 to %d", r, replUsers))
+		}
+	}
+	if c.LinkCount < 1 {
+		errs = append(errs, fmt.Errorf("--link-count %d: want at least 1", c.LinkCount))
+	}
+	if c.Catchup < 1 {
+		errs = append(errs, fmt.Errorf("--catchup %d: want at least 1", c.Catchup))
+	}
+	return errors.Join(errs...)
+}
+
+func parseRcpts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("--rcpts %q: %q is not a number", s, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func runBenchReplication(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench replication", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sessions := fs.Int("sessions", loadgen.DefaultSessions, "concurrent LMTP sessions, one connection each")
+	size := fs.Int("size", loadgen.DefaultMessageSize, "message size in bytes, headers included")
+	duration := fs.Duration("duration", 20*time.Second, "length of each timed delivery run")
+	rcpts := fs.String("rcpts", "1,50", "recipient counts of the timed runs, comma-separated (each 1 to 50)")
+	linkCount := fs.Int("link-count", 500, "messages of 50 recipients sent to measure the link bytes per message")
+	catchup := fs.Int("catchup", 2000, "messages delivered while the passive is down, for the catch-up phase")
+	asJSON := fs.Bool("json", false, "print the report as one JSON object")
+	keep := fs.Bool("keep", false, "keep the temporary data directories and the nodes' logs")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, benchReplicationUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: bench replication takes no arguments, got %q", errUsage, fs.Args())
+	}
+	rc, err := parseRcpts(*rcpts)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cfg := replBenchConfig{
+		Sessions: *sessions, Size: *size, Duration: *duration, Rcpts: rc,
+		LinkCount: *linkCount, Catchup: *catchup, Keep: *keep, Log: stderr,
+	}
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	// The nodes run this binary; a test points TWINBOX_BENCH_BIN at a
+	// twinbox it built, as the test binary itself cannot serve.
+	if cfg.Bin = os.Getenv("TWINBOX_BENCH_BIN"); cfg.Bin == "" {
+		if cfg.Bin, err = os.Executable(); err != nil {
+			return fmt.Errorf("bench replication: the twinbox binary: %w", err)
+		}
+	}
+	if err := checkTwinboxBinary(ctx, cfg.Bin); err != nil {
+		return fmt.Errorf("bench replication: %w", err)
+	}
+
+	rep, err := benchReplication(ctx, cfg)
+	if rep == nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if werr := enc.Encode(rep); werr != nil {
+			return errors.Join(err, werr)
+		}
+	} else if werr := rep.WriteText(stdout); werr != nil {
+		return errors.Join(err, werr)
+	}
+	return err
+}
+
+// checkTwinboxBinary makes sure bin is twinbox before the bench starts
+// nodes from it: started as `serve`, another program (a test binary, whose
+// os.Executable this is under go test) would do something else entirely,
+// such as run the tests that run the bench again. --help is safe to ask of
+// a test binary too: it prints its flags and exits.
+func checkTwinboxBinary(ctx context.Context, bin string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--help")
+	cmd.Env = benchEnv()
+	out, _ := cmd.CombinedOutput()
+	if !bytes.Contains(out, []byte("twinbox: a two-node mail store")) {
+		return fmt.Errorf("%s is not a twinbox binary (its --help does not say so); set TWINBOX_BENCH_BIN to one", bin)
+	}
+	return nil
+}
+
+// replReport is what `twinbox bench replication` measured.
+type replReport struct {
+	Machine   replMachine     `json:"machine"`
+	Sessions  int             `json:"sessions"`
+	Size      int             `json:"message_size"`
+	Duration  float64         `json:"duration_s"`
+	Delivery  []*replDelivery `json:"delivery"`
+	Link      *replLink       `json:"link,omitempty"`
+	Catchup   *replCatchup    `json:"catchup,omitempty"`
+	TotalSec  float64         `json:"total_s"`
+	Completed bool            `json:"completed"` // every phase ran
+}
+
+type replMachine struct {
+	CPUs  int    `json:"cpus"`
+	Model string `json:"cpu_model,omitempty"`
+	Go    string `json:"go"`
+	Date  string `json:"date"`
+}
+
+// replDelivery is one recipient count: the same load against the
+// standalone and against the active of the sync pair.
+type replDelivery struct {
+	Recipients int                     `json:"recipients"`
+	Standalone *loadgen.DeliveryResult `json:"standalone"`
+	Replicated *loadgen.DeliveryResult `json:"replicated"`
+	// Ratio is replicated over standalone delivered messages per second.
+	Ratio float64 `json:"ratio"`
+	// Added latency, replicated minus standalone, in milliseconds.
+	AddedP50 float64 `json:"added_p50_ms"`
+	AddedP99 float64 `json:"added_p99_ms"`
+	// Lag of the passive during the replicated run.
+	Lag replLag `json:"lag"`
+	// LinkBytesPerMessage is what the passive received over the link
+	// during the replicated run per delivered message (failed messages
+	// and the link's own traffic included).
+	LinkBytesPerMessage float64 `json:"link_bytes_per_message"`
+}
+
+// replLag is the passive's lag sampled every 100 ms. LogLag is the
+// active's own figure (log_last − the passive's durable position); Applied
+// is the active's applied_seq minus the passive's, read one after the
+// other.
+type replLag struct {
+	Samples    int    `json:"samples"`
+	Errors     int    `json:"sample_errors"`
+	LogMax     uint64 `json:"log_lag_max"`
+	LogP99     uint64 `json:"log_lag_p99"`
+	AppliedMax uint64 `json:"applied_lag_max"`
+	AppliedP99 uint64 `json:"applied_lag_p99"`
+}
+
+// replLink is the link-bytes phase.
+type replLink struct {
+	Recipients  int     `json:"recipients"`
+	MessageSize int     `json:"message_size"`
+	Delivered   int64   `json:"delivered"`
+	Failed      int64   `json:"failed"`
+	Entries     uint64  `json:"entries"`
+	Bytes       uint64  `json:"link_bytes"`
+	PerMessage  float64 `json:"link_bytes_per_message"`
+	Ratio       float64 `json:"ratio_to_message"` // PerMessage / the message size
+	WithinGoal  bool    `json:"within_1_2x"`
+	// MessageZstd is the mean size of the bench's messages compressed
+	// alone with zstd at its fastest level: the link's floor for the body
+	// when the log compresses entries, since the bench's text compresses
+	// far better than most mail.
+	MessageZstd float64 `json:"message_zstd_bytes"`
+}
+
+// zstdSize returns the mean size of n bench messages compressed alone.
+func zstdSize(size, n int) float64 {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return 0
+	}
+	defer enc.Close()
+	total := 0
+	for i := range n {
+		total += len(enc.EncodeAll(loadgen.SampleMessage(size, uint64(i+1)), nil))
+	}
+	return float64(total) / float64(n)
+}
+
+// replCatchup is the catch-up phase.
+type replCatchup struct {
+	Delivered     int64   `json:"delivered"`
+	Failed        int64   `json:"failed"`
+	Entries       uint64  `json:"entries"` // the passive's applied_seq moved by this much
+	From, To      uint64  `json:"-"`
+	StartupSec    float64 `json:"startup_s"` // process start to /healthz
+	Seconds       float64 `json:"seconds"`   // process start to the active's position
+	EntriesPerSec float64 `json:"entries_per_s"`
+	LinkBytes     uint64  `json:"link_bytes"`
+	MBPerSec      float64 `json:"mb_per_s"`
+	DigestsEqual  bool    `json:"digests_equal"`
+}
+
+// benchReplication runs every phase. It returns the report so far with an
+// error when a phase failed, and stops every node it started.
+func benchReplication(ctx context.Context, cfg replBenchConfig) (rep *replReport, err error) {
+	start := time.Now()
+	root, err := os.MkdirTemp("", "twinbox-bench-replication-")
+	if err != nil {
+		return nil, fmt.Errorf("bench replication: %w", err)
+	}
+	b := &replBench{cfg: cfg, root: root, http: &http.Client{Timeout: 10 * time.Second}, began: start}
+	pw := make([]byte, 16)
+	rand.Read(pw)
+	b.linkPassword = hex.EncodeToString(pw)
+	rep = &replReport{Machine: machineInfo(), Sessions: cfg.Sessions, Size: cfg.Size, Duration: cfg.Duration.Seconds()}
+	defer func() {
+		if serr := b.stopAll(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		rep.TotalSec = time.Since(start).Seconds()
+		if cfg.Keep {
+			b.logf("kept the data directories and logs in %s", root)
+		} else if rerr := os.RemoveAll(root); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		if err != nil {
+			err = fmt.Errorf("bench replication: %w", err)
+		}
+	}()
+	if err := b.run(ctx, rep); err != nil {
+		return rep, err
+	}
+	rep.Completed = true
+	return rep, nil
+}
+
+// replBench is one run: its nodes, its directory, its link password.
+type replBench struct {
+	cfg          replBenchConfig
+	root         string
+	linkPassword string
+	http         *http.Client
+	began        time.Time
+	nodes        []*benchNode // every node started, in order
+}
+
+func (b *replBench) logf(format string, args ...any) {
+	if b.cfg.Log != nil {
+		fmt.Fprintf(b.cfg.Log, "bench replication: %5.1fs "+format+"\n",
+			append([]any{time.Since(b.began).Seconds()}, args...)...)
+	}
+}
+
+func (b *replBench) run(ctx context.Context, rep *replReport) error {
+	cfg := b.cfg
+	b.logf("nodes in %s, binary %s", b.root, cfg.Bin)
+
+	// The standalone and the sync pair.
+	solo, err := b.start(ctx, "standalone", nil)
+	if err != nil {
+		return err
+	}
+	active, passive, err := b.startPair(ctx, "sync", "sync")
+	if err != nil {
+		return err
+	}
+	if err := b.addUsers(ctx, solo, active, passive); err != nil {
+		return err
+	}
+	if err := b.waitUsers(ctx, solo); err != nil {
+		return err
+	}
+	if err := b.waitUsers(ctx, active); err != nil {
+		return err
+	}
+
+	// 1. The same timed load against the standalone, then the active.
+	for _, r := range cfg.Rcpts {
+		d := &replDelivery{Recipients: r}
+		rep.Delivery = append(rep.Delivery, d)
+		if _, err := b.waitCaughtUp(ctx, active, passive); err != nil {
+			return err
+		}
+		b.logf("LMTP, %d recipient(s), %v against the standalone", r, cfg.Duration)
+		if d.Standalone, err = b.deliver(ctx, solo, r, loadgen.Limits{Duration: cfg.Duration}); err != nil {
+			return err
+		}
+		before, err := b.status(ctx, passive)
+		if err != nil {
+			return err
+		}
+		b.logf("LMTP, %d recipient(s), %v against the active (sync)", r, cfg.Duration)
+		sctx, stopSampling := context.WithCancel(ctx)
+		lagc := make(chan replLag, 1)
+		go func() { lagc <- b.sampleLag(sctx, active, passive) }()
+		d.Replicated, err = b.deliver(ctx, active, r, loadgen.Limits{Duration: cfg.Duration})
+		stopSampling()
+		d.Lag = <-lagc
+		if err != nil {
+			return err
+		}
+		if _, err := b.waitCaughtUp(ctx, active, passive); err != nil {
+			return err
+		}
+		after, err := b.status(ctx, passive)
+		if err != nil {
+			return err
+		}
+		if n := d.Replicated.Delivered; n > 0 {
+			d.LinkBytesPerMessage = float64(linkBytes(after)-linkBytes(before)) / float64(n)
+		}
+		if s := d.Standalone.MessagesPerSec; s > 0 {
+			d.Ratio = d.Replicated.MessagesPerSec / s
+		}
+		d.AddedP50 = msOf(d.Replicated.Latency.P50 - d.Standalone.Latency.P50)
+		d.AddedP99 = msOf(d.Replicated.Latency.P99 - d.Standalone.Latency.P99)
+	}
+
+	// 2. Link bytes per 50-recipient message, by count, on a quiet pair.
+	if _, err := b.waitCaughtUp(ctx, active, passive); err != nil {
+		return err
+	}
+	b.logf("link bytes: %d messages of %d recipients through the active", cfg.LinkCount, replLinkRcpts)
+	before, err := b.status(ctx, passive)
+	if err != nil {
+		return err
+	}
+	res, err := b.deliver(ctx, active, replLinkRcpts, loadgen.Limits{Count: int64(cfg.LinkCount)})
+	if err != nil {
+		return err
+	}
+	if _, err := b.waitCaughtUp(ctx, active, passive); err != nil {
+		return err
+	}
+	after, err := b.status(ctx, passive)
+	if err != nil {
+		return err
+	}
+	l := &replLink{Recipients: replLinkRcpts, MessageSize: cfg.Size, Delivered: res.Delivered, Failed: res.Failed,
+		Entries: after.Applied - before.Applied, Bytes: linkBytes(after) - linkBytes(before),
+		MessageZstd: zstdSize(cfg.Size, 20)}
+	if res.Delivered > 0 {
+		l.PerMessage = float64(l.Bytes) / float64(res.Delivered)
+		l.Ratio = l.PerMessage / float64(cfg.Size)
+		l.WithinGoal = l.Ratio <= replLinkRatioMax
+	}
+	rep.Link = l
+
+	// The first nodes are done; stop them before the catch-up pair so
+	// that it has the machine to itself.
+	for _, n := range []*benchNode{solo, passive, active} {
+		b.logf("stopping the %s node", n.name)
+		if err := n.stop(); err != nil {
+			return err
+		}
+	}
+
+	// 3. Catch-up on an async pair: the active goes on without the
+	// passive, which then has --catchup messages to fetch and apply.
+	active, passive, err = b.startPair(ctx, "async", "async")
+	if err != nil {
+		return err
+	}
+	if err := b.addUsers(ctx, active, passive); err != nil {
+		return err
+	}
+	if err := b.waitUsers(ctx, active); err != nil {
+		return err
+	}
+	from, err := b.waitCaughtUp(ctx, active, passive)
+	if err != nil {
+		return err
+	}
+	b.logf("catch-up: passive stopped; %d messages to the active", cfg.Catchup)
+	if err := passive.stop(); err != nil {
+		return err
+	}
+	res, err = b.deliver(ctx, active, 1, loadgen.Limits{Count: int64(cfg.Catchup)})
+	if err != nil {
+		return err
+	}
+	target, err := b.status(ctx, active)
+	if err != nil {
+		return err
+	}
+	c := &replCatchup{Delivered: res.Delivered, Failed: res.Failed, From: from, To: target.Applied}
+	rep.Catchup = c
+	b.logf("catch-up: passive started again, %d entries behind", c.To-c.From)
+	t0 := time.Now()
+	if passive, err = passive.restart(ctx, b.http); err != nil {
+		return err
+	}
+	c.StartupSec = time.Since(t0).Seconds()
+	var last *status
+	err = b.waitFor(ctx, replSyncTimeout, "the restarted passive to reach the active's position", passive, func() (bool, error) {
+		st, err := b.status(ctx, passive)
+		if err != nil {
+			return false, nil // it may be busy; the bound decides
+		}
+		last = st
+		return st.Applied >= c.To, nil
+	})
+	if err != nil {
+		return err
+	}
+	took := time.Since(t0)
+	c.Seconds = took.Seconds()
+	c.Entries = last.Applied - c.From
+	c.LinkBytes = linkBytes(last)
+	c.EntriesPerSec = float64(c.Entries) / took.Seconds()
+	c.MBPerSec = float64(c.LinkBytes) / took.Seconds() / 1e6
+	da, err := b.digest(ctx, active)
+	if err != nil {
+		return err
+	}
+	dp, err := b.digest(ctx, passive)
+	if err != nil {
+		return err
+	}
+	c.DigestsEqual = da.Applied == dp.Applied && da.Store == dp.Store
+	if !c.DigestsEqual {
+		return fmt.Errorf("after catch-up the digests differ: active at %d %s, passive at %d %s",
+			da.Applied, da.Store, dp.Applied, dp.Store)
+	}
+	return nil
+}
+
+// deliver runs the LMTP load against n and checks that n is still up.
+func (b *replBench) deliver(ctx context.Context, n *benchNode, rcpts int, limits loadgen.Limits) (*loadgen.DeliveryResult, error) {
+	res, err := loadgen.RunDelivery(ctx, loadgen.DeliveryConfig{
+		Conn: loadgen.Conn{Target: n.addrs["lmtp"]}, Limits: limits, LMTP: true,
+		Sessions: b.cfg.Sessions, MessageSize: b.cfg.Size, Recipients: rcpts,
+		Users: loadgen.Users{Count: replUsers},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("LMTP to the %s node: %w%s", n.name, err, n.exitNote())
+	}
+	if res.Interrupted {
+		return res, fmt.Errorf("interrupted; the numbers so far are partial")
+	}
+	if err := n.alive(); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// sampleLag polls both nodes' /status every 100 ms until ctx ends.
+func (b *replBench) sampleLag(ctx context.Context, active, passive *benchNode) replLag {
+	var out replLag
+	var logLag, applied []uint64
+	t := time.NewTicker(replLagEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			out.Samples = len(logLag)
+			out.LogMax, out.LogP99 = maxP99(logLag)
+			out.AppliedMax, out.AppliedP99 = maxP99(applied)
+			return out
+		case <-t.C:
+		}
+		a, err := b.status(ctx, active)
+		if err != nil || a.Replication == nil {
+			if ctx.Err() == nil {
+				out.Errors++
+			}
+			continue
+		}
+		p, err := b.status(ctx, passive)
+		if err != nil {
+			if ctx.Err() == nil {
+				out.Errors++
+			}
+			continue
+		}
+		logLag = append(logLag, a.Replication.Lag)
+		var gap uint64
+		if a.Applied > p.Applied {
+			gap = a.Applied - p.Applied
+		}
+		applied = append(applied, gap)
+	}
+}
+
+// maxP99 returns the largest value and the nearest-rank 99th percentile.
+func maxP99(v []uint64) (uint64, uint64) {
+	if len(v) == 0 {
+		return 0, 0
+	}
+	slices.Sort(v)
+	i := (99*len(v)+99)/100 - 1
+	return v[len(v)-1], v[max(0, min(i, len(v)-1))]
+}
+
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+
+func linkBytes(st *status) uint64 {
+	if st.Replication == nil {
+		return 0
+	}
+	return st.Replication.LinkBytes
+}
+
+// waitCaughtUp waits until the passive has applied everything the active
+// has, and returns that position.
+func (b *replBench) waitCaughtUp(ctx context.Context, active, passive *benchNode) (uint64, error) {
+	var pos uint64
+	err := b.waitFor(ctx, replSyncTimeout, "the passive to reach the active's position", passive, func() (bool, error) {
+		a, err := b.status(ctx, active)
+		if err != nil {
+			return false, err
+		}
+		p, err := b.status(ctx, passive)
+		if err != nil {
+			return false, err
+		}
+		pos = a.Applied
+		return p.Applied == a.Applied, nil
+	}, active)
+	return pos, err
+}
+
+// waitUsers waits until every bench user is in n's store (a user added to
+// the passwd-file is created in the store within a second).
+func (b *replBench) waitUsers(ctx context.Context, n *benchNode) error {
+	return b.waitFor(ctx, replUserTimeout, fmt.Sprintf("user1..user%d in the store", replUsers), n, func() (bool, error) {
+		d, err := b.digest(ctx, n)
+		if err != nil {
+			return false, err
+		}
+		have := map[string]bool{}
+		for _, m := range d.Mailboxes {
+			have[m.User] = true
+		}
+		for i := range replUsers {
+			if !have[loadgen.Users{Prefix: loadgen.DefaultUserPrefix}.Name(i)] {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// waitFor polls cond every 20 ms until it holds. It gives up after
+// timeout, when ctx ends or when one of the nodes exits; cond's last error
+// is part of the timeout's.
+func (b *replBench) waitFor(ctx context.Context, timeout time.Duration, what string, n *benchNode, cond func() (bool, error), others ...*benchNode) error {
+	deadline := time.Now().Add(timeout)
+	t := time.NewTicker(replPoll)
+	defer t.Stop()
+	for {
+		ok, err := cond()
+		if ok {
+			return nil
+		}
+		for _, m := range append([]*benchNode{n}, others...) {
+			if aerr := m.alive(); aerr != nil {
+				return fmt.Errorf("waiting for %s: %w", what, aerr)
+			}
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("waited %v for %s: %w", timeout, what, err)
+			}
+			return fmt.Errorf("waited %v for %s", timeout, what)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("interrupted while waiting for %s", what)
+		case <-t.C:
+		}
+	}
+}
+
+func (b *replBench) status(ctx context.Context, n *benchNode) (*status, error) {
+	var st status
+	if err := b.getJSON(ctx, n, "/status", &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+func (b *replBench) digest(ctx context.Context, n *benchNode) (*store.Digest, error) {
+	var d store.Digest
+	if err := b.getJSON(ctx, n, "/digest", &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+func (b *replBench) getJSON(ctx context.Context, n *benchNode, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+n.addrs["admin"]+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s node %s: %w", n.name, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("%s node %s: %w", n.name, path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s node %s: %s: %s", n.name, path, resp.Status, bytes.TrimSpace(body))
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%s node %s: %w", n.name, path, err)
+	}
+	return nil
+}
+
+// start runs `twinbox serve` on a new data directory under the bench's
+// root, every listener on a port the kernel picks.
+func (b *replBench) start(ctx context.Context, name string, extra []string) (*benchNode, error) {
+	n := &benchNode{
+		name: name, bin: b.cfg.Bin, data: filepath.Join(b.root, name),
+		logPath: filepath.Join(b.root, name+".log"),
+		paired:  slices.Contains(extra, "--role"),
+		env:     append(benchEnv(), "TWINBOX_LINK_PASSWORD="+b.linkPassword),
+	}
+	n.args = append([]string{"serve", "--data", n.data, "--node-name", name,
+		"--imap-addr", "127.0.0.1:0", "--imaps-addr", "127.0.0.1:0",
+		"--smtp-addr", "127.0.0.1:0", "--smtps-addr", "127.0.0.1:0",
+		"--lmtp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, extra...)
+	b.nodes = append(b.nodes, n)
+	if err := n.start(ctx, b.http); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// startPair starts an active and a passive that follows it over TLS,
+// trusting the active's own certificate.
+func (b *replBench) startPair(ctx context.Context, label, mode string) (*benchNode, *benchNode, error) {
+	active, err := b.start(ctx, label+"-active", []string{"--role", "active",
+		"--nats-addr", "127.0.0.1:0", "--replication-mode", mode})
+	if err != nil {
+		return nil, nil, err
+	}
+	passive, err := b.start(ctx, label+"-passive", []string{"--role", "passive",
+		"--nats-addr", "127.0.0.1:0", "--peer-nats", active.addrs["nats"],
+		"--link-ca", filepath.Join(active.data, "tls", "cert.pem")})
+	if err != nil {
+		return nil, nil, err
+	}
+	return active, passive, nil
+}
+
+// addUsers adds user1..user50 to each node's passwd-file with `twinbox
+// user add`, as an operator does, the nodes in parallel.
+func (b *replBench) addUsers(ctx context.Context, nodes ...*benchNode) error {
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() {
+			for u := range replUsers {
+				name := loadgen.Users{Prefix: loadgen.DefaultUserPrefix}.Name(u)
+				cmd := exec.CommandContext(ctx, b.cfg.Bin, "user", "add", name, "--data", n.data,
+					"--cost", strconv.Itoa(replUserCost))
+				cmd.Env = benchEnv()
+				cmd.Stdin = strings.NewReader(replPassword + "\n")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					errs[i] = fmt.Errorf("twinbox user add %s --data %s: %v\n%s", name, n.data, err, out)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// stopAll stops every node still running, the last started first.
+func (b *replBench) stopAll() error {
+	var errs []error
+	for _, n := range slices.Backward(b.nodes) {
+		if n.cmd != nil && !n.stopped {
+			b.logf("stopping the %s node", n.name)
+		}
+		if err := n.stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// benchEnv is this process's environment without TWINBOX_* settings, so
+// that the operator's own configuration does not reach the nodes.
+func benchEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TWINBOX_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// benchNode is one `twinbox serve` process.
+type benchNode struct {
+	name, bin, data, logPath string
+	args, env                []string
+	paired                   bool
+
+	cmd     *exec.Cmd
+	addrs   map[string]string
+	exited  chan struct{}
+	exitErr error // set before exited closes
+	stopped bool  // stop was called: the exit was asked for
+}
+
+// start runs the process and returns once it printed its addresses and
+// answers /healthz; on failure the process is stopped and the error holds
+// the end of its log.
+func (n *benchNode) start(ctx context.Context, hc *http.Client) error {
+	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(n.bin, n.args...)
+	cmd.Env = n.env
+	cmd.Stderr = logf
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		logf.Close()
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start the %s node: %w", n.name, err)
+	}
+	n.cmd, n.stopped, n.exited, n.exitErr = cmd, false, make(chan struct{}), nil
+	addrs := make(chan map[string]string, 1)
+	go func() {
+		seen := map[string]string{}
+		sent := false
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(logf, line)
+			if f := strings.Fields(line); len(f) >= 2 && strings.HasPrefix(line, "  ") {
+				seen[f[0]] = f[1]
+			}
+			if !sent && seen["lmtp"] != "" && seen["admin"] != "" && (!n.paired || seen["nats"] != "") {
+				addrs <- seen
+				sent = true
+			}
+		}
+		io.Copy(io.Discard, stdout)
+		n.exitErr = cmd.Wait()
+		logf.Close()
+		close(n.exited)
+	}()
+	fail := func(err error) error {
+		n.stop()
+		return fmt.Errorf("the %s node did not come up: %w%s", n.name, err, n.logTail())
+	}
+	select {
+	case n.addrs = <-addrs:
+	case <-n.exited:
+		n.stopped = true // nothing left to stop
+		return fmt.Errorf("the %s node exited before serving: %v%s", n.name, n.exitErr, n.logTail())
+	case <-time.After(replStartTimeout):
+		return fail(fmt.Errorf("no addresses printed in %v", replStartTimeout))
+	case <-ctx.Done():
+		return fail(errors.New("interrupted"))
+	}
+	deadline := time.Now().Add(replStartTimeout)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+n.addrs["admin"]+"/healthz", nil)
+		if resp, err := hc.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if err := n.alive(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fail(fmt.Errorf("/healthz did not answer 200 in %v", replStartTimeout))
+		}
+		select {
+		case <-ctx.Done():
+			return fail(errors.New("interrupted"))
+		case <-time.After(replPoll):
+		}
+	}
+}
+
+// restart stops the node if it runs and starts it again on the same data
+// directory and with the same flags.
+func (n *benchNode) restart(ctx context.Context, hc *http.Client) (*benchNode, error) {
+	if err := n.stop(); err != nil {
+		return nil, err
+	}
+	return n, n.start(ctx, hc)
+}
+
+// alive returns an error, with the end of the log, if the node exited
+// without being asked to.
+func (n *benchNode) alive() error {
+	select {
+	case <-n.exited:
+		if !n.stopped {
+			return fmt.Errorf("the %s node exited: %v%s", n.name, n.exitErr, n.logTail())
+		}
+	default:
+	}
+	return nil
+}
+
+func (n *benchNode) exitNote() string {
+	if err := n.alive(); err != nil {
+		return " (" + err.Error() + ")"
+	}
+	return ""
+}
+
+// stop sends SIGTERM and waits for the process to exit, killing it after
+// replStopTimeout. A node that exits other than with status 0 is an error.
+func (n *benchNode) stop() error {
+	if n.cmd == nil || n.stopped {
+		return nil
+	}
+	n.stopped = true
+	select {
+	case <-n.exited:
+		// Gone already: Ctrl-C on a terminal reaches the nodes too, and
+		// they shut down by themselves.
+		if n.exitErr != nil {
+			return fmt.Errorf("the %s node had exited: %v%s", n.name, n.exitErr, n.logTail())
+		}
+		return nil
+	default:
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		n.cmd.Process.Kill()
+	}
+	select {
+	case <-n.exited:
+	case <-time.After(replStopTimeout):
+		n.cmd.Process.Kill()
+		<-n.exited
+		return fmt.Errorf("the %s node did not exit within %v of SIGTERM; killed%s", n.name, replStopTimeout, n.logTail())
+	}
+	if n.exitErr != nil {
+		return fmt.Errorf("the %s node after SIGTERM: %v, want exit 0%s", n.name, n.exitErr, n.logTail())
+	}
+	return nil
+}
+
+// logTail returns the last lines of the node's log, to quote in an error.
+func (n *benchNode) logTail() string {
+	const maxBytes, maxLines = 4096, 20
+	f, err := os.Open(n.logPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(0, fi.Size()-maxBytes)
+	buf := make([]byte, fi.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(buf), "\n"), "\n")
+	if off > 0 && len(lines) > 1 {
+		lines = lines[1:] // the first is cut
+	}
+	if len(lines) > maxLines {
+		lines = lines[len(lines)-maxLines:]
+	}
+	if len(lines) == 1 && lines[0] == "" {
+		return "\n(its log " + n.logPath + " is empty)"
+	}
+	return "\nlast lines of its log (" + n.logPath + "):\n  " + strings.Join(lines, "\n  ")
+}
+
+// machineInfo describes where the numbers were measured.
+func machineInfo() replMachine {
+	m := replMachine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Date: time.Now().UTC().Format("2006-01-02 15:04 UTC")}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.Model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+// WriteText prints the report as a table for a person.
+func (r *replReport) WriteText(w io.Writer) error {
+	var b strings.Builder
+	model := r.Machine.Model
+	if model == "" {
+		model = "CPU model unknown"
+	}
+	fmt.Fprintf(&b, "twinbox bench replication: LMTP, %d sessions, %d-byte messages, %s per timed run\n",
+		r.Sessions, r.Size, time.Duration(r.Duration*float64(time.Second)))
+	fmt.Fprintf(&b, "every node a separate process on this machine: %d CPUs (%s), %s, %s\n\n",
+		r.Machine.CPUs, model, r.Machine.Go, r.Machine.Date)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\tstandalone\treplicated (sync)\treplicated/standalone")
+	for _, d := range r.Delivery {
+		s, p := d.Standalone, d.Replicated
+		fmt.Fprintf(tw, "%d recipient(s): deliveries/s\t%s\t%s\t%s\n", d.Recipients, rate(s), rate(p), ratio(d.Ratio, s != nil && p != nil))
+		if s == nil || p == nil {
+			continue
+		}
+		fmt.Fprintf(tw, "  latency p50\t%s\t%s\t%+.2f ms\n", msCell(s.Latency.P50), msCell(p.Latency.P50), d.AddedP50)
+		fmt.Fprintf(tw, "  latency p99\t%s\t%s\t%+.2f ms\n", msCell(s.Latency.P99), msCell(p.Latency.P99), d.AddedP99)
+		fmt.Fprintf(tw, "  delivered / failed messages\t%d / %d\t%d / %d\t\n", s.Delivered, s.Failed, p.Delivered, p.Failed)
+		fmt.Fprintf(tw, "  passive lag, log (max / p99 entries)\t\t%d / %d\t\n", d.Lag.LogMax, d.Lag.LogP99)
+		fmt.Fprintf(tw, "  passive lag, applied (max / p99 entries)\t\t%d / %d\t\n", d.Lag.AppliedMax, d.Lag.AppliedP99)
+		fmt.Fprintf(tw, "  lag samples (every 100 ms)\t\t%d\t\n", d.Lag.Samples)
+		fmt.Fprintf(tw, "  link bytes per delivered message\t\t%.0f\t\n", d.LinkBytesPerMessage)
+	}
+	tw.Flush()
+	if l := r.Link; l != nil {
+		fmt.Fprintf(&b, "\nlink: %d messages of %d recipients (%d failed), %d entries: %d bytes to the passive,\n",
+			l.Delivered, l.Recipients, l.Failed, l.Entries, l.Bytes)
+		verdict := "within"
+		if !l.WithinGoal {
+			verdict = "above"
+		}
+		fmt.Fprintf(&b, "  %.0f bytes per message = %.2f× the %d-byte message (%s the design's 1.2×)\n",
+			l.PerMessage, l.Ratio, l.MessageSize, verdict)
+		if l.MessageZstd > 0 {
+			fmt.Fprintf(&b, "  (one such message compressed alone, zstd fastest: %.0f bytes; the link carried %.2f× that)\n",
+				l.MessageZstd, l.PerMessage/l.MessageZstd)
+		}
+	}
+	if c := r.Catchup; c != nil {
+		fmt.Fprintf(&b, "\ncatch-up (async pair): %d messages delivered while the passive was down (%d failed);\n", c.Delivered, c.Failed)
+		if c.Seconds > 0 {
+			fmt.Fprintf(&b, "  restarted, it applied %d entries in %.2f s (serving after %.2f s): %.0f entries/s,\n",
+				c.Entries, c.Seconds, c.StartupSec, c.EntriesPerSec)
+			fmt.Fprintf(&b, "  %.1f MB over the link, %.1f MB/s; digests equal: %v\n", float64(c.LinkBytes)/1e6, c.MBPerSec, c.DigestsEqual)
+		}
+	}
+	if !r.Completed {
+		fmt.Fprintf(&b, "\n(incomplete: a phase failed; see the error)\n")
+	}
+	fmt.Fprintf(&b, "\ntotal %.1f s\n", r.TotalSec)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func rate(r *loadgen.DeliveryResult) string {
+	if r == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", r.MessagesPerSec)
+}
+
+func ratio(x float64, ok bool) string {
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("%.2f×", x)
+}
+
+func msCell(d time.Duration) string { return fmt.Sprintf("%.2f ms", msOf(d)) }
