@@ -316,3 +316,43 @@ func ackedCount(l *load) int {
 	defer l.mu.Unlock()
 	return len(l.acked)
 }
+
+// TestPairNewPassiveResyncs: a new passive joining an active whose log was
+// trimmed takes a checkpoint of the active's store, then follows the log
+// to identical.
+func TestPairNewPassiveResyncs(t *testing.T) {
+	p := &pairNodes{bin: buildTwinbox(t), activeData: t.TempDir(), passData: t.TempDir(), natsAddr: freePort(t)}
+	p.active = startNodeIn(t, p.bin, p.activeData, []string{"--role", "active", "--node-name", "a",
+		"--nats-addr", p.natsAddr, "--peer-timeout", "1s", "--log-keep", "5", "--log-trim-interval", "100ms"},
+		"TWINBOX_LINK_PASSWORD="+linkPassword)
+	p.startPassive(t)
+	for _, n := range []*node{p.active, p.passive} {
+		n.addUser(t, "alice", "alice-pw")
+		n.addUser(t, "bob", "bob-pw")
+	}
+	var l load
+	l.run(t, func() string { return p.active.smtp }, 4, 25, nil)
+	sameDigest(t, p.active, p.passive)
+	p.active.waitFor(t, 30*time.Second, "the active to trim its log", func() bool {
+		_, body := p.active.get("/status")
+		var st struct {
+			Replication struct {
+				LogFirst uint64 `json:"log_first"`
+			} `json:"replication"`
+		}
+		return json.Unmarshal(body, &st) == nil && st.Replication.LogFirst > 10
+	})
+	// A new passive on an empty data directory (a replaced disk).
+	p.passive.stop(t, p.passive.proc)
+	p.passive.killed = true // stopped on purpose; cleanup must not stop it again
+	p.passData = t.TempDir()
+	p.startPassive(t)
+	if !strings.Contains(p.passive.out.String(), "resync") {
+		t.Errorf("the new passive did not resync:\n%s", p.passive.out.String())
+	}
+	p.passive.addUser(t, "alice", "alice-pw") // its passwd-file is new too
+	p.passive.addUser(t, "bob", "bob-pw")
+	l.run(t, func() string { return p.active.smtp }, 2, 10, nil)
+	sameDigest(t, p.active, p.passive)
+	checkAcked(t, p, &l)
+}

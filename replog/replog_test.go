@@ -385,3 +385,69 @@ func TestBodyTravelsOnce(t *testing.T) {
 		t.Fatalf("passive: %+v", msgs)
 	}
 }
+
+// TestResyncFromCheckpoint: a passive whose position was trimmed from the
+// active's log takes a checkpoint of the active's store and follows the
+// log from there to identical.
+func TestResyncFromCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	a := newNode(t, "a")
+	p, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	stop, err := replog.ServeResync(a.nc, a.st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	commit(t, p, &store.CreateUser{User: "alice"}, &store.CreateUser{User: "bob"})
+	for i := 0; i < 40; i++ {
+		commit(t, p, deliver(i))
+	}
+	if err := a.log.Trim(ctx, 30); err != nil {
+		t.Fatal(err)
+	}
+	remote := dialPeer(t, a)
+	need, err := replog.NeedsResync(ctx, remote, 0)
+	if err != nil || !need {
+		t.Fatalf("a new passive after trimming: needs resync %v, %v", need, err)
+	}
+	b := newNode(t, "b")
+	f, err := replog.NewFollower(ctx, b.log, b.st, remote, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Run(ctx); !errors.Is(err, replog.ErrLogTrimmed) {
+		t.Fatalf("following a trimmed log: %v, want ErrLogTrimmed", err)
+	}
+
+	dir := filepath.Join(t.TempDir(), "store")
+	var progress strings.Builder
+	applied, err := replog.Resync(ctx, remote, dir, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied != a.st.AppliedSeq() || !strings.Contains(progress.String(), "100%") {
+		t.Fatalf("checkpoint at %d (active at %d); progress %q", applied, a.st.AppliedSeq(), progress.String())
+	}
+	st, err := store.Open(ctx, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(ctx)
+	commit(t, p, deliver(100)) // the log moves on after the checkpoint
+	c := newNode(t, "c")       // a fresh local log
+	f2, err := replog.NewFollower(ctx, c.log, st, remote, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go f2.Run(fctx)
+	eventually(t, "the resynced passive to catch up", func() bool { return st.AppliedSeq() == a.st.AppliedSeq() })
+	if da, db := digest(t, a.st), digest(t, st); da.Store != db.Store {
+		t.Fatal("digests differ after resync")
+	}
+}

@@ -58,6 +58,7 @@ type config struct {
 	PeerTimeout     time.Duration `toml:"peer_timeout"`
 	Epoch           int64         `toml:"epoch"`
 	LogKeep         int64         `toml:"log_keep"`
+	LogTrimEvery    time.Duration `toml:"log_trim_interval"`
 
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 	CollectEvery    time.Duration `toml:"collect_interval"`
@@ -92,6 +93,7 @@ func defaultConfig() config {
 		PeerTimeout:     5 * time.Second,
 		Epoch:           1,
 		LogKeep:         1_000_000,
+		LogTrimEvery:    30 * time.Second,
 		ShutdownTimeout: 30 * time.Second,
 		CollectEvery:    10 * time.Minute,
 		CollectGrace:    time.Hour,
@@ -139,6 +141,7 @@ func (c *config) settings() []setting {
 		{"replication_mode", "sync (acknowledge when the passive has the change) or async (explicit opt-in)", &c.ReplicationMode},
 		{"peer_timeout", "how long the active waits for the passive before a client is told to retry", &c.PeerTimeout},
 		{"epoch", "the active's epoch, stored in every log entry (raised by failover)", &c.Epoch},
+		{"log_trim_interval", "how often the log is trimmed to log_keep", &c.LogTrimEvery},
 		{"log_keep", "log entries kept behind what both nodes have (replay, a peer's catch-up); never trims what the passive lacks", &c.LogKeep},
 		{"shutdown_timeout", "how long in-flight transactions may take on shutdown", &c.ShutdownTimeout},
 		{"collect_interval", "how often unreferenced bodies are collected", &c.CollectEvery},
@@ -342,6 +345,9 @@ func (c *config) validate() error {
 	}
 	if c.PeerTimeout <= 0 {
 		bad("peer_timeout: must be positive")
+	}
+	if c.LogTrimEvery <= 0 {
+		bad("log_trim_interval: must be positive")
 	}
 	if c.LogKeep < 0 {
 		bad("log_keep: %d is negative", c.LogKeep)

@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -32,6 +35,91 @@ type pair struct {
 	follower *replog.Follower
 	wg       sync.WaitGroup
 	stop     context.CancelFunc
+
+	stopResync func()
+}
+
+// dialActive connects to the active's NATS server with the link's
+// credentials (and TLS).
+func dialActive(c *config, name string) (*nats.Conn, error) {
+	opts := []nats.Option{nats.UserInfo(c.LinkUser, c.LinkPassword), nats.Name(c.NodeName + name),
+		nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond), nats.RetryOnFailedConnect(true)}
+	url := "nats://" + c.PeerNATS
+	if c.LinkTLS {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.LinkCA != "" {
+			pem, err := os.ReadFile(c.LinkCA)
+			if err != nil {
+				return nil, fmt.Errorf("link_ca: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("link_ca: no certificate in %s", c.LinkCA)
+			}
+		}
+		opts = append(opts, nats.Secure(tc))
+		url = "tls://" + c.PeerNATS
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the active at %s: %w", c.PeerNATS, err)
+	}
+	return nc, nil
+}
+
+// resyncIfNeeded, on a passive about to start, replaces its store with a
+// checkpoint of the active's when its position is no longer in the
+// active's log (trimmed while it was away), and starts its local log
+// afresh after it. An active that cannot be reached now is left to the
+// follower, which retries.
+func resyncIfNeeded(ctx context.Context, c *config, log *slog.Logger, progress io.Writer) error {
+	remote, err := dialActive(c, "-resync")
+	if err != nil {
+		return err
+	}
+	defer remote.Close()
+	var applied uint64
+	dir := storeDir(c.Data)
+	if _, err := os.Stat(dir); err == nil {
+		st, err := store.Open(ctx, dir, &store.Options{ReadOnly: true})
+		if err != nil {
+			return err
+		}
+		applied = st.AppliedSeq()
+		st.Close(ctx)
+	}
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	need, err := replog.NeedsResync(qctx, remote, applied)
+	cancel()
+	if err != nil {
+		log.Warn("cannot ask the active whether a resync is needed; following will retry", "err", err)
+		return nil
+	}
+	if !need {
+		return nil
+	}
+	log.Warn("this node's position was trimmed from the active's log: full resync from a checkpoint", "applied", applied)
+	fresh := dir + ".resync"
+	os.RemoveAll(fresh)
+	at, err := replog.Resync(ctx, remote, fresh, progress)
+	if err != nil {
+		return err
+	}
+	old := dir + ".old"
+	os.RemoveAll(old)
+	if err := os.Rename(dir, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.Rename(fresh, dir); err != nil {
+		return err
+	}
+	os.RemoveAll(old)
+	// The local log held entries before the checkpoint only.
+	if err := os.RemoveAll(filepath.Join(c.Data, "nats")); err != nil {
+		return err
+	}
+	log.Info("resync done; following the active from the checkpoint", "position", at)
+	return nil
 }
 
 // startPair starts the embedded NATS server and the log, and makes this
@@ -66,6 +154,9 @@ func startPair(ctx context.Context, c *config, n *node.Local, tlsConf *tls.Confi
 		if err != nil {
 			return fail(err)
 		}
+		if p.stopResync, err = replog.ServeResync(p.local, n.Store(), log); err != nil {
+			return fail(err)
+		}
 		n.UseCommit(func(ctx context.Context, ops []store.Op) ([]node.Outcome, error) {
 			res, err := p.primary.Commit(ctx, ops)
 			if err != nil {
@@ -78,26 +169,8 @@ func startPair(ctx context.Context, c *config, n *node.Local, tlsConf *tls.Confi
 			return out, nil
 		})
 	case "passive":
-		opts := []nats.Option{nats.UserInfo(c.LinkUser, c.LinkPassword), nats.Name(c.NodeName + "-follower"),
-			nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond), nats.RetryOnFailedConnect(true)}
-		url := "nats://" + c.PeerNATS
-		if c.LinkTLS {
-			tc := &tls.Config{MinVersion: tls.VersionTLS12}
-			if c.LinkCA != "" {
-				pem, err := os.ReadFile(c.LinkCA)
-				if err != nil {
-					return fail(fmt.Errorf("link_ca: %w", err))
-				}
-				tc.RootCAs = x509.NewCertPool()
-				if !tc.RootCAs.AppendCertsFromPEM(pem) {
-					return fail(fmt.Errorf("link_ca: no certificate in %s", c.LinkCA))
-				}
-			}
-			opts = append(opts, nats.Secure(tc))
-			url = "tls://" + c.PeerNATS
-		}
-		if p.remote, err = nats.Connect(url, opts...); err != nil {
-			return fail(fmt.Errorf("connect to the active at %s: %w", c.PeerNATS, err))
+		if p.remote, err = dialActive(c, "-follower"); err != nil {
+			return fail(err)
 		}
 		p.follower, err = replog.NewFollower(ctx, p.log, n.Store(), p.remote, &replog.FollowerOptions{
 			Epoch: p.epoch, Logger: log,
@@ -132,7 +205,7 @@ func startPair(ctx context.Context, c *config, n *node.Local, tlsConf *tls.Confi
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		t := time.NewTicker(30 * time.Second)
+		t := time.NewTicker(c.LogTrimEvery)
 		defer t.Stop()
 		for {
 			select {
@@ -213,6 +286,9 @@ func (p *pair) stopFollowing() {
 // close stops following, then the connections and the server.
 func (p *pair) close() {
 	p.stopFollowing()
+	if p.stopResync != nil {
+		p.stopResync()
+	}
 	if p.primary != nil {
 		p.primary.Close()
 	}

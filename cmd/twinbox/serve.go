@@ -107,6 +107,11 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	}
 	dir := userDir{pw, guard}
 
+	if c.Role == "passive" {
+		if err := resyncIfNeeded(ctx, c, log, stdout); err != nil {
+			return fmt.Errorf("resync: %w", err)
+		}
+	}
 	n, err := node.Open(ctx, storeDir(c.Data), &node.Options{
 		Store:      &store.Options{CacheSize: c.StoreCache, MaxMessageSize: c.MaxMessageSize},
 		CacheBytes: c.CacheSize,
