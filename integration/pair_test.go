@@ -221,8 +221,8 @@ func checkAcked(t *testing.T, p *pairNodes, l *load) {
 func TestPairReplicates(t *testing.T) {
 	p := startPair(t)
 	var l load
-	l.run(t, func() string { return p.active.smtp }, 16, 60, nil)
-	if l.temporary.Load() != 0 || l.other.Load() != 0 || len(l.acked) != 16*60 {
+	l.run(t, func() string { return p.active.smtp }, 16, 625, nil)
+	if l.temporary.Load() != 0 || l.other.Load() != 0 || len(l.acked) != 16*625 {
 		t.Fatalf("%d acknowledged, %d temporary failures, %d other", len(l.acked), l.temporary.Load(), l.other.Load())
 	}
 	d := sameDigest(t, p.active, p.passive)
