@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 	gosmtp "github.com/emersion/go-smtp"
 )
 
@@ -250,6 +251,41 @@ func TestPairReplicates(t *testing.T) {
 	if err := ic.Create("New", nil).Wait(); err == nil {
 		t.Error("CREATE on the passive succeeded")
 	}
+
+	// A session idling on the passive sees mail delivered to the active.
+	exists := make(chan uint32, 16)
+	idler, err := imapclient.DialInsecure(p.passive.imap, &imapclient.Options{
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				exists <- *d.NumMessages
+			}
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idler.Close()
+	if err := idler.Login("bob", "bob-pw").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	sel, err := idler.Select("INBOX", nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle, err := idler.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.active.send(t, []byte("Subject: to the idler\r\n\r\nhi\r\n"), "x@example.org", "bob@localhost")
+	select {
+	case n := <-exists:
+		if n != sel.NumMessages+1 {
+			t.Errorf("EXISTS %d on the passive, want %d", n, sel.NumMessages+1)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("a session idling on the passive was not told of the new message")
+	}
+	idle.Close()
 }
 
 // TestPairPassiveKilled: the passive dies under load (SIGKILL) and comes
