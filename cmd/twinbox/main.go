@@ -56,6 +56,7 @@ Commands:
   status    print a running node's status
   bench     load generator: smtp, lmtp or imap against any server
   verify    check an offline store: blob hashes, reference counts, mailbox invariants
+  replay    rebuild a store from a stopped node's log, up to a sequence or time; export a mailbox
 
 Run 'twinbox COMMAND -h' for a command's flags.`
 
@@ -75,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBench(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return runVerify(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return runReplay(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
