@@ -38,13 +38,14 @@ machine. Starts 'twinbox serve' processes of this binary on temporary data
 directories and loopback ports (a standalone node, and an active + passive
 pair with sync replication), adds user1..user50 to each node, then:
 
-  1. for each --rcpts count, the same LMTP load for --duration against the
-     standalone and then against the active: deliveries/s of both, their
-     ratio, latency p50/p99 and what replication adds; the passive's lag is
-     sampled every 100 ms during the replicated run;
-  2. --link-count messages of 50 recipients through the active: bytes the
-     passive received over the link per message;
-  3. on a second pair, in async mode: stop the passive (SIGTERM), deliver
+  1. for each --rcpts count, on new nodes, the same LMTP load for
+     --duration against the standalone and then against the active:
+     deliveries/s of both, their ratio, latency p50/p99 and what
+     replication adds; the passive's lag is sampled every 100 ms during
+     the replicated run;
+  2. --link-count messages of 50 recipients through the last active: bytes
+     the passive received over the link per message;
+  3. on another pair, in async mode: stop the passive (SIGTERM), deliver
      --catchup messages to the active, start the passive again and time it
      until its /digest is at the active's position: entries/s and MB/s.
 
@@ -359,27 +360,24 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 	cfg := b.cfg
 	b.logf("nodes in %s, binary %s", b.root, cfg.Bin)
 
-	// The standalone and the sync pair.
-	solo, err := b.start(ctx, "standalone", nil)
-	if err != nil {
-		return err
-	}
-	active, passive, err := b.startPair(ctx, "sync", "sync")
-	if err != nil {
-		return err
-	}
-	if err := b.addUsers(ctx, solo, active, passive); err != nil {
-		return err
-	}
-	if err := b.waitUsers(ctx, solo); err != nil {
-		return err
-	}
-	if err := b.waitUsers(ctx, active); err != nil {
-		return err
-	}
-
-	// 1. The same timed load against the standalone, then the active.
-	for _, r := range cfg.Rcpts {
+	// 1. The same timed load against the standalone, then the active, for
+	// each recipient count on new nodes: a store that took more mail in an
+	// earlier run (the standalone takes several times what the active
+	// does) would be slower for reasons of its own.
+	var solo, active, passive *benchNode
+	for i, r := range cfg.Rcpts {
+		if i > 0 {
+			for _, n := range []*benchNode{solo, passive, active} {
+				b.logf("stopping the %s node", n.name)
+				if err := n.stop(); err != nil {
+					return err
+				}
+			}
+		}
+		var err error
+		if solo, active, passive, err = b.startSoloAndPair(ctx, fmt.Sprintf("run%d-rcpt%d-", i+1, r)); err != nil {
+			return err
+		}
 		d := &replDelivery{Recipients: r}
 		rep.Delivery = append(rep.Delivery, d)
 		if _, err := b.waitCaughtUp(ctx, active, passive); err != nil {
@@ -461,7 +459,7 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 
 	// 3. Catch-up on an async pair: the active goes on without the
 	// passive, which then has --catchup messages to fetch and apply.
-	active, passive, err = b.startPair(ctx, "async", "async")
+	active, passive, err = b.startPair(ctx, "catchup-async", "async")
 	if err != nil {
 		return err
 	}
@@ -733,6 +731,26 @@ func (b *replBench) start(ctx context.Context, name string, extra []string) (*be
 		return nil, err
 	}
 	return n, nil
+}
+
+// startSoloAndPair starts a standalone node and a sync pair, their names
+// prefixed, with the bench users in every store.
+func (b *replBench) startSoloAndPair(ctx context.Context, prefix string) (solo, active, passive *benchNode, err error) {
+	if solo, err = b.start(ctx, prefix+"standalone", nil); err != nil {
+		return nil, nil, nil, err
+	}
+	if active, passive, err = b.startPair(ctx, prefix+"sync", "sync"); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := b.addUsers(ctx, solo, active, passive); err != nil {
+		return nil, nil, nil, err
+	}
+	for _, n := range []*benchNode{solo, active} {
+		if err := b.waitUsers(ctx, n); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return solo, active, passive, nil
 }
 
 // startPair starts an active and a passive that follows it over TLS,
