@@ -112,7 +112,7 @@ func parseUntil(s string) (until, error) {
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return until{}, fmt.Errorf("--until %q: not a log sequence nor an RFC 3339 time (like 2025-01-31T17:00:00Z): %v", s, err)
+		return until{}, fmt.Errorf("--until %q: not a log sequence nor an RFC 3339 time (like 2025-01-31T17:00:00Z)", s)
 	}
 	return until{t: t}, nil
 }
@@ -504,6 +504,7 @@ type progress struct {
 	start time.Time
 	pos   uint64    // the log entry reached
 	shown time.Time // terminal: when the line was last drawn
+	drawn uint64    // terminal: the position it showed
 	next  uint64    // otherwise: the position that prints the next line
 }
 
@@ -532,7 +533,7 @@ func (p *progress) update(pos uint64) {
 	switch {
 	case p.tty:
 		if now := time.Now(); now.Sub(p.shown) >= 200*time.Millisecond {
-			p.shown = now
+			p.shown, p.drawn = now, pos
 			fmt.Fprintf(p.w, "\r%s ", p.line())
 		}
 	case p.every > 0 && pos >= p.next:
@@ -545,7 +546,11 @@ func (p *progress) update(pos uint64) {
 
 // done ends the progress display.
 func (p *progress) done() {
-	if p.tty && !p.shown.IsZero() {
+	switch {
+	case !p.tty || p.shown.IsZero():
+	case p.drawn == p.pos:
+		fmt.Fprintln(p.w)
+	default:
 		fmt.Fprintf(p.w, "\r%s\n", p.line())
 	}
 }
