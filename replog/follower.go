@@ -254,7 +254,7 @@ func (f *Follower) take(ctx context.Context, entries []Entry) error {
 	if len(sentries) == 0 {
 		return nil // chunks of an operation still arriving
 	}
-	results, err := f.st.Apply(ctx, sentries...)
+	results, err := f.st.ApplyLogged(ctx, sentries...) // durable in the local log
 	if err != nil {
 		return fmt.Errorf("replog: apply %d..%d: %w", entries[0].Seq, last, err)
 	}

@@ -39,10 +39,9 @@ type PrimaryOptions struct {
 // Committed is the outcome of one operation of a commit.
 type Committed struct {
 	store.Result
-	// Peer is nil when the passive confirmed the entry durable (or in
-	// async mode); otherwise the change is applied here but not known to be
-	// on the passive: ErrPeerTimeout. The client must be told to retry.
-	Peer error
+	// Seq is the log entry where the operation applied: WaitPeer(Seq)
+	// tells when the passive holds it.
+	Seq uint64
 }
 
 // Primary is the active's write path: every change is appended to the
@@ -180,10 +179,14 @@ func (p *Primary) Next() uint64 {
 	return p.next
 }
 
-// Commit writes ops as consecutive log entries: appended and fsynced in the
-// local log, applied to the store, then (unless async) confirmed durable by
-// the passive within PeerTimeout. The error reports a failure of the log
-// or store, in which case nothing of the batch was acknowledged.
+// Commit writes ops as consecutive log entries, appended and fsynced in the
+// local log, and applies them to the store. It does not wait for the
+// passive: the caller acknowledges a client only after WaitPeer(Seq), so
+// that the next batch is written while this one travels (the wait is the
+// longest part of a commit, and commits are one at a time). The store is
+// applied without its own fsync (store.ApplyLogged): the log is durable,
+// and a restart replays its tail. The error reports a failure of the log or
+// store, in which case nothing of the batch was acknowledged.
 func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, error) {
 	p.mu.Lock()
 	if p.broken != nil {
@@ -209,7 +212,7 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 		p.mu.Unlock()
 		return nil, err
 	}
-	results, err := p.st.Apply(ctx, sentries...)
+	results, err := p.st.ApplyLogged(ctx, sentries...)
 	if err != nil {
 		p.broken = fmt.Errorf("replog: store failed; restart the node: %w", err)
 		p.mu.Unlock()
@@ -225,17 +228,20 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 	}
 	out := make([]Committed, len(results))
 	for i, r := range results {
-		out[i].Result = r
-	}
-	if p.opts.Async {
-		return out, nil
-	}
-	if err := p.waitPeer(ctx, entries[len(entries)-1].Seq); err != nil {
-		for i := range out {
-			out[i].Peer = err
-		}
+		out[i] = Committed{Result: r, Seq: applied[i].Seq}
 	}
 	return out, nil
+}
+
+// WaitPeer waits until the passive reports seq durable, at most
+// PeerTimeout; in async mode it returns at once. An ErrPeerTimeout means
+// the change is applied here but not known to be on the passive: the
+// client must be told to retry.
+func (p *Primary) WaitPeer(ctx context.Context, seq uint64) error {
+	if p.opts.Async {
+		return nil
+	}
+	return p.waitPeer(ctx, seq)
 }
 
 // thin sends a delivered body once: one the store already holds (so the

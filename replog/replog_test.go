@@ -123,8 +123,8 @@ func TestPairReplicatesAndConfirms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !errors.Is(res[0].Peer, replog.ErrPeerTimeout) {
-		t.Fatalf("commit without a passive: peer %v, want ErrPeerTimeout", res[0].Peer)
+	if err := p.WaitPeer(ctx, res[0].Seq); !errors.Is(err, replog.ErrPeerTimeout) {
+		t.Fatalf("commit without a passive: peer %v, want ErrPeerTimeout", err)
 	}
 
 	fctx, stop := context.WithCancel(ctx)
@@ -136,8 +136,8 @@ func TestPairReplicatesAndConfirms(t *testing.T) {
 	go func() { done <- f.Run(fctx) }()
 	for i := 0; i < 50; i++ {
 		for _, r := range commit(t, p, deliver(i)) {
-			if r.Peer != nil {
-				t.Fatalf("delivery %d not confirmed: %v", i, r.Peer)
+			if err := p.WaitPeer(ctx, r.Seq); err != nil {
+				t.Fatalf("delivery %d not confirmed: %v", i, err)
 			}
 		}
 	}
@@ -168,8 +168,8 @@ func TestPairReplicatesAndConfirms(t *testing.T) {
 		t.Fatal(err)
 	}
 	res = commit(t, p, deliver(100))
-	if !errors.Is(res[0].Peer, replog.ErrPeerTimeout) {
-		t.Errorf("commit while the passive is down: %v", res[0].Peer)
+	if err := p.WaitPeer(ctx, res[0].Seq); !errors.Is(err, replog.ErrPeerTimeout) {
+		t.Errorf("commit while the passive is down: %v", err)
 	}
 	f2, err := replog.NewFollower(ctx, b.log, b.st, dialPeer(t, a), nil)
 	if err != nil {
@@ -318,8 +318,8 @@ func TestLargeMessageReplicates(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := commit(t, p, op)
-	if res[0].Peer != nil {
-		t.Fatalf("50 MB message not confirmed: %v", res[0].Peer)
+	if err := p.WaitPeer(ctx, res[0].Seq); err != nil {
+		t.Fatalf("50 MB message not confirmed: %v", err)
 	}
 	eventually(t, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
 	msgs, err := b.st.Messages("alice", "INBOX", nil)

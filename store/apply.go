@@ -59,7 +59,17 @@ type Placement struct {
 // still returns only when its own entries are durable; later batches are
 // never durable before earlier ones (the WAL is sequential).
 func (s *Store) Apply(ctx context.Context, entries ...Entry) ([]Result, error) {
-	return s.apply(ctx, entries, false)
+	return s.apply(ctx, entries, false, true)
+}
+
+// ApplyLogged applies entries as Apply does but returns without waiting
+// for the store's own fsync: for entries already durable in a log that is
+// replayed from AppliedSeq after a crash (the replication log). A crash
+// can leave the store behind that log, never ahead of it, and never with a
+// part of an entry; replaying the log's tail brings it back. The durability
+// of an acknowledgement is the log's.
+func (s *Store) ApplyLogged(ctx context.Context, entries ...Entry) ([]Result, error) {
+	return s.apply(ctx, entries, false, false)
 }
 
 // ApplyNext applies ops at the next free sequences: the write path of a
@@ -69,12 +79,12 @@ func (s *Store) ApplyNext(ctx context.Context, now int64, ops ...Op) ([]Result, 
 	for i, op := range ops {
 		entries[i] = Entry{Time: now, Op: op}
 	}
-	return s.apply(ctx, entries, true)
+	return s.apply(ctx, entries, true, true)
 }
 
 // apply applies entries; with assign, it numbers them from the next free
 // sequence inside the same critical section that applies them.
-func (s *Store) apply(ctx context.Context, entries []Entry, assign bool) ([]Result, error) {
+func (s *Store) apply(ctx context.Context, entries []Entry, assign, sync bool) ([]Result, error) {
 	if s.opts.ReadOnly {
 		return nil, fmt.Errorf("store: apply: opened read-only")
 	}
@@ -102,7 +112,7 @@ func (s *Store) apply(ctx context.Context, entries []Entry, assign bool) ([]Resu
 			entries[i].Seq = s.applied + uint64(i) + 1
 		}
 	}
-	results, b, err := s.applyLocked(entries, checks)
+	results, b, err := s.applyLocked(entries, checks, sync)
 	s.wmu.Unlock()
 	if err != nil || b == nil {
 		return results, err
@@ -124,7 +134,7 @@ func (s *Store) apply(ctx context.Context, entries []Entry, assign bool) ([]Resu
 // applyLocked builds the batch of entries and hands it to Pebble without
 // waiting for its fsync; the caller must SyncWait and Close the returned
 // batch (nil when nothing was written).
-func (s *Store) applyLocked(entries []Entry, checks []error) ([]Result, *pebble.Batch, error) {
+func (s *Store) applyLocked(entries []Entry, checks []error, sync bool) ([]Result, *pebble.Batch, error) {
 	results := make([]Result, len(entries))
 	b := s.db.NewIndexedBatch()
 	applied := s.applied
@@ -166,6 +176,15 @@ func (s *Store) applyLocked(entries []Entry, checks []error) ([]Result, *pebble.
 	if err := b.Set(keyApplied, putU64(applied), nil); err != nil {
 		b.Close()
 		return nil, nil, err
+	}
+	if !sync {
+		err := s.db.Apply(b, pebble.NoSync)
+		b.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("store: commit entries up to %d: %w", applied, err)
+		}
+		s.applied = applied
+		return results, nil, nil
 	}
 	// ApplyNoSyncWait makes the batch visible at once and lets the caller
 	// wait for the fsync outside wmu (see Apply).

@@ -545,3 +545,27 @@ func TestDeliverByReference(t *testing.T) {
 		t.Error("a reference carrying content was admitted")
 	}
 }
+
+// TestApplyLogged: entries applied without the store's fsync are applied
+// like any others, and applying them again (a log replayed after a crash)
+// changes nothing.
+func TestApplyLogged(t *testing.T) {
+	s := newTestStore(t, nil)
+	ctx := context.Background()
+	entries := []store.Entry{
+		{Seq: 1, Op: &store.CreateUser{User: "alice"}},
+		{Seq: 2, Op: &store.Deliver{Body: body(message(1, 500)), Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}}},
+	}
+	res, err := s.ApplyLogged(ctx, entries...)
+	if err != nil || res[1].Err != nil || s.AppliedSeq() != 2 {
+		t.Fatalf("ApplyLogged: %v %v, applied %d", res, err, s.AppliedSeq())
+	}
+	before, _ := s.Digest()
+	res, err = s.ApplyLogged(ctx, entries...)
+	if err != nil || !res[0].Skipped || !res[1].Skipped {
+		t.Fatalf("replayed entries: %+v %v", res, err)
+	}
+	if after, _ := s.Digest(); after.Store != before.Store {
+		t.Error("replaying applied entries changed the store")
+	}
+}

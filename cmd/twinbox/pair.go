@@ -164,7 +164,10 @@ func startPair(ctx context.Context, c *config, n *node.Local, tlsConf *tls.Confi
 			}
 			out := make([]node.Outcome, len(res))
 			for i, r := range res {
-				out[i] = node.Outcome{Result: r.Result, Unconfirmed: r.Peer}
+				seq := r.Seq
+				out[i] = node.Outcome{Result: r.Result, Wait: func(ctx context.Context) error {
+					return p.primary.WaitPeer(ctx, seq)
+				}}
 			}
 			return out, nil
 		})

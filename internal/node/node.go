@@ -123,6 +123,9 @@ type Outcome struct {
 	// known to be durable where the node promises (the passive did not
 	// confirm it in time): the client is told to retry.
 	Unconfirmed error
+	// Wait, when set, is called after the commit, outside it, and decides
+	// Unconfirmed (the wait for the passive: batches overlap it).
+	Wait func(ctx context.Context) error
 }
 
 // CommitFunc applies a batch of admitted operations durably.
@@ -188,6 +191,9 @@ func (n *Local) Write(ctx context.Context, op store.Op) (store.Result, error) {
 		n.writeErrs.Add(1)
 		n.log.Error("write failed", "op", op.Kind(), "err", err)
 		return out.Result, fmt.Errorf("%w: %v", protocols.ErrUnavailable, err)
+	}
+	if out.Wait != nil && out.Err == nil {
+		out.Unconfirmed = out.Wait(ctx)
 	}
 	if out.Err == nil && n.notify != nil {
 		n.notify(ctx, op)
