@@ -237,3 +237,88 @@ func (a *assembler) add(e Entry) (Entry, bool, error) {
 // maxOpSize bounds an assembled operation (a message at the store's
 // largest limit, with its metadata).
 const maxOpSize = 1 << 30
+
+// A record is what one stream message holds: one or more entries with
+// consecutive sequence numbers, written and fsynced together (nats-server
+// fsyncs each stored message, so a group commit's batch is one record and
+// one fsync on each node, as on a standalone node).
+//
+// Encoding: version (1), count (4), then per entry its length (4) and its
+// Encode().
+const recordHeaderLen = 1 + 4
+
+// maxRecord bounds the entries packed into one record; a chunk entry goes
+// alone.
+const maxRecord = ChunkSize + 1<<20
+
+// encodeRecord packs entries into one record.
+func encodeRecord(entries []Entry) []byte {
+	encs := make([][]byte, len(entries))
+	n := recordHeaderLen
+	for i := range entries {
+		encs[i] = entries[i].Encode()
+		n += 4 + len(encs[i])
+	}
+	b := make([]byte, recordHeaderLen, n)
+	b[0] = FormatVersion
+	binary.BigEndian.PutUint32(b[1:], uint32(len(entries)))
+	for _, e := range encs {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(e)))
+		b = append(b, e...)
+	}
+	return b
+}
+
+// decodeRecord unpacks a record; it never panics on bad input.
+func decodeRecord(b []byte) ([]Entry, error) {
+	if len(b) < recordHeaderLen {
+		return nil, fmt.Errorf("%w: record shorter than its header", ErrFormat)
+	}
+	if b[0] != FormatVersion {
+		return nil, fmt.Errorf("%w: record %d (this build reads %d)", ErrVersion, b[0], FormatVersion)
+	}
+	count := binary.BigEndian.Uint32(b[1:])
+	rest := b[recordHeaderLen:]
+	if count == 0 || uint64(count) > uint64(len(rest))/4 {
+		return nil, fmt.Errorf("%w: record of %d entries in %d bytes", ErrFormat, count, len(b))
+	}
+	out := make([]Entry, 0, count)
+	for i := uint32(0); i < count; i++ {
+		if len(rest) < 4 {
+			return nil, fmt.Errorf("%w: record cut short", ErrFormat)
+		}
+		n := binary.BigEndian.Uint32(rest)
+		rest = rest[4:]
+		if uint64(n) > uint64(len(rest)) {
+			return nil, fmt.Errorf("%w: record cut short", ErrFormat)
+		}
+		e, err := DecodeEntry(rest[:n])
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 && e.Seq != out[i-1].Seq+1 {
+			return nil, fmt.Errorf("%w: record holds entry %d after %d", ErrFormat, e.Seq, out[i-1].Seq)
+		}
+		out = append(out, e)
+		rest = rest[n:]
+	}
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after a record's entries", ErrFormat, len(rest))
+	}
+	return out, nil
+}
+
+// packRecords groups entries into records of at most maxRecord bytes.
+func packRecords(entries []Entry) [][]Entry {
+	var out [][]Entry
+	start, size := 0, 0
+	for i := range entries {
+		n := len(entries[i].chunk) + len(entries[i].enc) + headerLen + 4
+		if i > start && size+n > maxRecord {
+			out = append(out, entries[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	return append(out, entries[start:])
+}

@@ -85,3 +85,38 @@ func TestCompressedEntriesRoundTrip(t *testing.T) {
 		t.Error("a decoded entry does not re-encode to the bytes received")
 	}
 }
+
+func TestRecords(t *testing.T) {
+	var entries []Entry
+	for i := uint64(1); i <= 5; i++ {
+		entries = append(entries, Entry{Epoch: 1, Seq: i, Op: &store.CreateUser{User: "u"}})
+	}
+	got, err := decodeRecord(encodeRecord(entries))
+	if err != nil || len(got) != 5 || got[4].Seq != 5 {
+		t.Fatalf("record round trip: %d entries, %v", len(got), err)
+	}
+	gap := append([]Entry{}, entries[0], entries[2])
+	if _, err := decodeRecord(encodeRecord(gap)); err == nil {
+		t.Error("a record with a gap decoded")
+	}
+	big := Split(1, 10, 1, bigOp(2*ChunkSize+10))
+	for _, r := range packRecords(append(entries, big...)) {
+		if n := len(encodeRecord(r)); n > maxRecord+ChunkSize/8 {
+			t.Errorf("a record of %d bytes", n)
+		}
+	}
+	for _, bad := range [][]byte{nil, {1}, {1, 0, 0, 0, 0}, {1, 0, 0, 0, 9, 0, 0, 0, 1}, {2, 0, 0, 0, 1}} {
+		if _, err := decodeRecord(bad); err == nil {
+			t.Errorf("decoded %x", bad)
+		}
+	}
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	f.Add(encodeRecord([]Entry{{Epoch: 1, Seq: 1, Op: &store.CreateUser{User: "a"}}, {Epoch: 1, Seq: 2, Op: &store.CreateUser{User: "b"}}}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if r, err := decodeRecord(b); err == nil && len(r) == 0 {
+			t.Fatal("an empty record decoded")
+		}
+	})
+}

@@ -37,7 +37,8 @@ type Follower struct {
 	opts   FollowerOptions
 	lg     *slog.Logger
 
-	asm assembler // chunks of an operation not yet whole
+	asm        assembler // chunks of an operation not yet whole
+	lastRecord uint64    // the local log's last record
 
 	mu      sync.Mutex
 	pos     uint64 // last entry durable in the local log
@@ -61,11 +62,25 @@ func NewFollower(ctx context.Context, l *Log, st *store.Store, remote *nats.Conn
 	}
 	f.lg = f.lg.With("component", "replog", "role", "passive")
 	f.epoch = f.opts.Epoch
-	next, err := catchUp(ctx, l, st, &f.asm, f.opts.OnApplied)
+	next, last, err := catchUp(ctx, l, st, f.opts.OnApplied)
 	if err != nil {
 		return nil, err
 	}
-	f.pos = next - 1
+	f.pos, f.lastRecord = next-1, last
+	// A local log that ends inside a chunked operation (the active died
+	// mid-operation, or this node did) goes on with the chunks before it.
+	for seq := f.pos; seq > 0; seq-- {
+		e, err := l.Get(ctx, seq)
+		if err != nil || !e.IsChunk() {
+			for s := seq + 1; s <= f.pos && err == nil; s++ {
+				var c Entry
+				if c, err = l.Get(ctx, s); err == nil {
+					_, _, err = f.asm.add(c)
+				}
+			}
+			break
+		}
+	}
 	return f, nil
 }
 
@@ -143,17 +158,23 @@ func (f *Follower) follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("replog: the active's log: %w", err)
 	}
-	info, err := st.Info(ctx)
+	state, err := stateOf(ctx, st)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
 	pos := f.pos
 	f.mu.Unlock()
-	if info.State.FirstSeq > pos+1 && info.State.LastSeq >= info.State.FirstSeq {
-		return fmt.Errorf("%w: this node is at %d, the active's log starts at %d", ErrLogTrimmed, pos, info.State.FirstSeq)
+	if state.Last != 0 && state.First > pos+1 {
+		return fmt.Errorf("%w: this node is at %d, the active's log starts at %d", ErrLogTrimmed, pos, state.First)
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: pos + 1}
+	start := state.LastRecord + 1 // nothing new yet: wait for the next record
+	if state.Last > pos {
+		if start, err = findRecord(ctx, st, state, pos+1); err != nil {
+			return err
+		}
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start}
 	cons, err := st.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("replog: read the active's log: %w", err)
@@ -202,13 +223,13 @@ func (f *Follower) follow(ctx context.Context) error {
 				break drain
 			}
 		}
-		entries := make([]Entry, 0, len(batch))
+		var entries []Entry
 		for _, data := range batch {
-			e, err := DecodeEntry(data)
+			r, err := decodeRecord(data)
 			if err != nil {
 				return err
 			}
-			entries = append(entries, e)
+			entries = append(entries, r...)
 		}
 		if err := f.take(ctx, entries); err != nil {
 			return err
@@ -221,6 +242,14 @@ func (f *Follower) take(ctx context.Context, entries []Entry) error {
 	f.mu.Lock()
 	pos, epoch := f.pos, f.epoch
 	f.mu.Unlock()
+	// The first record may begin before this node's position (after a
+	// resync from a checkpoint taken inside it): skip what is here.
+	for len(entries) > 0 && entries[0].Seq <= pos {
+		entries = entries[1:]
+	}
+	if len(entries) == 0 {
+		return nil
+	}
 	for i := range entries {
 		e := &entries[i]
 		if e.Seq != pos+uint64(i)+1 {
@@ -231,9 +260,11 @@ func (f *Follower) take(ctx context.Context, entries []Entry) error {
 		}
 		epoch = e.Epoch
 	}
-	if err := f.log.Append(ctx, entries); err != nil {
+	lastRecord, err := f.log.Append(ctx, f.lastRecord, entries)
+	if err != nil {
 		return err
 	}
+	f.lastRecord = lastRecord
 	last := entries[len(entries)-1].Seq
 	f.mu.Lock()
 	f.pos, f.epoch, f.lastErr = last, epoch, nil

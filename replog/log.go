@@ -89,43 +89,102 @@ func OpenLog(ctx context.Context, nc *nats.Conn, opts *LogOptions) (*Log, error)
 	return &Log{nc: nc, js: js, st: st}, nil
 }
 
-// State is the span of the log held locally.
-type State struct{ First, Last uint64 }
+// State is the span of the log held locally: the first and last entries
+// (log sequences; 0 and 0 when empty) and the stream messages (records)
+// that hold them.
+type State struct {
+	First, Last             uint64
+	FirstRecord, LastRecord uint64
+}
 
-// State returns the first and last sequence held.
-func (l *Log) State(ctx context.Context) (State, error) {
-	info, err := l.st.Info(ctx)
+// State returns the span of the log.
+func (l *Log) State(ctx context.Context) (State, error) { return stateOf(ctx, l.st) }
+
+func stateOf(ctx context.Context, st jetstream.Stream) (State, error) {
+	info, err := st.Info(ctx)
 	if err != nil {
 		return State{}, fmt.Errorf("replog: log state: %w", err)
 	}
-	return State{First: info.State.FirstSeq, Last: info.State.LastSeq}, nil
+	s := State{FirstRecord: info.State.FirstSeq, LastRecord: info.State.LastSeq}
+	if info.State.Msgs == 0 || s.LastRecord < s.FirstRecord {
+		return s, nil
+	}
+	first, err := readRecord(ctx, st, s.FirstRecord)
+	if err != nil {
+		return State{}, err
+	}
+	last, err := readRecord(ctx, st, s.LastRecord)
+	if err != nil {
+		return State{}, err
+	}
+	s.First, s.Last = first[0].Seq, last[len(last)-1].Seq
+	return s, nil
 }
 
-// Append writes entries at their sequence numbers, which must follow the
-// log's last one without a gap: each publish expects the one before it
-// (JetStream's expected-last-sequence), so a writer whose idea of the log
-// is stale fails with ErrStaleWriter instead of forking it. It returns
-// once every entry is fsynced.
-func (l *Log) Append(ctx context.Context, entries []Entry) error {
-	futures := make([]jetstream.PubAckFuture, 0, len(entries))
-	for i := range entries {
-		e := &entries[i]
-		m := nats.NewMsg(Subject)
-		m.Data = e.Encode()
-		f, err := l.js.PublishMsgAsync(m,
-			jetstream.WithExpectLastSequence(e.Seq-1),
-			jetstream.WithMsgID(fmt.Sprintf("%d.%d", e.Epoch, e.Seq)))
+func readRecord(ctx context.Context, st jetstream.Stream, rec uint64) ([]Entry, error) {
+	m, err := st.GetMsg(ctx, rec)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("%w: record %d", ErrNoSuchEntry, rec)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("replog: read record %d: %w", rec, err)
+	}
+	return decodeRecord(m.Data)
+}
+
+// findRecord returns the record holding entry seq (the first record when
+// seq lies before the log), by binary search: records hold ascending
+// sequences.
+func findRecord(ctx context.Context, st jetstream.Stream, s State, seq uint64) (uint64, error) {
+	lo, hi := s.FirstRecord, s.LastRecord
+	if s.Last == 0 || seq <= s.First {
+		return lo, nil
+	}
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		r, err := readRecord(ctx, st, mid)
 		if err != nil {
-			return fmt.Errorf("replog: append %d: %w", e.Seq, err)
+			return 0, err
+		}
+		if r[0].Seq <= seq {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo, nil
+}
+
+// Append writes entries, which must follow the log's last entry without a
+// gap, as records (one per group commit unless it is very large), each
+// expecting the stream's previous record: after is the last record the
+// writer knows of, so a writer whose idea of the log is stale fails with
+// ErrStaleWriter instead of forking it. It returns once every record is
+// fsynced, with the new last record.
+func (l *Log) Append(ctx context.Context, after uint64, entries []Entry) (uint64, error) {
+	records := packRecords(entries)
+	futures := make([]jetstream.PubAckFuture, 0, len(records))
+	for i, r := range records {
+		m := nats.NewMsg(Subject)
+		m.Data = encodeRecord(r)
+		f, err := l.js.PublishMsgAsync(m,
+			jetstream.WithExpectLastSequence(after+uint64(i)),
+			jetstream.WithMsgID(fmt.Sprintf("%d.%d", r[0].Epoch, r[0].Seq)))
+		if err != nil {
+			return after, fmt.Errorf("replog: append %d: %w", r[0].Seq, err)
 		}
 		futures = append(futures, f)
 	}
 	var first error
+	last := after
 	for i, f := range futures {
 		select {
 		case ack := <-f.Ok():
-			if ack.Sequence != entries[i].Seq && first == nil {
-				first = fmt.Errorf("%w: entry %d stored as %d", ErrSeqMismatch, entries[i].Seq, ack.Sequence)
+			if ack.Sequence != after+uint64(i)+1 && first == nil {
+				first = fmt.Errorf("%w: record of entry %d stored as %d", ErrSeqMismatch, records[i][0].Seq, ack.Sequence)
+			}
+			if first == nil {
+				last = ack.Sequence
 			}
 		case err := <-f.Err():
 			if first == nil {
@@ -133,83 +192,98 @@ func (l *Log) Append(ctx context.Context, entries []Entry) error {
 				if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
 					err = fmt.Errorf("%w: %v", ErrStaleWriter, err)
 				}
-				first = fmt.Errorf("replog: append %d: %w", entries[i].Seq, err)
+				first = fmt.Errorf("replog: append %d: %w", records[i][0].Seq, err)
 			}
 		case <-ctx.Done():
 			if first == nil {
-				first = fmt.Errorf("replog: append %d: %w", entries[i].Seq, ctx.Err())
+				first = fmt.Errorf("replog: append %d: %w", records[i][0].Seq, ctx.Err())
 			}
 		}
 	}
-	return first
+	return last, first
 }
 
 // Get reads one entry as stored: a chunk of a large operation has no Op
 // (Replay assembles operations).
 func (l *Log) Get(ctx context.Context, seq uint64) (Entry, error) {
-	m, err := l.st.GetMsg(ctx, seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Entry{}, fmt.Errorf("%w: %d", ErrNoSuchEntry, seq)
-	}
-	if err != nil {
-		return Entry{}, fmt.Errorf("replog: read %d: %w", seq, err)
-	}
-	e, err := DecodeEntry(m.Data)
+	s, err := l.State(ctx)
 	if err != nil {
 		return Entry{}, err
 	}
-	if e.Seq != seq {
-		return Entry{}, fmt.Errorf("%w: stream sequence %d holds entry %d", ErrSeqMismatch, seq, e.Seq)
+	if s.Last == 0 || seq < s.First || seq > s.Last {
+		return Entry{}, fmt.Errorf("%w: %d", ErrNoSuchEntry, seq)
 	}
-	return e, nil
+	rec, err := findRecord(ctx, l.st, s, seq)
+	if err != nil {
+		return Entry{}, err
+	}
+	r, err := readRecord(ctx, l.st, rec)
+	if err != nil {
+		return Entry{}, err
+	}
+	if i := seq - r[0].Seq; seq >= r[0].Seq && i < uint64(len(r)) {
+		return r[i], nil
+	}
+	return Entry{}, fmt.Errorf("%w: record %d does not hold entry %d", ErrSeqMismatch, rec, seq)
 }
 
 // Replay calls fn with each operation of the log from sequence from to
 // until (0: the end), assembled from its chunks, in order. An operation
 // whose chunks begin before from is assembled from its first chunk.
 func (l *Log) Replay(ctx context.Context, from, until uint64, fn func(e *Entry) error) error {
-	state, err := l.State(ctx)
+	s, err := l.State(ctx)
+	if err != nil || s.Last == 0 {
+		return err
+	}
+	if until == 0 || until > s.Last {
+		until = s.Last
+	}
+	rec, err := findRecord(ctx, l.st, s, from)
 	if err != nil {
 		return err
 	}
-	if until == 0 || until > state.Last {
-		until = state.Last
-	}
-	if from < state.First {
-		from = state.First
-	}
-	start := from
-	for start > state.First {
-		e, err := l.Get(ctx, start-1)
-		if err != nil || !e.IsChunk() {
+	// Walk back over records that end inside a chunked operation.
+	for rec > s.FirstRecord {
+		prev, err := readRecord(ctx, l.st, rec-1)
+		if err != nil || !prev[len(prev)-1].IsChunk() {
 			break
 		}
-		start--
+		rec--
 	}
 	var asm assembler
-	for seq := start; seq <= until; seq++ {
-		raw, err := l.Get(ctx, seq)
+	for ; rec <= s.LastRecord; rec++ {
+		r, err := readRecord(ctx, l.st, rec)
 		if err != nil {
 			return err
 		}
-		e, whole, err := asm.add(raw)
-		if err != nil {
-			return err
-		}
-		if !whole || seq < from {
-			continue
-		}
-		if err := fn(&e); err != nil {
-			return err
+		for _, raw := range r {
+			if raw.Seq > until {
+				return nil
+			}
+			e, whole, err := asm.add(raw)
+			if err != nil {
+				return err
+			}
+			if !whole || e.Seq < from {
+				continue
+			}
+			if err := fn(&e); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// Trim deletes the entries below seq.
+// Trim deletes the records wholly below entry seq.
 func (l *Log) Trim(ctx context.Context, below uint64) error {
-	if below <= 1 {
-		return nil
+	s, err := l.State(ctx)
+	if err != nil || s.Last == 0 || below <= s.First {
+		return err
 	}
-	return l.st.Purge(ctx, jetstream.WithPurgeSequence(below))
+	rec, err := findRecord(ctx, l.st, s, below)
+	if err != nil || rec <= s.FirstRecord {
+		return err
+	}
+	return l.st.Purge(ctx, jetstream.WithPurgeSequence(rec))
 }

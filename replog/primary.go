@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/twinbox/twinbox/store"
 )
@@ -53,8 +52,9 @@ type Primary struct {
 	opts PrimaryOptions
 	lg   *slog.Logger
 
-	mu     sync.Mutex // one commit at a time: numbering, appending, applying
-	next   uint64
+	mu         sync.Mutex // one commit at a time: numbering, appending, applying
+	next       uint64
+	lastRecord uint64 // the log's last record as this writer knows it
 	broken error
 
 	posMu   sync.Mutex
@@ -81,11 +81,11 @@ func NewPrimary(ctx context.Context, l *Log, st *store.Store, nc *nats.Conn, opt
 		p.lg = slog.New(slog.DiscardHandler)
 	}
 	p.lg = p.lg.With("component", "replog", "role", "active")
-	next, err := catchUp(ctx, l, st, &assembler{}, p.opts.OnApplied)
+	next, last, err := catchUp(ctx, l, st, p.opts.OnApplied)
 	if err != nil {
 		return nil, err
 	}
-	p.next = next
+	p.next, p.lastRecord = next, last
 	p.sub, err = nc.Subscribe(PositionSubject, p.onPosition)
 	if err != nil {
 		return nil, fmt.Errorf("replog: subscribe to positions: %w", err)
@@ -94,59 +94,38 @@ func NewPrimary(ctx context.Context, l *Log, st *store.Store, nc *nats.Conn, opt
 }
 
 // catchUp applies the local log's entries the store lacks and returns the
-// next sequence to write. A store ahead of an empty log (a standalone
-// node's store, now replicated) moves the log's start past it.
-func catchUp(ctx context.Context, l *Log, st *store.Store, asm *assembler, onApplied func(*Entry, *store.Result)) (uint64, error) {
+// next sequence to write and the log's last record. An empty log (a new
+// node, or a standalone node's store now replicated) starts after the
+// store's position.
+func catchUp(ctx context.Context, l *Log, st *store.Store, onApplied func(*Entry, *store.Result)) (next, lastRecord uint64, err error) {
 	state, err := l.State(ctx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	applied := st.AppliedSeq()
+	if state.Last == 0 {
+		return applied + 1, state.LastRecord, nil
+	}
 	if state.Last < applied {
-		if state.Last != 0 {
-			return 0, fmt.Errorf("%w: the store has applied %d but the log ends at %d", ErrGap, applied, state.Last)
-		}
-		if err := l.st.Purge(ctx, jetstream.WithPurgeSequence(applied+1)); err != nil {
-			return 0, fmt.Errorf("replog: start the log after the store's %d: %w", applied, err)
-		}
-		if state, err = l.State(ctx); err != nil {
-			return 0, err
-		}
-		if state.Last != applied {
-			return 0, fmt.Errorf("%w: could not start the log after %d (it ends at %d)", ErrGap, applied, state.Last)
-		}
+		return 0, 0, fmt.Errorf("%w: the store has applied %d but the log ends at %d", ErrGap, applied, state.Last)
 	}
-	// The entries after the store's position; chunks before it may be
-	// needed to assemble the first operation after it.
-	from := applied + 1
-	for from > state.First && from > 1 {
-		e, err := l.Get(ctx, from-1)
-		if err != nil || !e.IsChunk() {
-			break
-		}
-		from--
+	if state.First > applied+1 {
+		return 0, 0, fmt.Errorf("%w: the store is at %d, the log starts at %d", ErrLogTrimmed, applied, state.First)
 	}
-	for seq := from; seq <= state.Last; seq++ {
-		raw, err := l.Get(ctx, seq)
-		if err != nil {
-			return 0, fmt.Errorf("replog: catch up entry %d: %w", seq, err)
-		}
-		e, whole, err := asm.add(raw)
-		if err != nil {
-			return 0, fmt.Errorf("replog: catch up entry %d: %w", seq, err)
-		}
-		if !whole || seq <= applied {
-			continue
-		}
+	err = l.Replay(ctx, applied+1, state.Last, func(e *Entry) error {
 		res, err := st.Apply(ctx, e.storeEntry())
 		if err != nil {
-			return 0, fmt.Errorf("replog: catch up entry %d: %w", seq, err)
+			return fmt.Errorf("replog: catch up entry %d: %w", e.Seq, err)
 		}
 		if onApplied != nil {
-			onApplied(&e, &res[0])
+			onApplied(e, &res[0])
 		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
 	}
-	return state.Last + 1, nil
+	return state.Last + 1, state.LastRecord, nil
 }
 
 func (p *Primary) onPosition(m *nats.Msg) {
@@ -205,7 +184,8 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 		applied[i] = es[len(es)-1]
 		sentries[i] = applied[i].storeEntry()
 	}
-	if err := p.log.Append(ctx, entries); err != nil {
+	last, err := p.log.Append(ctx, p.lastRecord, entries)
+	if err != nil {
 		// Some entries may be in the log: bring the store and the
 		// numbering back in line with it before anything else is written.
 		p.recoverLocked(ctx, err)
@@ -218,7 +198,7 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 		p.mu.Unlock()
 		return nil, err
 	}
-	p.next = seq
+	p.next, p.lastRecord = seq, last
 	p.mu.Unlock()
 
 	if p.opts.OnApplied != nil {
@@ -279,7 +259,7 @@ func (p *Primary) thin(op store.Op) store.Op {
 }
 
 func (p *Primary) recoverLocked(ctx context.Context, cause error) {
-	next, err := catchUp(ctx, p.log, p.st, &assembler{}, p.opts.OnApplied)
+	next, last, err := catchUp(ctx, p.log, p.st, p.opts.OnApplied)
 	if err != nil || errors.Is(cause, ErrStaleWriter) {
 		if err == nil {
 			err = cause
@@ -288,7 +268,7 @@ func (p *Primary) recoverLocked(ctx context.Context, cause error) {
 		p.lg.Error("log writer stopped", "err", err)
 		return
 	}
-	p.next = next
+	p.next, p.lastRecord = next, last
 }
 
 // waitPeer waits until the passive reports seq durable.

@@ -148,7 +148,7 @@ func TestPairReplicatesAndConfirms(t *testing.T) {
 	}
 	la, _ := a.log.State(ctx)
 	lb, _ := b.log.State(ctx)
-	if la != lb {
+	if la.First != lb.First || la.Last != lb.Last {
 		t.Errorf("logs differ: active %+v, passive %+v", la, lb)
 	}
 
@@ -157,7 +157,9 @@ func TestPairReplicatesAndConfirms(t *testing.T) {
 	if err := p.Retain(ctx, 10); err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := a.log.State(ctx); s.First != pos-10+1 {
+	// Whole records go: the log starts at most 10 entries below the
+	// passive's position, and past its beginning.
+	if s, _ := a.log.State(ctx); s.First > pos-10+1 || s.First <= 1 {
 		t.Errorf("after Retain(10) with the passive at %d the log starts at %d", pos, s.First)
 	}
 

@@ -221,9 +221,9 @@ func NeedsResync(ctx context.Context, remote *nats.Conn, applied uint64) (bool, 
 	if err != nil {
 		return false, fmt.Errorf("replog: the active's log: %w", err)
 	}
-	info, err := st.Info(ctx)
+	s, err := stateOf(ctx, st)
 	if err != nil {
 		return false, err
 	}
-	return info.State.LastSeq >= info.State.FirstSeq && info.State.FirstSeq > applied+1, nil
+	return s.Last != 0 && s.First > applied+1, nil
 }

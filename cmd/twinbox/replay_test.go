@@ -486,7 +486,7 @@ func TestReplay(t *testing.T) {
 	if d := mustDigest(t, n.st); d.Store != f.final.Store {
 		t.Errorf("the node's store changed: %s, was %s", d.Store, f.final.Store)
 	}
-	if s, err := n.log.State(context.Background()); err != nil || s != (replog.State{First: 1, Last: f.last}) {
+	if s, err := n.log.State(context.Background()); err != nil || s.First != 1 || s.Last != f.last {
 		t.Errorf("the node's log: %+v %v, want 1..%d", s, err, f.last)
 	}
 	n.close()
