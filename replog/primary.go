@@ -55,7 +55,7 @@ type Primary struct {
 	mu         sync.Mutex // one commit at a time: numbering, appending, applying
 	next       uint64
 	lastRecord uint64 // the log's last record as this writer knows it
-	broken error
+	broken     error
 
 	posMu   sync.Mutex
 	peerPos uint64
