@@ -2,7 +2,13 @@
 //
 // Usage:
 //
+//	twinbox serve [-c FILE] [flags]
+//	twinbox user add|del|passwd|list NAME
+//	twinbox status [--admin HOST:PORT] [--json]
 //	twinbox verify [--data DIR] [--json]
+//	twinbox verify --admin HOST:PORT --peer HOST:PORT
+//	twinbox replay --data DIR [--until SEQ|TIME]
+//	twinbox bench smtp|lmtp|imap|replication [flags]
 //
 // Every flag also reads a TWINBOX_* environment variable (--data:
 // TWINBOX_DATA). Each subcommand lives in a file of its own.
@@ -55,7 +61,8 @@ Commands:
   user      add, delete, re-password or list users (the passwd-file)
   status    print a running node's status
   bench     load generator: smtp, lmtp or imap against any server
-  verify    check an offline store: blob hashes, reference counts, mailbox invariants
+  verify    check a stopped node's store (hashes, references, invariants), or with
+            --peer compare two running nodes' digests at the same log position
   replay    rebuild a store from a stopped node's log, up to a sequence or time; export a mailbox
 
 Run 'twinbox COMMAND -h' for a command's flags.`
