@@ -262,6 +262,15 @@ func (f *Follower) take(ctx context.Context, entries []Entry) error {
 	}
 	lastRecord, err := f.log.Append(ctx, f.lastRecord, entries)
 	if err != nil {
+		// Part of the batch may be in the local log: take up from what it
+		// holds (applying it), so the retry neither skips nor repeats.
+		if next, last, cerr := catchUp(ctx, f.log, f.st, f.opts.OnApplied); cerr == nil {
+			f.asm = assembler{}
+			f.mu.Lock()
+			f.pos = next - 1
+			f.mu.Unlock()
+			f.lastRecord = last
+		}
 		return err
 	}
 	f.lastRecord = lastRecord
