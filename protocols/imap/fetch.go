@@ -223,6 +223,17 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, r msgRef, m *store.Message
 		for _, sec := range o.BodySection {
 			var b []byte
 			switch {
+			case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierNone && sec.Partial == nil:
+				// BODY[]: the prefix then the shared body, not a copy of both.
+				wc := rw.WriteBodySection(sec, int64(len(m.Prefix)+len(body)))
+				if _, err := wc.Write(m.Prefix); err != nil {
+					wc.Close()
+					return err
+				}
+				if err := writeLiteral(wc, body); err != nil {
+					return err
+				}
+				continue
 			case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierNone:
 				b = partial(literal(), sec.Partial)
 			case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierText:

@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -122,8 +123,13 @@ func (s *session) deliver(r io.Reader) (err error) {
 			obs("DATA", time.Since(start), err)
 		}
 	}()
-	raw, err := io.ReadAll(r)
-	if err != nil {
+	// The message is read straight after its Received header, so the
+	// body is held once.
+	var buf bytes.Buffer
+	hdr := s.receivedHeader()
+	buf.Grow(len(hdr) + 16<<10)
+	buf.WriteString(hdr)
+	if _, err := buf.ReadFrom(r); err != nil {
 		var se *gosmtp.SMTPError
 		if errors.As(err, &se) {
 			return err // 552 from the size limit
@@ -131,7 +137,7 @@ func (s *session) deliver(r io.Reader) (err error) {
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
 			Message: "Message not received in full"}
 	}
-	body := append([]byte(s.receivedHeader()), raw...)
+	body := buf.Bytes()
 	if int64(len(body)) > s.srv.opts.MaxMessageBytes {
 		return gosmtp.ErrDataTooLarge
 	}
