@@ -294,19 +294,7 @@ func TestLargeMessageReplicates(t *testing.T) {
 		t.Skip("moves 50 MB")
 	}
 	ctx := context.Background()
-	a, b := newNode(t, "a"), newNode(t, "b")
-	p, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, PeerTimeout: 60 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	f, err := replog.NewFollower(ctx, b.log, b.st, dialPeer(t, a), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go f.Run(fctx)
+	a, b, p := startPair(t, 60 * time.Second)
 	commit(t, p, &store.CreateUser{User: "alice"})
 	raw := make([]byte, 0, 50_000_000)
 	raw = append(raw, "From: a@example.org\r\nSubject: big\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"...)
@@ -338,19 +326,7 @@ func TestLargeMessageReplicates(t *testing.T) {
 // reference, and the passive links it like the active.
 func TestBodyTravelsOnce(t *testing.T) {
 	ctx := context.Background()
-	a, b := newNode(t, "a"), newNode(t, "b")
-	p, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, PeerTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	f, err := replog.NewFollower(ctx, b.log, b.st, dialPeer(t, a), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go f.Run(fctx)
+	a, b, p := startPair(t, 10 * time.Second)
 	commit(t, p, &store.CreateUser{User: "alice"}, &store.CreateUser{User: "bob"})
 	noise := make([]byte, 200_000)
 	rand.NewChaCha8([32]byte{7}).Read(noise)
@@ -452,4 +428,26 @@ func TestResyncFromCheckpoint(t *testing.T) {
 	if da, db := digest(t, a.st), digest(t, st); da.Store != db.Store {
 		t.Fatal("digests differ after resync")
 	}
+}
+
+// startPair runs an active (sync, with this peer timeout) and a passive
+// that follows it until the test ends.
+func startPair(t *testing.T, peerTimeout time.Duration) (a, b *node, p *replog.Primary) {
+	t.Helper()
+	ctx := context.Background()
+	a, b = newNode(t, "a"), newNode(t, "b")
+	p, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, PeerTimeout: peerTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	f, err := replog.NewFollower(ctx, b.log, b.st, dialPeer(t, a), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { f.Run(fctx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	return a, b, p
 }
