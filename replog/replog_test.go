@@ -294,7 +294,7 @@ func TestLargeMessageReplicates(t *testing.T) {
 		t.Skip("moves 50 MB")
 	}
 	ctx := context.Background()
-	a, b, p := startPair(t, 60 * time.Second)
+	a, b, p := startPair(t, 60*time.Second)
 	commit(t, p, &store.CreateUser{User: "alice"})
 	raw := make([]byte, 0, 50_000_000)
 	raw = append(raw, "From: a@example.org\r\nSubject: big\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"...)
@@ -326,7 +326,7 @@ func TestLargeMessageReplicates(t *testing.T) {
 // reference, and the passive links it like the active.
 func TestBodyTravelsOnce(t *testing.T) {
 	ctx := context.Background()
-	a, b, p := startPair(t, 10 * time.Second)
+	a, b, p := startPair(t, 10*time.Second)
 	commit(t, p, &store.CreateUser{User: "alice"}, &store.CreateUser{User: "bob"})
 	noise := make([]byte, 200_000)
 	rand.NewChaCha8([32]byte{7}).Read(noise)
