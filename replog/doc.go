@@ -1,11 +1,38 @@
 // Package replog is the ordered write log of a Twinbox pair (DESIGN.md,
 // replog/): store operations become log entries (format version, epoch,
-// sequence, operation) in a local JetStream file stream with SyncAlways,
-// streamed to the passive node, which appends them at the same sequence
-// numbers and applies them to its store.
+// sequence, operation) in a local JetStream file stream, streamed to the
+// passive node, which appends them at the same sequence numbers and
+// applies them to its store.
 //
-// It depends on store (the operations and Apply) and dedupe (bodies sent
-// once) only. The replicated pair is the subject of its own issue; until it
-// lands, a standalone node's log is the store's own applied sequence
-// (store.Store.ApplyNext).
+// Durability. StartServer runs nats-server with SyncAlways (checked) and
+// OpenLog keeps the log in an R1 file stream in the default persist mode
+// (checked); Log.Append returns once its records are fsynced. A group
+// commit's entries travel and are stored as one record (one stream
+// message, one fsync per node); an operation above ChunkSize is cut into
+// chunk entries, since JetStream's file store refuses records above
+// 32 MiB. The store applies behind the log without an fsync of its own
+// (store.ApplyLogged): a restart replays the log's tail from the store's
+// applied position.
+//
+// Roles. The primitives a role change is made of:
+//   - NewPrimary(log, store, epoch E) makes this node the writer at epoch E:
+//     it first applies the local log's tail, then numbers every entry after
+//     the log's last one and appends with expected-last-sequence, so a
+//     second or stale writer fails (ErrStaleWriter) instead of forking the
+//     log. Commit appends and applies; WaitPeer(seq) is the wait for the
+//     passive's durable position (DRBD's protocol C), outside the commit.
+//   - NewFollower(log, store, connection to the active) makes this node a
+//     passive: Run reads the active's log from its own position, refuses
+//     entries of an older epoch (ErrStaleEpoch) and gaps, appends, reports
+//     its position (PositionSubject) and applies.
+//   - Resync / ServeResync move a checkpoint of the active's store to a
+//     passive whose position was trimmed away (NeedsResync).
+//
+// To change roles a node stops the one (Follower.Run's context, or
+// Primary.Close after its last commit) before making the other, and the
+// epoch of a new active must be above every epoch in the log; persisting
+// and raising epochs, fencing and deciding who is active belong to the
+// failover package.
+//
+// It depends on store only (dedupe in tests).
 package replog
