@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -150,6 +151,12 @@ func adminHandler(m *metrics, status func() status, digest func() (store.Digest,
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(d)
 	})
+	// Go's profiler, for an operator on the admin address (loopback by
+	// default): go tool pprof http://ADMIN/debug/pprof/profile
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
 	return mux
 }
