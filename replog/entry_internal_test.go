@@ -70,7 +70,7 @@ func TestCompressedEntriesRoundTrip(t *testing.T) {
 	}
 	op := &store.Deliver{Body: store.Body{ID: store.HashBlob([]byte("x")), Size: 1, Stored: true}, Targets: targets}
 	es := Split(1, 1, 1, op)
-	if len(es) != 1 || es[0].kind&flagZstd == 0 {
+	if len(es) != 1 || es[0].kind&flagS2 == 0 {
 		t.Fatalf("50 targets not compressed: %d entries, kind %x", len(es), es[0].kind)
 	}
 	b := es[0].Encode()
