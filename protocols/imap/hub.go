@@ -233,6 +233,12 @@ func (h *hub) reconcileLocked(v *view, source *imapserver.SessionTracker, own []
 		}
 	}
 	v.modseq = info.HighestModSeq
+	for sess := range v.sessions {
+		select {
+		case sess.wake <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+	}
 	return info, nil
 }
 

@@ -192,7 +192,7 @@ type origin struct {
 }
 
 func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-	sess := &session{srv: s, conn: c}
+	sess := &session{srv: s, conn: c, wake: make(chan struct{}, 1)}
 	nc := c.NetConn()
 	if _, ok := nc.(*tls.Conn); ok {
 		sess.tls = true

@@ -36,6 +36,9 @@ type session struct {
 	// still be reading it when Close runs: selMu orders those two.
 	selMu sync.Mutex
 	sel   *selected
+	// wake is signalled by the hub when updates were queued for the
+	// selected mailbox (IDLE).
+	wake chan struct{}
 }
 
 // selected is the state of the Selected state.
@@ -525,7 +528,21 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 		<-stop
 		return nil
 	}
-	return sel.tracker.Idle(w, stop)
+	// Not SessionTracker.Idle: it waits for the next update without
+	// flushing those queued before it started, so a delivery landing
+	// between the last poll and IDLE waited for the one after it. The hub
+	// wakes the session after queueing (s.wake holds one wake-up, so none
+	// is lost), and every round starts with a poll.
+	for {
+		if err := sel.tracker.Poll(w, true); err != nil {
+			return err
+		}
+		select {
+		case <-s.wake:
+		case <-stop:
+			return nil
+		}
+	}
 }
 
 func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) (err error) {
