@@ -151,13 +151,6 @@ func (p *Primary) PeerPosition() (uint64, time.Time) {
 	return p.peerPos, p.peerAt
 }
 
-// Next is the sequence the next entry will get.
-func (p *Primary) Next() uint64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.next
-}
-
 // Commit writes ops as consecutive log entries, appended and fsynced in the
 // local log, and applies them to the store. It does not wait for the
 // passive: the caller acknowledges a client only after WaitPeer(Seq), so

@@ -57,30 +57,6 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-// userDir adapts the passwd-file and its login guard to protocols.Users.
-type userDir struct {
-	file  *users.File
-	guard *users.Guard
-}
-
-// Lookup and Check re-read the passwd-file (a stat when it is unchanged)
-// before refusing an unknown user, so a user added a moment ago by
-// `twinbox user add` is known at once, not only at the next poll.
-func (u userDir) Lookup(user string) bool {
-	if u.file.Lookup(user) {
-		return true
-	}
-	u.file.Reload()
-	return u.file.Lookup(user)
-}
-
-func (u userDir) Check(ctx context.Context, user, password, remote string) error {
-	if !u.file.Lookup(user) {
-		u.file.Reload()
-	}
-	return u.guard.Check(ctx, user, password, remote)
-}
-
 // listener is one bound address of the node.
 type listener struct {
 	name  string
@@ -105,7 +81,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	if err != nil {
 		return err
 	}
-	dir := userDir{pw, guard}
+	dir := users.Directory{File: pw, Guard: guard}
 
 	if c.Role == "passive" {
 		if err := resyncIfNeeded(ctx, c, log, stdout); err != nil {

@@ -32,6 +32,7 @@ type Env struct {
 	IMAPAddr, SMTPAddr string
 	LMTPAddr           string
 	Guard              *users.Guard
+	Passwd             string // the passwd-file
 	// Slept is the total login delay the guard asked for (not slept).
 	Slept atomic.Int64
 }
@@ -67,14 +68,14 @@ func Start(tb testing.TB, o *Options) *Env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e := &Env{}
+	e := &Env{Passwd: passwd}
 	e.Guard, err = users.NewGuard(pw, &users.GuardOptions{
 		Sleep: func(ctx context.Context, d time.Duration) error { e.Slept.Add(int64(d)); return nil },
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	dirUsers := userDir{pw, e.Guard}
+	dirUsers := users.Directory{File: pw, Guard: e.Guard}
 	ctx := context.Background()
 	e.Node, err = node.Open(ctx, filepath.Join(dir, "store"), &node.Options{
 		Store: &store.Options{MaxMessageSize: o.MaxMessageSize}, Logger: log,
@@ -132,16 +133,6 @@ func Start(tb testing.TB, o *Options) *Env {
 		}
 	})
 	return e
-}
-
-type userDir struct {
-	f *users.File
-	g *users.Guard
-}
-
-func (u userDir) Lookup(user string) bool { return u.f.Lookup(user) }
-func (u userDir) Check(ctx context.Context, user, password, remote string) error {
-	return u.g.Check(ctx, user, password, remote)
 }
 
 // Eventually polls cond until it holds or the bound passes.
