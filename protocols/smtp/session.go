@@ -149,17 +149,23 @@ func (s *session) deliver(r io.Reader) (err error) {
 			continue // the same mailbox twice gets one copy
 		}
 		seen[rc.user] = true
-		if err := s.srv.ensureUser(ctx, rc.user); err != nil {
-			return s.srv.replyFor(err)
-		}
 		op.Targets = append(op.Targets, store.Target{
 			User: rc.user, Mailbox: store.Inbox,
 			Prefix: []byte("Return-Path: <" + s.from + ">\r\nDelivered-To: " + rc.addr + "\r\n"),
 		})
 	}
-	res, err := s.srv.opts.Writer.Write(ctx, op)
-	if err == nil {
-		err = res.Err
+	err = s.srv.write(ctx, op)
+	if errors.Is(err, store.ErrNoUser) {
+		// A user of the passwd-file not yet in the store (added a moment
+		// ago, before the node's sync of the file ran): create the missing
+		// ones and deliver again. Nothing of the refused delivery was
+		// applied; the common case pays no lookup.
+		for _, t := range op.Targets {
+			if err := s.srv.ensureUser(ctx, t.User); err != nil {
+				return s.srv.replyFor(err)
+			}
+		}
+		err = s.srv.write(ctx, op)
 	}
 	if err != nil {
 		return s.srv.replyFor(err)
@@ -170,6 +176,15 @@ func (s *session) deliver(r io.Reader) (err error) {
 	return nil
 }
 
+// write commits op; a refusal by the store is returned as the error.
+func (s *Server) write(ctx context.Context, op store.Op) error {
+	res, err := s.opts.Writer.Write(ctx, op)
+	if err == nil {
+		err = res.Err
+	}
+	return err
+}
+
 // ensureUser creates a user of the passwd-file in the store on its first
 // delivery.
 func (s *Server) ensureUser(ctx context.Context, user string) error {
@@ -177,10 +192,7 @@ func (s *Server) ensureUser(ctx context.Context, user string) error {
 	if err != nil || ok {
 		return err
 	}
-	res, err := s.opts.Writer.Write(ctx, &store.CreateUser{User: user, UIDValidity: uint32(time.Now().Unix())})
-	if err == nil {
-		err = res.Err
-	}
+	err = s.write(ctx, &store.CreateUser{User: user, UIDValidity: uint32(time.Now().Unix())})
 	if errors.Is(err, store.ErrUserExists) {
 		return nil
 	}

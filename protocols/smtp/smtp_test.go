@@ -16,6 +16,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/twinbox/twinbox/protocols/internal/prototest"
+	"github.com/twinbox/twinbox/protocols/users"
 	"github.com/twinbox/twinbox/store"
 )
 
@@ -352,5 +353,27 @@ func TestShutdownIsGraceful(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", e.SMTPAddr, time.Second); err == nil {
 		t.Errorf("still accepting after shutdown")
+	}
+}
+
+// TestNewUserGetsMailAtOnce: a user added to the passwd-file, not yet in
+// the store, receives mail: the first delivery creates the user.
+func TestNewUserGetsMailAtOnce(t *testing.T) {
+	e := prototest.Start(t, nil)
+	if err := users.Add(e.Passwd, "dave", "dave-pw", &users.EditOptions{Cost: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := e.Node.Store().HasUser("dave"); ok {
+		t.Fatal("dave is in the store before any delivery")
+	}
+	c := dial(t, e.SMTPAddr, false)
+	if err := c.SendMail("a@example.org", []string{"dave@localhost", "alice@localhost"}, strings.NewReader(message)); err != nil {
+		t.Fatalf("delivery to a new user: %v", err)
+	}
+	if n := len(inbox(t, e, "dave")); n != 1 {
+		t.Errorf("dave has %d messages", n)
+	}
+	if n := len(inbox(t, e, "alice")); n != 1 {
+		t.Errorf("alice has %d messages", n)
 	}
 }
