@@ -151,7 +151,9 @@ func (e *Entry) Encode() []byte {
 	return append(b, payload...)
 }
 
-// DecodeEntry decodes an entry; it never panics on bad input.
+// DecodeEntry decodes an entry; it never panics on bad input. The entry
+// keeps (does not copy) the payload of b, so that it re-encodes to the
+// bytes received without holding a body twice: b must not be reused.
 func DecodeEntry(b []byte) (Entry, error) {
 	if len(b) < 1 {
 		return Entry{}, errShortPayload
@@ -171,12 +173,12 @@ func DecodeEntry(b []byte) (Entry, error) {
 	switch e.kind & kindMask {
 	case kindWhole:
 	case kindChunk, kindLast:
-		e.chunk = append([]byte(nil), b[headerLen:]...)
+		e.chunk = b[headerLen:]
 		return e, nil // decoded by an assembler with the chunks before it
 	default:
 		return Entry{}, fmt.Errorf("%w: entry %d: unknown kind %d", ErrFormat, e.Seq, e.kind)
 	}
-	e.enc = append([]byte(nil), b[headerLen:]...) // re-encoded as received
+	e.enc = b[headerLen:] // re-encoded as received
 	op, err := decodeOp(e.enc, e.kind&flagS2 != 0)
 	if err != nil {
 		return Entry{}, fmt.Errorf("%w: entry %d: %v", ErrFormat, e.Seq, err)
