@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,6 +40,8 @@ type Follower struct {
 
 	asm        assembler // chunks of an operation not yet whole
 	lastRecord uint64    // the local log's last record
+
+	takes, takeNanos atomic.Uint64 // batches made durable here, and their time from arrival to report
 
 	mu      sync.Mutex
 	pos     uint64 // last entry durable in the local log
@@ -89,13 +92,19 @@ type FollowerStatus struct {
 	Position uint64 // last entry durable here
 	Epoch    uint64
 	Err      error // the last error, until the next success
+	// Takes is how many batches of records were made durable here,
+	// taking TakeTime in all from their arrival to the report of their
+	// position (decoding, the local append and its fsync).
+	Takes    uint64
+	TakeTime time.Duration
 }
 
 // Status returns the follower's position and last error.
 func (f *Follower) Status() FollowerStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return FollowerStatus{Position: f.pos, Epoch: f.epoch, Err: f.lastErr}
+	return FollowerStatus{Position: f.pos, Epoch: f.epoch, Err: f.lastErr,
+		Takes: f.takes.Load(), TakeTime: time.Duration(f.takeNanos.Load())}
 }
 
 // Run follows the active's log until ctx ends. Connection losses are
@@ -213,6 +222,7 @@ func (f *Follower) follow(ctx context.Context) error {
 			continue
 		case first = <-msgs:
 		}
+		arrived := time.Now()
 		batch := [][]byte{first}
 	drain:
 		for len(batch) < f.opts.Batch {
@@ -231,14 +241,14 @@ func (f *Follower) follow(ctx context.Context) error {
 			}
 			entries = append(entries, r...)
 		}
-		if err := f.take(ctx, entries); err != nil {
+		if err := f.take(ctx, entries, arrived); err != nil {
 			return err
 		}
 	}
 }
 
 // take appends entries to the local log, applies them and reports.
-func (f *Follower) take(ctx context.Context, entries []Entry) error {
+func (f *Follower) take(ctx context.Context, entries []Entry, arrived time.Time) error {
 	f.mu.Lock()
 	pos, epoch := f.pos, f.epoch
 	f.mu.Unlock()
@@ -279,6 +289,8 @@ func (f *Follower) take(ctx context.Context, entries []Entry) error {
 	f.pos, f.epoch, f.lastErr = last, epoch, nil
 	f.mu.Unlock()
 	f.report() // durable here: the active may acknowledge
+	f.takes.Add(1)
+	f.takeNanos.Add(uint64(time.Since(arrived)))
 	var whole []Entry
 	var sentries []store.Entry
 	for _, raw := range entries {

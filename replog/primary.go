@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -56,6 +57,9 @@ type Primary struct {
 	next       uint64
 	lastRecord uint64 // the log's last record as this writer knows it
 	broken     error
+
+	appends, appendNanos     atomic.Uint64 // local log appends (one per commit) and their time
+	peerWaits, peerWaitNanos atomic.Uint64 // confirmed waits for the passive and their time
 
 	posMu   sync.Mutex
 	peerPos uint64
@@ -177,7 +181,10 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 		applied[i] = es[len(es)-1]
 		sentries[i] = applied[i].storeEntry()
 	}
+	t0 := time.Now()
 	last, err := p.log.Append(ctx, p.lastRecord, entries)
+	p.appends.Add(1)
+	p.appendNanos.Add(uint64(time.Since(t0)))
 	if err != nil {
 		// Some entries may be in the log: bring the store and the
 		// numbering back in line with it before anything else is written.
@@ -264,8 +271,30 @@ func (p *Primary) recoverLocked(ctx context.Context, cause error) {
 	p.next, p.lastRecord = next, last
 }
 
+// PrimaryStats are the active's write-path timings since it started.
+type PrimaryStats struct {
+	// Appends is how many commits appended to the local log, taking
+	// AppendTime in all (the write and its fsync).
+	Appends    uint64
+	AppendTime time.Duration
+	// PeerWaits is how many waits for the passive ended confirmed,
+	// taking PeerWaitTime in all: what sync replication adds after the
+	// local commit.
+	PeerWaits    uint64
+	PeerWaitTime time.Duration
+}
+
+// Stats returns the write-path timings.
+func (p *Primary) Stats() PrimaryStats {
+	return PrimaryStats{
+		Appends: p.appends.Load(), AppendTime: time.Duration(p.appendNanos.Load()),
+		PeerWaits: p.peerWaits.Load(), PeerWaitTime: time.Duration(p.peerWaitNanos.Load()),
+	}
+}
+
 // waitPeer waits until the passive reports seq durable.
 func (p *Primary) waitPeer(ctx context.Context, seq uint64) error {
+	t0 := time.Now()
 	t := time.NewTimer(p.opts.PeerTimeout)
 	defer t.Stop()
 	for {
@@ -273,6 +302,8 @@ func (p *Primary) waitPeer(ctx context.Context, seq uint64) error {
 		pos, ch := p.peerPos, p.posCh
 		p.posMu.Unlock()
 		if pos >= seq {
+			p.peerWaits.Add(1)
+			p.peerWaitNanos.Add(uint64(time.Since(t0)))
 			return nil
 		}
 		select {

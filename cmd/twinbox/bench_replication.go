@@ -31,7 +31,8 @@ import (
 )
 
 const benchReplicationUsage = `usage: twinbox bench replication [--sessions 16] [--size 10240] [--duration 20s]
-       [--rcpts 1,50] [--link-count 500] [--catchup 2000] [--json] [--keep]
+       [--rcpts 1,50] [--link-count 500] [--catchup 2000] [--pin NODE/PASSIVE/LOAD]
+       [--json] [--keep]
 
 Measures what synchronous replication costs, side by side in one run on this
 machine. Starts 'twinbox serve' processes of this binary on temporary data
@@ -48,6 +49,15 @@ pair with sync replication), adds user1..user50 to each node, then:
   3. on another pair, in async mode: stop the passive (SIGTERM), deliver
      --catchup messages to the active, start the passive again and time it
      until its /digest is at the active's position: entries/s and MB/s.
+
+--pin gives each side its own processor cores, as two machines would: the
+standalone and the active run on the NODE cores, the passive on the
+PASSIVE cores, and this process (the load generator) on the LOAD cores,
+each a taskset(1) list such as 0, 0-3 or 0,2. "--pin 0/1/1" on a
+two-core machine runs the active and the standalone each alone on core
+0, and the passive on core 1 beside the load. Without --pin every process
+shares every core, so the passive's work is taken from the active's.
+Either way the nodes share this machine's disk.
 
 Every node gets SIGTERM at the end (and on Ctrl-C); the data directories,
 with each node's log, are removed unless --keep.
@@ -80,7 +90,32 @@ type replBenchConfig struct {
 	LinkCount int
 	Catchup   int
 	Keep      bool
+	Pin       *replPin  // nil: every process on every core
 	Log       io.Writer // progress lines (stderr)
+}
+
+// replPin is where --pin puts the processes: taskset(1) CPU lists.
+type replPin struct {
+	Node    string `json:"node"`    // the standalone and the active
+	Passive string `json:"passive"` // the passive
+	Load    string `json:"load"`    // the bench itself, the load generator
+}
+
+// parsePin reads NODE/PASSIVE/LOAD; each list must be one taskset takes.
+func parsePin(s string) (*replPin, error) {
+	if s == "" {
+		return nil, nil
+	}
+	f := strings.Split(s, "/")
+	if len(f) != 3 {
+		return nil, fmt.Errorf("--pin %q: want NODE/PASSIVE/LOAD, three CPU lists such as 0/1/1", s)
+	}
+	for _, l := range f {
+		if _, err := cpuList(l); err != nil {
+			return nil, fmt.Errorf("--pin %q: %v", s, err)
+		}
+	}
+	return &replPin{Node: f[0], Passive: f[1], Load: f[2]}, nil
 }
 
 // validate reports every problem at once.
@@ -139,6 +174,7 @@ func runBenchReplication(ctx context.Context, args []string, stdout, stderr io.W
 	catchup := fs.Int("catchup", 2000, "messages delivered while the passive is down, for the catch-up phase")
 	asJSON := fs.Bool("json", false, "print the report as one JSON object")
 	keep := fs.Bool("keep", false, "keep the temporary data directories and the nodes' logs")
+	pin := fs.String("pin", "", "NODE/PASSIVE/LOAD: CPU lists for the standalone and active, the passive, and the load generator (see above)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, benchReplicationUsage)
 		fs.PrintDefaults()
@@ -156,9 +192,13 @@ func runBenchReplication(ctx context.Context, args []string, stdout, stderr io.W
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	pn, err := parsePin(*pin)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
 	cfg := replBenchConfig{
 		Sessions: *sessions, Size: *size, Duration: *duration, Rcpts: rc,
-		LinkCount: *linkCount, Catchup: *catchup, Keep: *keep, Log: stderr,
+		LinkCount: *linkCount, Catchup: *catchup, Keep: *keep, Pin: pn, Log: stderr,
 	}
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -213,6 +253,7 @@ type replReport struct {
 	Sessions  int             `json:"sessions"`
 	Size      int             `json:"message_size"`
 	Duration  float64         `json:"duration_s"`
+	Pin       *replPin        `json:"pin,omitempty"`
 	Delivery  []*replDelivery `json:"delivery"`
 	Link      *replLink       `json:"link,omitempty"`
 	Catchup   *replCatchup    `json:"catchup,omitempty"`
@@ -244,6 +285,66 @@ type replDelivery struct {
 	// during the replicated run per delivered message (failed messages
 	// and the link's own traffic included).
 	LinkBytesPerMessage float64 `json:"link_bytes_per_message"`
+	// CPU is the processor time each process spent per delivered
+	// message during the timed runs.
+	CPU replCPU `json:"cpu_us_per_message"`
+	// Wait is where a replicated commit's time went, from the nodes'
+	// own timings over the replicated run.
+	Wait replWait `json:"wait"`
+}
+
+// replWait breaks a replicated commit down, as means over the run in
+// milliseconds: the active's append to its log (write and fsync, once per
+// group commit), its wait for the passive after that (per delivery), and
+// within that wait the passive's own part, from a batch's arrival to the
+// report of its position (decoding, its append and fsync). The rest of
+// the wait is the record's way to the passive and the report's way back.
+type replWait struct {
+	AppendMs        float64 `json:"active_append_ms"`
+	PeerWaitMs      float64 `json:"active_peer_wait_ms"`
+	PassiveTakeMs   float64 `json:"passive_take_ms"`
+	EntriesPerTake  float64 `json:"entries_per_passive_batch"`
+	EntriesPerGroup float64 `json:"entries_per_group_commit"`
+}
+
+// waitBetween computes replWait from the nodes' /status before and after.
+func waitBetween(a0, a1, p0, p1 *status) replWait {
+	var w replWait
+	if a0.Replication == nil || a1.Replication == nil || p0.Replication == nil || p1.Replication == nil {
+		return w
+	}
+	ra0, ra1, rp0, rp1 := a0.Replication, a1.Replication, p0.Replication, p1.Replication
+	mean := func(secs float64, n uint64) float64 {
+		if n == 0 {
+			return 0
+		}
+		return secs * 1e3 / float64(n)
+	}
+	w.AppendMs = mean(ra1.AppendSeconds-ra0.AppendSeconds, ra1.Appends-ra0.Appends)
+	w.PeerWaitMs = mean(ra1.PeerWaitSeconds-ra0.PeerWaitSeconds, ra1.PeerWaits-ra0.PeerWaits)
+	w.PassiveTakeMs = mean(rp1.TakeSeconds-rp0.TakeSeconds, rp1.Takes-rp0.Takes)
+	entries := float64(a1.Applied - a0.Applied)
+	if n := rp1.Takes - rp0.Takes; n > 0 {
+		w.EntriesPerTake = entries / float64(n)
+	}
+	if n := ra1.Appends - ra0.Appends; n > 0 {
+		w.EntriesPerGroup = entries / float64(n)
+	}
+	return w
+}
+
+// replCPU is processor time (user + system) per delivered message, in
+// microseconds, read from /proc before and after a timed run: what the
+// machine's cores paid for each delivery, by process. Busy is the share
+// of all cores the processes used together during the run.
+type replCPU struct {
+	Standalone     float64 `json:"standalone"`
+	StandaloneLoad float64 `json:"standalone_load_generator"`
+	StandaloneBusy float64 `json:"standalone_busy"`
+	Active         float64 `json:"active"`
+	Passive        float64 `json:"passive"`
+	ReplicatedLoad float64 `json:"replicated_load_generator"`
+	ReplicatedBusy float64 `json:"replicated_busy"`
 }
 
 // replLag is the passive's lag sampled every 100 ms. LogLag is the
@@ -317,7 +418,12 @@ func benchReplication(ctx context.Context, cfg replBenchConfig) (rep *replReport
 	pw := make([]byte, 16)
 	rand.Read(pw)
 	b.linkPassword = hex.EncodeToString(pw)
-	rep = &replReport{Machine: machineInfo(), Sessions: cfg.Sessions, Size: cfg.Size, Duration: cfg.Duration.Seconds()}
+	rep = &replReport{Machine: machineInfo(), Sessions: cfg.Sessions, Size: cfg.Size, Duration: cfg.Duration.Seconds(), Pin: cfg.Pin}
+	if cfg.Pin != nil {
+		if err := pinSelf(cfg.Pin.Load); err != nil {
+			return rep, fmt.Errorf("bench replication: --pin: %w", err)
+		}
+	}
 	defer func() {
 		if serr := b.stopAll(); serr != nil {
 			err = errors.Join(err, serr)
@@ -384,10 +490,17 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 			return err
 		}
 		b.logf("LMTP, %d recipient(s), %v against the standalone", r, cfg.Duration)
+		cpu := startCPU(solo)
 		if d.Standalone, err = b.deliver(ctx, solo, r, loadgen.Limits{Duration: cfg.Duration}); err != nil {
 			return err
 		}
+		used := cpu.used(d.Standalone)
+		d.CPU.Standalone, d.CPU.StandaloneLoad, d.CPU.StandaloneBusy = used.nodes[0], used.self, used.busy
 		before, err := b.status(ctx, passive)
+		if err != nil {
+			return err
+		}
+		activeBefore, err := b.status(ctx, active)
 		if err != nil {
 			return err
 		}
@@ -395,8 +508,13 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 		sctx, stopSampling := context.WithCancel(ctx)
 		lagc := make(chan replLag, 1)
 		go func() { lagc <- b.sampleLag(sctx, active, passive) }()
+		cpu = startCPU(active, passive)
 		d.Replicated, err = b.deliver(ctx, active, r, loadgen.Limits{Duration: cfg.Duration})
 		stopSampling()
+		if err == nil {
+			used := cpu.used(d.Replicated)
+			d.CPU.Active, d.CPU.Passive, d.CPU.ReplicatedLoad, d.CPU.ReplicatedBusy = used.nodes[0], used.nodes[1], used.self, used.busy
+		}
 		d.Lag = <-lagc
 		if err != nil {
 			return err
@@ -408,6 +526,11 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 		if err != nil {
 			return err
 		}
+		activeAfter, err := b.status(ctx, active)
+		if err != nil {
+			return err
+		}
+		d.Wait = waitBetween(activeBefore, activeAfter, before, after)
 		if n := d.Replicated.Delivered; n > 0 {
 			d.LinkBytesPerMessage = float64(linkBytes(after)-linkBytes(before)) / float64(n)
 		}
@@ -717,7 +840,7 @@ func (b *replBench) getJSON(ctx context.Context, n *benchNode, path string, v an
 // root, every listener on a port the kernel picks.
 func (b *replBench) start(ctx context.Context, name string, extra []string) (*benchNode, error) {
 	n := &benchNode{
-		name: name, bin: b.cfg.Bin, data: filepath.Join(b.root, name),
+		name: name, bin: b.cfg.Bin, data: filepath.Join(b.root, name), cpus: b.cpus(name),
 		logPath: filepath.Join(b.root, name+".log"),
 		paired:  slices.Contains(extra, "--role"),
 		env:     append(benchEnv(), "TWINBOX_LINK_PASSWORD="+b.linkPassword),
@@ -735,6 +858,18 @@ func (b *replBench) start(ctx context.Context, name string, extra []string) (*be
 
 // startSoloAndPair starts a standalone node and a sync pair, their names
 // prefixed, with the bench users in every store.
+// cpus is the CPU list --pin gives the node called name ("" unpinned).
+func (b *replBench) cpus(name string) string {
+	switch p := b.cfg.Pin; {
+	case p == nil:
+		return ""
+	case strings.HasSuffix(name, "-passive"):
+		return p.Passive
+	default:
+		return p.Node
+	}
+}
+
 func (b *replBench) startSoloAndPair(ctx context.Context, prefix string) (solo, active, passive *benchNode, err error) {
 	if solo, err = b.start(ctx, prefix+"standalone", nil); err != nil {
 		return nil, nil, nil, err
@@ -823,6 +958,7 @@ func benchEnv() []string {
 // benchNode is one `twinbox serve` process.
 type benchNode struct {
 	name, bin, data, logPath string
+	cpus                     string // a taskset(1) CPU list; "" runs anywhere
 	args, env                []string
 	paired                   bool
 
@@ -842,6 +978,9 @@ func (n *benchNode) start(ctx context.Context, hc *http.Client) error {
 		return err
 	}
 	cmd := exec.Command(n.bin, n.args...)
+	if n.cpus != "" { // taskset execs the node: the process is the node's
+		cmd = exec.Command("taskset", append([]string{"--cpu-list", n.cpus, n.bin}, n.args...)...)
+	}
 	cmd.Env = n.env
 	cmd.Stderr = logf
 	stdout, err := cmd.StdoutPipe()
@@ -1027,8 +1166,13 @@ func (r *replReport) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "twinbox bench replication: LMTP, %d sessions, %d-byte messages, %s per timed run\n",
 		r.Sessions, r.Size, time.Duration(r.Duration*float64(time.Second)))
-	fmt.Fprintf(&b, "every node a separate process on this machine: %d CPUs (%s), %s, %s\n\n",
+	fmt.Fprintf(&b, "every node a separate process on this machine: %d CPUs (%s), %s, %s\n",
 		r.Machine.CPUs, model, r.Machine.Go, r.Machine.Date)
+	if p := r.Pin; p != nil {
+		fmt.Fprintf(&b, "pinned: standalone and active on CPU %s, passive on CPU %s, load generator on CPU %s\n\n", p.Node, p.Passive, p.Load)
+	} else {
+		fmt.Fprintf(&b, "not pinned: every process shares every CPU\n\n")
+	}
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\tstandalone\treplicated (sync)\treplicated/standalone")
 	for _, d := range r.Delivery {
@@ -1044,6 +1188,17 @@ func (r *replReport) WriteText(w io.Writer) error {
 		fmt.Fprintf(tw, "  passive lag, applied (max / p99 entries)\t\t%d / %d\t\n", d.Lag.AppliedMax, d.Lag.AppliedP99)
 		fmt.Fprintf(tw, "  lag samples (every 100 ms)\t\t%d\t\n", d.Lag.Samples)
 		fmt.Fprintf(tw, "  link bytes per delivered message\t\t%.0f\t\n", d.LinkBytesPerMessage)
+		if w := d.Wait; w.AppendMs > 0 {
+			fmt.Fprintf(tw, "  active: log append (mean, %.1f entries each)\t\t%.2f ms\t\n", w.EntriesPerGroup, w.AppendMs)
+			fmt.Fprintf(tw, "  active: then the wait for the passive (mean)\t\t%.2f ms\t\n", w.PeerWaitMs)
+			fmt.Fprintf(tw, "  passive: arrival to report (mean, %.1f entries each)\t\t%.2f ms\t\n", w.EntriesPerTake, w.PassiveTakeMs)
+		}
+		if c := d.CPU; c.Standalone > 0 && c.Active > 0 {
+			fmt.Fprintf(tw, "  CPU µs per message, node(s)\t%.0f\t%.0f + %.0f = %.0f\t%.2f×\n", c.Standalone,
+				c.Active, c.Passive, c.Active+c.Passive, (c.Active+c.Passive)/c.Standalone)
+			fmt.Fprintf(tw, "  CPU µs per message, load generator\t%.0f\t%.0f\t\n", c.StandaloneLoad, c.ReplicatedLoad)
+			fmt.Fprintf(tw, "  cores busy (of %d)\t%.0f%%\t%.0f%%\t\n", r.Machine.CPUs, 100*c.StandaloneBusy, 100*c.ReplicatedBusy)
+		}
 	}
 	tw.Flush()
 	if l := r.Link; l != nil {

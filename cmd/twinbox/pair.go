@@ -242,7 +242,17 @@ type pairStatus struct {
 	// LinkBytes: on the passive, bytes received from the active over the
 	// link; on the active, bytes its NATS server sent to all clients.
 	LinkBytes uint64 `json:"link_bytes"`
-	Error     string `json:"error,omitempty"`
+	// Timings since start, in seconds, for rates and means: on the
+	// active, its log appends (write and fsync) and its confirmed waits
+	// for the passive; on the passive, its batches from arrival to the
+	// report of their position.
+	Appends         uint64  `json:"appends,omitempty"`
+	AppendSeconds   float64 `json:"append_seconds,omitempty"`
+	PeerWaits       uint64  `json:"peer_waits,omitempty"`
+	PeerWaitSeconds float64 `json:"peer_wait_seconds,omitempty"`
+	Takes           uint64  `json:"takes,omitempty"`
+	TakeSeconds     float64 `json:"take_seconds,omitempty"`
+	Error           string  `json:"error,omitempty"`
 }
 
 func (p *pair) status(ctx context.Context, mode string) *pairStatus {
@@ -260,6 +270,9 @@ func (p *pair) status(ctx context.Context, mode string) *pairStatus {
 		}
 		pos, at := p.primary.PeerPosition()
 		ps.PeerPosition = pos
+		st := p.primary.Stats()
+		ps.Appends, ps.AppendSeconds = st.Appends, st.AppendTime.Seconds()
+		ps.PeerWaits, ps.PeerWaitSeconds = st.PeerWaits, st.PeerWaitTime.Seconds()
 		if !at.IsZero() {
 			ps.PeerSeen = time.Since(at).Round(time.Millisecond).String() + " ago"
 		}
@@ -270,6 +283,7 @@ func (p *pair) status(ctx context.Context, mode string) *pairStatus {
 		ps.LinkBytes = p.remote.Stats().InBytes
 		fs := p.follower.Status()
 		ps.PeerPosition = fs.Position
+		ps.Takes, ps.TakeSeconds = fs.Takes, fs.TakeTime.Seconds()
 		ps.Epoch = fs.Epoch
 		if fs.Err != nil {
 			ps.Error = fs.Err.Error()
