@@ -209,11 +209,18 @@ func (f *Follower) follow(ctx context.Context) error {
 		return fmt.Errorf("replog: read the active's log: %w", err)
 	}
 	defer cc.Stop()
+	// The store applies behind the log, in its own goroutine: the next
+	// batch is appended and confirmed while this one applies, so the
+	// active's wait is this node's append and fsync, not its apply too.
+	ap := f.startApplier(ctx)
+	defer ap.stop()
 	for {
 		var first []byte
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-ap.failed:
+			return err
 		case err := <-errc:
 			if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) {
 				return err
@@ -241,14 +248,15 @@ func (f *Follower) follow(ctx context.Context) error {
 			}
 			entries = append(entries, r...)
 		}
-		if err := f.take(ctx, entries, arrived); err != nil {
+		if err := f.take(ctx, ap, entries, arrived); err != nil {
 			return err
 		}
 	}
 }
 
-// take appends entries to the local log, applies them and reports.
-func (f *Follower) take(ctx context.Context, entries []Entry, arrived time.Time) error {
+// take appends entries to the local log, reports the new position and
+// hands the operations they complete to the applier.
+func (f *Follower) take(ctx context.Context, ap *applier, entries []Entry, arrived time.Time) error {
 	f.mu.Lock()
 	pos, epoch := f.pos, f.epoch
 	f.mu.Unlock()
@@ -272,8 +280,12 @@ func (f *Follower) take(ctx context.Context, entries []Entry, arrived time.Time)
 	}
 	lastRecord, err := f.log.Append(ctx, f.lastRecord, entries)
 	if err != nil {
-		// Part of the batch may be in the local log: take up from what it
-		// holds (applying it), so the retry neither skips nor repeats.
+		// Part of the batch may be in the local log: once the applier
+		// is done, take up from what the log holds (applying it), so the
+		// retry neither skips nor repeats.
+		if aerr := ap.stop(); aerr != nil {
+			return errors.Join(err, aerr)
+		}
 		if next, last, cerr := catchUp(ctx, f.log, f.st, f.opts.OnApplied); cerr == nil {
 			f.asm = assembler{}
 			f.mu.Lock()
@@ -292,7 +304,6 @@ func (f *Follower) take(ctx context.Context, entries []Entry, arrived time.Time)
 	f.takes.Add(1)
 	f.takeNanos.Add(uint64(time.Since(arrived)))
 	var whole []Entry
-	var sentries []store.Entry
 	for _, raw := range entries {
 		e, ok, err := f.asm.add(raw)
 		if err != nil {
@@ -300,15 +311,76 @@ func (f *Follower) take(ctx context.Context, entries []Entry, arrived time.Time)
 		}
 		if ok {
 			whole = append(whole, e)
-			sentries = append(sentries, e.storeEntry())
 		}
 	}
-	if len(sentries) == 0 {
+	if len(whole) == 0 {
 		return nil // chunks of an operation still arriving
+	}
+	return ap.send(ctx, whole)
+}
+
+// applier applies whole operations to the store in log order, behind the
+// local log that already holds them (store.ApplyLogged: a crash leaves
+// the store behind the log, and NewFollower's catch-up replays the rest).
+type applier struct {
+	f      *Follower
+	queue  chan []Entry
+	failed chan error // the applier's error; it stopped
+	done   chan struct{}
+	err    error // set before done closes
+	once   sync.Once
+}
+
+// applyQueue is how many batches may wait for the store: enough to ride
+// out a slow apply (a compaction), few enough that the store stays close
+// behind the log.
+const applyQueue = 64
+
+func (f *Follower) startApplier(ctx context.Context) *applier {
+	ap := &applier{f: f, queue: make(chan []Entry, applyQueue), failed: make(chan error, 1), done: make(chan struct{})}
+	go func() {
+		defer close(ap.done)
+		for batch := range ap.queue {
+			if err := f.apply(ctx, batch); err != nil {
+				ap.err = err
+				ap.failed <- err
+				return
+			}
+		}
+	}()
+	return ap
+}
+
+// send queues a batch, waiting while the queue is full.
+func (ap *applier) send(ctx context.Context, batch []Entry) error {
+	select {
+	case ap.queue <- batch:
+		return nil
+	case err := <-ap.failed:
+		return err
+	case <-ap.done:
+		return ap.err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// stop lets the queued batches apply and returns the applier's error.
+func (ap *applier) stop() error {
+	ap.once.Do(func() { close(ap.queue) })
+	<-ap.done
+	return ap.err
+}
+
+// apply applies whole operations to the store.
+func (f *Follower) apply(ctx context.Context, whole []Entry) error {
+	sentries := make([]store.Entry, len(whole))
+	for i := range whole {
+		sentries[i] = whole[i].storeEntry()
 	}
 	results, err := f.st.ApplyLogged(ctx, sentries...) // durable in the local log
 	if err != nil {
-		return fmt.Errorf("replog: apply %d..%d: %w", entries[0].Seq, last, err)
+		return fmt.Errorf("replog: apply %d..%d: %w", whole[0].Seq, whole[len(whole)-1].Seq, err)
 	}
 	if f.opts.OnApplied != nil {
 		for i := range whole {
