@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -24,6 +26,11 @@ func TestBenchReplicationUsage(t *testing.T) {
 		{[]string{"--duration", "0"}, "--duration 0s"},
 		{[]string{"extra"}, "takes no arguments"},
 		{[]string{"--target", "127.0.0.1:1"}, "flag provided but not defined"},
+		{[]string{"--pin", "0/1"}, "want NODE/PASSIVE/LOAD"},
+		{[]string{"--pin", "0/x/0"}, `"x" is not a CPU`},
+		{[]string{"--pin", "0/3-1/0"}, `"3-1" is not a CPU`},
+		{[]string{"--pin", "0/0/4096"}, "this machine has CPUs 0 to"},
+		{[]string{"--pin", "0//0"}, "an empty CPU list"},
 	} {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), append([]string{"bench", "replication"}, tc.args...), &out, &errOut)
@@ -59,8 +66,11 @@ func TestBenchReplication(t *testing.T) {
 	}
 	t.Setenv("TWINBOX_BENCH_BIN", bin)
 
+	// Pinned: the nodes through taskset on CPU 0, the load (this test
+	// process) on every CPU, which leaves the other tests where they were.
+	pin := fmt.Sprintf("0/0/0-%d", runtime.NumCPU()-1)
 	var out, errOut bytes.Buffer
-	err := run(t.Context(), []string{"bench", "replication", "--json",
+	err := run(t.Context(), []string{"bench", "replication", "--json", "--pin", pin,
 		"--duration", "1s", "--sessions", "2", "--rcpts", "1,50", "--link-count", "20", "--catchup", "50"}, &out, &errOut)
 	t.Logf("progress:\n%s", errOut.String())
 	if err != nil {
@@ -70,7 +80,8 @@ func TestBenchReplication(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	if !rep.Completed || rep.Sessions != 2 || len(rep.Delivery) != 2 || rep.Link == nil || rep.Catchup == nil {
+	if !rep.Completed || rep.Sessions != 2 || len(rep.Delivery) != 2 || rep.Link == nil || rep.Catchup == nil ||
+		rep.Pin == nil || rep.Pin.Node != "0" || rep.Pin.Load != pin[4:] {
 		t.Fatalf("report incomplete:\n%s", out.String())
 	}
 	for _, d := range rep.Delivery {
@@ -80,6 +91,13 @@ func TestBenchReplication(t *testing.T) {
 		}
 		if d.Ratio <= 0 || d.LinkBytesPerMessage <= 0 || d.Lag.Samples == 0 {
 			t.Errorf("%d recipient(s): ratio %v, link bytes per message %v, %d lag samples", d.Recipients, d.Ratio, d.LinkBytesPerMessage, d.Lag.Samples)
+		}
+		// Every node did some work, and every part of a commit took time.
+		if c := d.CPU; c.Standalone <= 0 || c.Active <= 0 || c.Passive <= 0 || c.StandaloneBusy <= 0 || c.ReplicatedBusy <= 0 {
+			t.Errorf("%d recipient(s): CPU %+v", d.Recipients, c)
+		}
+		if w := d.Wait; w.AppendMs <= 0 || w.PeerWaitMs <= 0 || w.PassiveTakeMs <= 0 || w.EntriesPerGroup < 1 || w.EntriesPerTake < 1 {
+			t.Errorf("%d recipient(s): wait %+v", d.Recipients, w)
 		}
 	}
 	if l := rep.Link; l.Delivered != 20 || l.Failed != 0 || l.Entries < 20 || l.Bytes == 0 || l.PerMessage <= 0 || l.MessageZstd <= 0 {
@@ -94,7 +112,8 @@ func TestBenchReplication(t *testing.T) {
 	if err := rep.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"deliveries/s", "bytes per message", "entries/s"} {
+	for _, want := range []string{"deliveries/s", "bytes per message", "entries/s", "pinned: standalone and active on CPU 0",
+		"CPU µs per message", "wait for the passive"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, text.String())
 		}
