@@ -174,8 +174,15 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 	applied := make([]Entry, len(ops)) // the entry where each op applies
 	sentries := make([]store.Entry, len(ops))
 	seq := p.next
+	collecting := false // a Collect earlier in this batch may delete what the store holds now
 	for i, op := range ops {
-		es := Split(p.opts.Epoch, seq, now, p.thin(op))
+		if _, ok := op.(*store.Collect); ok {
+			collecting = true
+		}
+		if !collecting {
+			op = p.thin(op)
+		}
+		es := Split(p.opts.Epoch, seq, now, op)
 		entries = append(entries, es...)
 		seq += uint64(len(es))
 		applied[i] = es[len(es)-1]
@@ -227,7 +234,10 @@ func (p *Primary) WaitPeer(ctx context.Context, seq uint64) error {
 // thin sends a delivered body once: one the store already holds (so the
 // passive, at the same position, holds it too) travels as a reference, and
 // so does each part blob already held (a forwarded attachment). Called
-// under p.mu, in log order.
+// under p.mu, in log order, and only before any Collect of the same batch:
+// the store's state is the one before the batch applies, and a Collect can
+// delete an unreferenced body that a later delivery of the batch brings
+// back.
 func (p *Primary) thin(op store.Op) store.Op {
 	d, ok := op.(*store.Deliver)
 	if !ok || d.Body.Stored {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -361,6 +362,44 @@ func TestBodyTravelsOnce(t *testing.T) {
 	msgs, _ := b.st.Messages("alice", "INBOX", nil)
 	if len(msgs) != 2 || msgs[0].Body != msgs[1].Body {
 		t.Fatalf("passive: %+v", msgs)
+	}
+}
+
+// TestCollectThenRedeliverInOneCommit: a body nobody references any more
+// is delivered again in the same commit as the Collect that deletes it.
+// The delivery must carry the body, not a reference to what the Collect
+// before it removes (which would fail it with ErrMissingBlob on both
+// nodes), and both stores end identical.
+func TestCollectThenRedeliverInOneCommit(t *testing.T) {
+	ctx := context.Background()
+	a, b, p := startPair(t, 10*time.Second)
+	commit(t, p, &store.CreateUser{User: "alice"}, &store.CreateUser{User: "bob"})
+	commit(t, p, deliver(1))
+	for _, u := range []string{"alice", "bob"} {
+		commit(t, p, &store.StoreFlags{User: u, Mailbox: "INBOX", UIDs: []uint32{1}, Action: store.FlagsAdd, Flags: []string{`\Deleted`}},
+			&store.Expunge{User: u, Mailbox: "INBOX", All: true})
+	}
+	res := commit(t, p, &store.Collect{Before: math.MaxInt64}, deliver(1))
+	for _, r := range res {
+		if err := p.WaitPeer(ctx, r.Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res[0].Collected == 0 {
+		t.Fatalf("the Collect collected nothing: %+v", res[0].Result)
+	}
+	eventually(t, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
+	if da, db := digest(t, a.st), digest(t, b.st); da.Store != db.Store {
+		t.Fatal("digests differ")
+	}
+	for _, n := range []*node{a, b} {
+		msgs, err := n.st.Messages("alice", "INBOX", nil)
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("alice's INBOX: %+v, %v", msgs, err)
+		}
+		if rep, err := n.st.Verify(ctx); err != nil || !rep.OK() {
+			t.Fatalf("verify: %v %v", err, rep.Problems)
+		}
 	}
 }
 
