@@ -34,6 +34,9 @@ type Reader interface {
 	Mailboxes(user string) ([]store.MailboxInfo, error)
 	Mailbox(user, name string) (store.MailboxInfo, error)
 	UIDs(user, name string) (store.UIDList, error)
+	// UIDsAfter is the mailbox and its UIDs above after, from one
+	// snapshot.
+	UIDsAfter(user, name string, after uint32) (store.MailboxInfo, store.UIDList, error)
 	Messages(user, name string, uids []uint32) ([]store.Message, error)
 	Search(user, name string, c *store.Criteria) ([]uint32, error)
 	Body(ctx context.Context, id store.BlobID) ([]byte, error)

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -228,6 +229,41 @@ func (s *Store) UIDs(user, name string) (UIDList, error) {
 		uids = append(uids, uidOfMsgKey(it.Key()))
 	}
 	return uids, it.Error()
+}
+
+// UIDsAfter returns a mailbox's info and its UIDs above after, ascending,
+// read from one snapshot: what an IMAP view that knows the UIDs up to
+// after needs to learn of new messages without listing the rest (the
+// count in the info tells whether any it knew were expunged).
+func (s *Store) UIDsAfter(user, name string, after uint32) (MailboxInfo, UIDList, error) {
+	name, err := CanonicalMailbox(name)
+	if err != nil {
+		return MailboxInfo{}, nil, err
+	}
+	db, done, err := s.reader()
+	if err != nil {
+		return MailboxInfo{}, nil, err
+	}
+	defer done()
+	snap := db.NewSnapshot()
+	defer snap.Close()
+	m, err := getMailbox(snap, user, name)
+	if err != nil {
+		return MailboxInfo{}, nil, err
+	}
+	if after == math.MaxUint32 {
+		return m.info(name), nil, nil
+	}
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: msgKey(m.ID, after+1), UpperBound: prefixEnd(msgPrefix(m.ID))})
+	if err != nil {
+		return MailboxInfo{}, nil, err
+	}
+	defer it.Close()
+	var uids UIDList
+	for ok := it.First(); ok; ok = it.Next() {
+		uids = append(uids, uidOfMsgKey(it.Key()))
+	}
+	return m.info(name), uids, it.Error()
 }
 
 // Messages returns the messages of a mailbox with the given UIDs (ascending;

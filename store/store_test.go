@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -567,5 +568,33 @@ func TestApplyLogged(t *testing.T) {
 	}
 	if after, _ := s.Digest(); after.Store != before.Store {
 		t.Error("replaying applied entries changed the store")
+	}
+}
+
+// TestUIDsAfter: the UIDs above a point, with the mailbox's info from the
+// same snapshot, so a caller that knew the UIDs up to that point can tell
+// from the count whether any of them went away.
+func TestUIDsAfter(t *testing.T) {
+	s := newTestStore(t, nil)
+	apply(t, s, &store.CreateUser{User: "alice"})
+	for i := range 5 {
+		apply(t, s, &store.Deliver{Body: body(message(i, 500)), InternalDate: testNow, Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}})
+	}
+	apply(t, s, &store.StoreFlags{User: "alice", Mailbox: "INBOX", UIDs: []uint32{2}, Action: store.FlagsAdd, Flags: []string{`\Deleted`}},
+		&store.Expunge{User: "alice", Mailbox: "INBOX", All: true})
+	for _, c := range []struct {
+		after uint32
+		want  store.UIDList
+	}{{0, store.UIDList{1, 3, 4, 5}}, {3, store.UIDList{4, 5}}, {5, nil}, {math.MaxUint32, nil}} {
+		info, uids, err := s.UIDsAfter("alice", "inbox", c.after)
+		if err != nil || info.Messages != 4 || info.UIDNext != 6 || !slices.Equal(uids, c.want) {
+			t.Errorf("UIDsAfter(%d) = %+v %v %v, want 4 messages, UIDNEXT 6, %v", c.after, info, uids, err, c.want)
+		}
+	}
+	if _, _, err := s.UIDsAfter("alice", "Nope", 0); !errors.Is(err, store.ErrNoMailbox) {
+		t.Errorf("UIDsAfter of a missing mailbox: %v", err)
+	}
+	if _, _, err := s.UIDsAfter("nobody", "INBOX", 0); !errors.Is(err, store.ErrNoUser) {
+		t.Errorf("UIDsAfter of a missing user: %v", err)
 	}
 }

@@ -216,6 +216,9 @@ func (n *Local) Mailbox(user, name string) (store.MailboxInfo, error) {
 	return n.st.Mailbox(user, name)
 }
 func (n *Local) UIDs(user, name string) (store.UIDList, error) { return n.st.UIDs(user, name) }
+func (n *Local) UIDsAfter(user, name string, after uint32) (store.MailboxInfo, store.UIDList, error) {
+	return n.st.UIDsAfter(user, name, after)
+}
 func (n *Local) Messages(user, name string, uids []uint32) ([]store.Message, error) {
 	return n.st.Messages(user, name, uids)
 }

@@ -21,6 +21,17 @@ import (
 // makes it indifferent to the order, batching or duplication of change
 // notifications: whoever applies a change (this node's writers, or the
 // replication log on a passive) only says which mailbox changed.
+//
+// A full reconcile lists the mailbox and searches it, which costs in
+// proportion to its size: 11.7 ms per delivery into an idled-on INBOX of
+// 10 000 messages (BenchmarkDeliverToSelectedMailbox). The operation's
+// kind therefore says what it can have changed (a change hint), and two
+// kinds take a short path that still reads the store's state, so order and
+// duplicates stay harmless: an addition lists only the UIDs above the
+// view's last one, and checks the mailbox's count to know that nothing it
+// knew went away; a flag change reads the flags of the UIDs it names. An
+// addition that finds the count short, and every other kind, reconciles
+// in full.
 type hub struct {
 	r protocols.Reader
 
@@ -103,10 +114,22 @@ func (h *hub) release(v *view) {
 	h.mu.Unlock()
 }
 
-// changed reconciles the view of ref, if any session has it selected.
-// Flag changes to the UIDs in own are not reported to the session tracker
-// source (it reports them itself, as STORE's response).
-func (h *hub) changed(ref protocols.MailboxRef, source *imapserver.SessionTracker, own []uint32) {
+// change is what an operation can have done to one mailbox.
+type change struct {
+	// added: messages were only added (a delivery, APPEND, the
+	// destination of COPY or MOVE).
+	added bool
+	// flags, when not nil: only the flags of these UIDs changed (STORE).
+	flags []uint32
+}
+
+// anyChange makes a view reconcile in full.
+var anyChange = change{}
+
+// changed brings the view of ref up to date, if any session has it
+// selected. Flag changes to the UIDs in own are not reported to the
+// session tracker source (it reports them itself, as STORE's response).
+func (h *hub) changed(ref protocols.MailboxRef, c change, source *imapserver.SessionTracker, own []uint32) {
 	h.mu.Lock()
 	v := h.views[ref]
 	if v != nil {
@@ -117,9 +140,83 @@ func (h *hub) changed(ref protocols.MailboxRef, source *imapserver.SessionTracke
 		return
 	}
 	v.mu.Lock()
-	_, _ = h.reconcileLocked(v, source, own)
+	switch {
+	case v.gone || v.tracker == nil:
+	case c.added && h.addedLocked(v):
+	case c.flags != nil && h.flagsLocked(v, c.flags, source, own):
+	default:
+		_, _ = h.reconcileLocked(v, source, own)
+	}
 	v.mu.Unlock()
 	h.release(v)
+}
+
+// addedLocked takes new messages into v without listing the mailbox: the
+// UIDs above the view's last one are new (UIDs only grow), and if the
+// mailbox holds exactly the view's messages plus those, none the view
+// knew was expunged. It reports false when it could not tell, for a full
+// reconcile. Flags are left to their own notifications: every flag change
+// is a STORE that notifies, after it applied, so v.modseq may move past
+// the ones still on their way.
+func (h *hub) addedLocked(v *view) bool {
+	var last uint32
+	if len(v.uids) > 0 {
+		last = v.uids[len(v.uids)-1]
+	}
+	info, added, err := h.r.UIDsAfter(v.ref.User, v.ref.Mailbox, last)
+	if err != nil || info.UIDValidity != v.uidValidity || int(info.Messages) != len(v.uids)+len(added) {
+		return false
+	}
+	if len(added) == 0 {
+		return true
+	}
+	for n := len(v.uids) + 1; n <= len(v.uids)+len(added); n++ {
+		v.tracker.QueueNumMessages(uint32(n))
+	}
+	v.uids = append(v.uids, added...) // readers copy under v.mu; the elements they saw do not change
+	v.modseq = max(v.modseq, info.HighestModSeq)
+	v.wakeLocked()
+	return true
+}
+
+// flagsLocked reports the current flags of the given UIDs that v holds.
+// It reports false when it could not read them, for a full reconcile.
+// v.modseq stays: a full reconcile later may report these again, which
+// is harmless.
+func (h *hub) flagsLocked(v *view, uids []uint32, source *imapserver.SessionTracker, own []uint32) bool {
+	known := make([]uint32, 0, len(uids))
+	for _, uid := range uids {
+		if store.UIDList(v.uids).SeqNum(uid) != 0 {
+			known = append(known, uid)
+		}
+	}
+	if len(known) == 0 {
+		return true
+	}
+	slices.Sort(known)
+	msgs, err := h.r.Messages(v.ref.User, v.ref.Mailbox, slices.Compact(known))
+	if err != nil {
+		return false
+	}
+	for _, m := range msgs {
+		src := (*imapserver.SessionTracker)(nil)
+		if _, mine := slices.BinarySearch(own, m.UID); mine {
+			src = source
+		}
+		v.tracker.QueueMessageFlags(store.UIDList(v.uids).SeqNum(m.UID), imap.UID(m.UID), imapFlags(m.Flags), src)
+	}
+	v.wakeLocked()
+	return true
+}
+
+// wakeLocked tells v's idling sessions that updates are queued.
+func (v *view) wakeLocked() {
+	for sess := range v.sessions {
+		select {
+		case sess.wake <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+	}
 }
 
 // changedUser reconciles every view of a user (a deleted user, say).
@@ -133,7 +230,7 @@ func (h *hub) changedUser(user string) {
 	}
 	h.mu.Unlock()
 	for _, ref := range refs {
-		h.changed(ref, nil, nil)
+		h.changed(ref, anyChange, nil, nil)
 	}
 }
 
@@ -233,12 +330,7 @@ func (h *hub) reconcileLocked(v *view, source *imapserver.SessionTracker, own []
 		}
 	}
 	v.modseq = info.HighestModSeq
-	for sess := range v.sessions {
-		select {
-		case sess.wake <- struct{}{}:
-		default: // a wake-up is pending already
-		}
-	}
+	v.wakeLocked()
 	return info, nil
 }
 

@@ -19,7 +19,7 @@ import (
 	"github.com/twinbox/twinbox/protocols/internal/prototest"
 )
 
-func login(t *testing.T, e *prototest.Env, user string, h *imapclient.UnilateralDataHandler) *imapclient.Client {
+func login(t testing.TB, e *prototest.Env, user string, h *imapclient.UnilateralDataHandler) *imapclient.Client {
 	t.Helper()
 	c, err := imapclient.DialInsecure(e.IMAPAddr, &imapclient.Options{UnilateralDataHandler: h})
 	if err != nil {
@@ -510,5 +510,96 @@ func TestPlainLoginNeedsTLSBeyondLoopback(t *testing.T) {
 	}
 	if e.Guard.Stats().Failures+e.Guard.Stats().Successes != 0 {
 		t.Errorf("the password was checked: %+v", e.Guard.Stats())
+	}
+}
+
+// TestIdleSeesEveryKindOfChange: a session idling on INBOX is told of
+// another session's flag change (FETCH FLAGS), of new mail (EXISTS), of
+// an expunge (EXPUNGE) and of mail after that, in that order and with the
+// right sequence numbers; the hub takes short paths for additions and
+// flag changes, and its view must stay the store's.
+func TestIdleSeesEveryKindOfChange(t *testing.T) {
+	e := prototest.Start(t, nil)
+	for i := 1; i <= 3; i++ {
+		send(t, e, msg(fmt.Sprintf("m%d", i), "x"), "alice@localhost")
+	}
+	events := make(chan string, 20)
+	watcher := login(t, e, "alice", &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				events <- fmt.Sprintf("EXISTS %d", *d.NumMessages)
+			}
+		},
+		Expunge: func(seq uint32) { events <- fmt.Sprintf("EXPUNGE %d", seq) },
+		Fetch: func(m *imapclient.FetchMessageData) {
+			for item := m.Next(); item != nil; item = m.Next() {
+				if f, ok := item.(imapclient.FetchItemDataFlags); ok {
+					events <- fmt.Sprintf("FETCH %d %v", m.SeqNum, f.Flags)
+				}
+			}
+		},
+	})
+	if _, err := watcher.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := watcher.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect := func(want string) {
+		t.Helper()
+		select {
+		case got := <-events:
+			if got != want {
+				t.Fatalf("idling session told %q, want %q", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("idling session not told %q", want)
+		}
+	}
+
+	writer := login(t, e, "alice", nil)
+	if _, err := writer.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writer.Store(imap.UIDSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Collect(); err != nil {
+		t.Fatal(err)
+	}
+	expect(`FETCH 2 [\Flagged]`)
+	send(t, e, msg("m4", "x"), "alice@localhost")
+	expect("EXISTS 4")
+	if _, err := writer.Store(imap.UIDSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Collect(); err != nil {
+		t.Fatal(err)
+	}
+	expect(`FETCH 1 [\Deleted]`)
+	if _, err := writer.Expunge().Collect(); err != nil {
+		t.Fatal(err)
+	}
+	expect("EXPUNGE 1")
+	send(t, e, msg("m5", "x"), "alice@localhost")
+	expect("EXISTS 4")
+	if _, err := writer.Copy(imap.UIDSetNum(2), "INBOX").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	expect("EXISTS 5")
+	if err := idle.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// The watcher's view is the store's: UIDs 2..6, in order.
+	got := fetchAll(t, watcher, imap.SeqSetNum(1, 2, 3, 4, 5), &imap.FetchOptions{UID: true, Flags: true})
+	var uids []imap.UID
+	for _, m := range got {
+		uids = append(uids, m.UID)
+	}
+	if !slices.Equal(uids, []imap.UID{2, 3, 4, 5, 6}) || !slices.Contains(got[0].Flags, imap.FlagFlagged) || !slices.Contains(got[4].Flags, imap.FlagFlagged) {
+		t.Fatalf("watcher's FETCH 1:5: %+v", got)
+	}
+	select {
+	case extra := <-events:
+		t.Errorf("idling session also told %q", extra)
+	default:
 	}
 }

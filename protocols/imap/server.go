@@ -178,8 +178,28 @@ func (s *Server) Notify(ctx context.Context, op store.Op) {
 		if name, err := store.CanonicalMailbox(ref.Mailbox); err == nil {
 			ref.Mailbox = name
 		}
-		s.hub.changed(ref, source, own)
+		s.hub.changed(ref, changeOf(op, ref), source, own)
 	}
+}
+
+// changeOf is what op can have done to ref, one of the mailboxes it
+// affects.
+func changeOf(op store.Op, ref protocols.MailboxRef) change {
+	switch o := op.(type) {
+	case *store.Deliver, *store.Copy:
+		return change{added: true}
+	case *store.Move:
+		if to, err := store.CanonicalMailbox(o.To); err == nil && to == ref.Mailbox {
+			if from, err := store.CanonicalMailbox(o.From); err == nil && from != to {
+				return change{added: true}
+			}
+		}
+	case *store.StoreFlags:
+		if len(o.UIDs) > 0 {
+			return change{flags: o.UIDs}
+		}
+	}
+	return anyChange
 }
 
 // sourceKey marks a write's context with the session that made it, so
