@@ -146,6 +146,7 @@ func expectReplies(t *testing.T, transcript []byte, cmd string, want ...string) 
 
 func testSwaks(t *testing.T, bin string) {
 	swaks := need(t, "swaks")
+	needPerl(t, "Net::SSLeay") // swaks -tls
 	n := startNode(t, bin)
 	n.addUser(t, "alice", "alice-pw")
 	n.addUser(t, "bob", "bob-pw")

@@ -317,6 +317,21 @@ func need(t *testing.T, prog string) string {
 	return ""
 }
 
+// needPerl checks that perl can load module, which an outside program
+// needs for part of a test (swaks's TLS needs Net::SSLeay, which Debian
+// only recommends); missing, it skips or fails as need does.
+func needPerl(t *testing.T, module string) {
+	t.Helper()
+	err := exec.Command(need(t, "perl"), "-M"+module, "-e", "1").Run()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("perl module %s is missing, and CI is set: .ci/run installs it (%v)", module, err)
+	}
+	t.Skipf("perl module %s is missing (install it to run this test; under CI=1 this fails)", module)
+}
+
 // result is what an outside program did.
 type result struct {
 	stdout, stderr []byte
