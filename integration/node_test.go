@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -208,6 +209,29 @@ func (n *node) get(path string) (int, []byte) {
 		return 0, nil
 	}
 	return resp.StatusCode, body
+}
+
+// metrics reads /metrics: the value of every sample without labels whose
+// name starts with twinbox_.
+func (n *node) metrics(t *testing.T) map[string]float64 {
+	t.Helper()
+	code, body := n.get("/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics on %s: %d", n.adm, code)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || !strings.HasPrefix(name, "twinbox_") || strings.Contains(name, "{") {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("/metrics line %q: %v", line, err)
+		}
+		out[name] = v
+	}
+	return out
 }
 
 // nodeStatus is the part of /status the tests read.

@@ -230,6 +230,27 @@ func TestPairReplicates(t *testing.T) {
 	t.Logf("identical at sequence %d", d.Applied)
 	checkAcked(t, p, &l)
 
+	// /metrics on both sides agree on the position (the logins above made
+	// special-use folders, so it is past the digest's), and count the
+	// confirmed writes.
+	var am, pm map[string]float64
+	p.active.waitFor(t, 30*time.Second, "both nodes' metrics to show the same position", func() bool {
+		am, pm = p.active.metrics(t), p.passive.metrics(t)
+		last := am["twinbox_log_last_seq"]
+		return last >= float64(d.Applied) && am["twinbox_applied_seq"] == last &&
+			am["twinbox_replication_peer_position"] == last && am["twinbox_replication_lag_entries"] == 0 &&
+			pm["twinbox_replication_position"] == last && pm["twinbox_log_last_seq"] == last && pm["twinbox_applied_seq"] == last
+	})
+	if am["twinbox_replication_peer_waits_total"] < 16*625 || am["twinbox_log_appends_total"] < 1 ||
+		am["twinbox_log_append_seconds_total"] <= 0 || am["twinbox_replication_link_bytes_total"] <= 0 ||
+		am["twinbox_replication_peer_seen_seconds"] < 0 {
+		t.Errorf("active's replication metrics: %v", am)
+	}
+	if pm["twinbox_replication_batches_total"] < 1 || pm["twinbox_replication_batch_seconds_total"] <= 0 ||
+		pm["twinbox_replication_link_bytes_total"] <= 0 {
+		t.Errorf("passive's replication metrics: %v", pm)
+	}
+
 	// The passive refuses writes: SMTP 451, IMAP NO.
 	c, err := gosmtp.Dial(p.passive.smtp)
 	if err != nil {

@@ -320,3 +320,69 @@ func (p *pair) close() {
 		p.srv.WaitForShutdown()
 	}
 }
+
+// registerMetrics exposes the replication's state and timings on
+// /metrics. Both roles: the epoch, the local log's span and the link's
+// bytes; the active: the passive's confirmed position, the lag, its log
+// appends and its waits for the passive; the passive: its durable
+// position and its batches.
+func (p *pair) registerMetrics(m *metrics) {
+	ctx := context.Background()
+	m.gauge("twinbox_replication_epoch", "The epoch this node writes (active) or accepts (passive).", func() float64 {
+		if p.follower != nil {
+			return float64(p.follower.Status().Epoch)
+		}
+		return float64(p.epoch)
+	})
+	m.gauge("twinbox_log_last_seq", "Last entry in this node's log.", func() float64 {
+		s, _ := p.log.State(ctx)
+		return float64(s.Last)
+	})
+	m.gauge("twinbox_log_first_seq", "First entry still in this node's log (older ones were trimmed).", func() float64 {
+		s, _ := p.log.State(ctx)
+		return float64(s.First)
+	})
+	if p.primary != nil {
+		m.counter("twinbox_replication_link_bytes_total", "Bytes this node's NATS server sent (the log to the passive, mostly).", func() float64 {
+			v, err := p.srv.Varz(nil)
+			if err != nil {
+				return 0
+			}
+			return float64(v.OutBytes)
+		})
+		m.gauge("twinbox_replication_peer_position", "Last entry the passive reported durable.", func() float64 {
+			pos, _ := p.primary.PeerPosition()
+			return float64(pos)
+		})
+		m.gauge("twinbox_replication_peer_seen_seconds", "Seconds since the passive last reported (its reports double as a heartbeat); -1 before the first.", func() float64 {
+			if _, at := p.primary.PeerPosition(); !at.IsZero() {
+				return time.Since(at).Seconds()
+			}
+			return -1
+		})
+		m.gauge("twinbox_replication_lag_entries", "Entries in this node's log the passive has not confirmed.", func() float64 {
+			s, _ := p.log.State(ctx)
+			pos, _ := p.primary.PeerPosition()
+			if s.Last > pos {
+				return float64(s.Last - pos)
+			}
+			return 0
+		})
+		m.counter("twinbox_log_appends_total", "Appends to the local log (one per group commit).", func() float64 { return float64(p.primary.Stats().Appends) })
+		m.counter("twinbox_log_append_seconds_total", "Time spent in appends to the local log (write and fsync).", func() float64 {
+			return p.primary.Stats().AppendTime.Seconds()
+		})
+		m.counter("twinbox_replication_peer_waits_total", "Writes the passive confirmed after the local append.", func() float64 { return float64(p.primary.Stats().PeerWaits) })
+		m.counter("twinbox_replication_peer_wait_seconds_total", "Time writes waited for the passive's confirmation after the local append.", func() float64 {
+			return p.primary.Stats().PeerWaitTime.Seconds()
+		})
+	}
+	if p.follower != nil {
+		m.counter("twinbox_replication_link_bytes_total", "Bytes received from the active over the link.", func() float64 { return float64(p.remote.Stats().InBytes) })
+		m.gauge("twinbox_replication_position", "Last entry durable in this node's log.", func() float64 { return float64(p.follower.Status().Position) })
+		m.counter("twinbox_replication_batches_total", "Batches of the active's log made durable here.", func() float64 { return float64(p.follower.Status().Takes) })
+		m.counter("twinbox_replication_batch_seconds_total", "Time from a batch's arrival to the report of its position (decoding, append, fsync).", func() float64 {
+			return p.follower.Status().TakeTime.Seconds()
+		})
+	}
+}

@@ -216,6 +216,9 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		return st
 	}
 	registerNodeMetrics(m, n, imapSrv, smtpSrv, lmtpSrv, guard)
+	if pr != nil {
+		pr.registerMetrics(m)
+	}
 	admin.Handler = adminHandler(m, status, n.Store().Digest, func() error {
 		if n.Closing() {
 			return errors.New("shutting down")
@@ -396,6 +399,15 @@ func printStatus(w io.Writer, st *status) {
 			fmt.Fprintf(w, "passive     at %d (lag %d entries, last heard %s), %s replication\n", r.PeerPosition, r.Lag, orNever(r.PeerSeen), r.Mode)
 		} else {
 			fmt.Fprintf(w, "following   durable up to %d\n", r.PeerPosition)
+		}
+		if r.Appends > 0 {
+			fmt.Fprintf(w, "log writes  %d appends, %.2f ms each on average (write and fsync)\n", r.Appends, 1e3*r.AppendSeconds/float64(r.Appends))
+		}
+		if r.PeerWaits > 0 {
+			fmt.Fprintf(w, "confirms    %d waits for the passive, %.2f ms each on average after the local append\n", r.PeerWaits, 1e3*r.PeerWaitSeconds/float64(r.PeerWaits))
+		}
+		if r.Takes > 0 {
+			fmt.Fprintf(w, "batches     %d made durable here, %.2f ms each on average from arrival\n", r.Takes, 1e3*r.TakeSeconds/float64(r.Takes))
 		}
 		if r.Error != "" {
 			fmt.Fprintf(w, "problem     %s\n", r.Error)

@@ -170,3 +170,31 @@ func TestServeRefusesBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintStatusOfAPair: `twinbox status` tells a person where a pair is
+// and what its replication costs, from /status's figures.
+func TestPrintStatusOfAPair(t *testing.T) {
+	for _, c := range []struct {
+		st   status
+		want []string
+	}{
+		{status{Node: "a", Role: "active", Applied: 12, Replication: &pairStatus{Epoch: 2, LogFirst: 1, LogLast: 12,
+			PeerPosition: 10, Lag: 2, PeerSeen: "5ms ago", Mode: "sync", Appends: 4, AppendSeconds: 0.004, PeerWaits: 8, PeerWaitSeconds: 0.016}},
+			[]string{"log         epoch 2, entries 1..12", "passive     at 10 (lag 2 entries, last heard 5ms ago), sync replication",
+				"log writes  4 appends, 1.00 ms each on average", "confirms    8 waits for the passive, 2.00 ms each on average"}},
+		{status{Node: "b", Role: "passive", Applied: 12, Replication: &pairStatus{Epoch: 2, LogFirst: 1, LogLast: 12,
+			PeerPosition: 12, Takes: 3, TakeSeconds: 0.0045, Error: "connection lost"}},
+			[]string{"following   durable up to 12", "batches     3 made durable here, 1.50 ms each on average", "problem     connection lost"}},
+	} {
+		var b strings.Builder
+		printStatus(&b, &c.st)
+		for _, w := range c.want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("%s's status lacks %q:\n%s", c.st.Role, w, b.String())
+			}
+		}
+		if c.st.Role == "passive" && strings.Contains(b.String(), "log writes") {
+			t.Errorf("the passive's status speaks of log writes:\n%s", b.String())
+		}
+	}
+}
