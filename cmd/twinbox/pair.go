@@ -179,7 +179,7 @@ func startPair(ctx context.Context, c *config, n *node.Local, tlsConf *tls.Confi
 			Epoch: p.epoch, Logger: log,
 			OnApplied: func(e *replog.Entry, r *store.Result) {
 				if r.Err == nil {
-					n.Notify(context.Background(), e.Op)
+					n.Notify(context.Background(), e.Op, r)
 				}
 			},
 		})

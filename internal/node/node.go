@@ -35,7 +35,7 @@ type Local struct {
 	loaders *store.Loaders
 
 	// notify is told of every applied operation (IMAP updates).
-	notify func(ctx context.Context, op store.Op)
+	notify func(ctx context.Context, op store.Op, res *store.Result)
 
 	writes    atomic.Uint64
 	writeErrs atomic.Uint64
@@ -142,16 +142,16 @@ func (n *Local) SetReadOnly(why string) {
 }
 
 // Notify tells the IMAP side of an operation applied by someone else
-// (the replication log on a passive).
-func (n *Local) Notify(ctx context.Context, op store.Op) {
+// (the replication log on a passive), with its result.
+func (n *Local) Notify(ctx context.Context, op store.Op, res *store.Result) {
 	if n.notify != nil {
-		n.notify(ctx, op)
+		n.notify(ctx, op, res)
 	}
 }
 
 // SetNotify sets the function told of every applied operation, whoever
 // made it (the IMAP server's Notify). Call it before serving.
-func (n *Local) SetNotify(f func(ctx context.Context, op store.Op)) { n.notify = f }
+func (n *Local) SetNotify(f func(ctx context.Context, op store.Op, res *store.Result)) { n.notify = f }
 
 // Store is the node's store, for status and tests.
 func (n *Local) Store() *store.Store { return n.st }
@@ -196,7 +196,7 @@ func (n *Local) Write(ctx context.Context, op store.Op) (store.Result, error) {
 		out.Unconfirmed = out.Wait(ctx)
 	}
 	if out.Err == nil && n.notify != nil {
-		n.notify(ctx, op)
+		n.notify(ctx, op, &out.Result)
 	}
 	if out.Unconfirmed != nil {
 		n.unconfirmed.Add(1)

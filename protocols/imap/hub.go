@@ -29,9 +29,10 @@ import (
 // kinds take a short path that still reads the store's state, so order and
 // duplicates stay harmless: an addition lists only the UIDs above the
 // view's last one, and checks the mailbox's count to know that nothing it
-// knew went away; a flag change reads the flags of the UIDs it names. An
-// addition that finds the count short, and every other kind, reconciles
-// in full.
+// knew went away; a flag change reads the flags of the UIDs it names; an
+// expunge (or the source of a MOVE) takes out the UIDs its result lists,
+// with the same count check. One whose count does not add up, and every
+// other kind, reconciles in full.
 type hub struct {
 	r protocols.Reader
 
@@ -121,6 +122,9 @@ type change struct {
 	added bool
 	// flags, when not nil: only the flags of these UIDs changed (STORE).
 	flags []uint32
+	// expunged, when not nil: only these UIDs went away (EXPUNGE, the
+	// source of MOVE), as the operation's result says.
+	expunged []uint32
 }
 
 // anyChange makes a view reconcile in full.
@@ -144,6 +148,7 @@ func (h *hub) changed(ref protocols.MailboxRef, c change, source *imapserver.Ses
 	case v.gone || v.tracker == nil:
 	case c.added && h.addedLocked(v):
 	case c.flags != nil && h.flagsLocked(v, c.flags, source, own):
+	case c.expunged != nil && h.expungedLocked(v, c.expunged):
 	default:
 		_, _ = h.reconcileLocked(v, source, own)
 	}
@@ -175,6 +180,48 @@ func (h *hub) addedLocked(v *view) bool {
 	}
 	v.uids = append(v.uids, added...) // readers copy under v.mu; the elements they saw do not change
 	v.modseq = max(v.modseq, info.HighestModSeq)
+	v.wakeLocked()
+	return true
+}
+
+// expungedLocked takes the expunge of the given UIDs into v without
+// listing the mailbox: the view without them, plus any UIDs above its
+// last one, must be exactly what the mailbox holds (its count, from the
+// same snapshot as those UIDs), or it reports false for a full reconcile
+// before queueing anything.
+func (h *hub) expungedLocked(v *view, expunged []uint32) bool {
+	if len(v.uids) == 0 {
+		return false
+	}
+	gone := make([]int, 0, len(expunged)) // indexes into v.uids
+	for _, uid := range expunged {
+		if i, ok := slices.BinarySearch(v.uids, uid); ok {
+			gone = append(gone, i)
+		}
+	}
+	slices.Sort(gone)
+	gone = slices.Compact(gone)
+	last := v.uids[len(v.uids)-1]
+	info, added, err := h.r.UIDsAfter(v.ref.User, v.ref.Mailbox, last)
+	kept := len(v.uids) - len(gone)
+	if err != nil || info.UIDValidity != v.uidValidity || int(info.Messages) != kept+len(added) {
+		return false
+	}
+	// Highest sequence number first, so each is valid when applied.
+	for k := len(gone) - 1; k >= 0; k-- {
+		v.tracker.QueueExpunge(uint32(gone[k]) + 1)
+	}
+	uids := make([]uint32, 0, kept+len(added))
+	prev := 0
+	for _, i := range gone {
+		uids = append(uids, v.uids[prev:i]...)
+		prev = i + 1
+	}
+	uids = append(uids, v.uids[prev:]...)
+	for n := kept + 1; n <= kept+len(added); n++ {
+		v.tracker.QueueNumMessages(uint32(n))
+	}
+	v.uids = append(uids, added...)
 	v.wakeLocked()
 	return true
 }

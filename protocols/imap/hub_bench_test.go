@@ -62,3 +62,54 @@ func BenchmarkDeliverToSelectedMailbox(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDeleteFromSelectedMailbox is what a client's delete costs (STORE
+// \Deleted and EXPUNGE of one message, two writes) in an INBOX of about n
+// messages, with no other session and with one that has the INBOX
+// selected and idles (the user's other device).
+func BenchmarkDeleteFromSelectedMailbox(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		for _, selected := range []bool{false, true} {
+			b.Run(fmt.Sprintf("messages=%d/selected=%v", n, selected), func(b *testing.B) {
+				e := prototest.Start(b, nil)
+				ctx := context.Background()
+				total := n + b.N
+				var wg sync.WaitGroup
+				for w := range 16 {
+					wg.Go(func() {
+						for i := w; i < total; i += 16 {
+							if _, err := e.Node.Write(ctx, deliverOp(i)); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				if selected {
+					c := login(b, e, "alice", nil)
+					if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+						b.Fatal(err)
+					}
+					idle, err := c.Idle()
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer idle.Close()
+				}
+				b.ResetTimer()
+				for i := 0; b.Loop(); i++ {
+					uid := []uint32{uint32(i + 1)}
+					for _, op := range []store.Op{
+						&store.StoreFlags{User: "alice", Mailbox: "INBOX", UIDs: uid, Action: store.FlagsAdd, Flags: []string{`\Deleted`}},
+						&store.Expunge{User: "alice", Mailbox: "INBOX", UIDs: uid},
+					} {
+						if res, err := e.Node.Write(ctx, op); err != nil || res.Err != nil {
+							b.Fatal(err, res.Err)
+						}
+					}
+				}
+			})
+		}
+	}
+}

@@ -164,7 +164,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Notify tells the server that op was applied: sessions that have an
 // affected mailbox selected get their updates (IDLE pushes them at once).
 // The node calls it after every applied operation, whoever made it.
-func (s *Server) Notify(ctx context.Context, op store.Op) {
+func (s *Server) Notify(ctx context.Context, op store.Op, res *store.Result) {
 	var source *imapserver.SessionTracker
 	var own []uint32
 	if o, ok := ctx.Value(sourceKey{}).(*origin); ok {
@@ -178,21 +178,39 @@ func (s *Server) Notify(ctx context.Context, op store.Op) {
 		if name, err := store.CanonicalMailbox(ref.Mailbox); err == nil {
 			ref.Mailbox = name
 		}
-		s.hub.changed(ref, changeOf(op, ref), source, own)
+		s.hub.changed(ref, changeOf(op, res, ref), source, own)
 	}
 }
 
-// changeOf is what op can have done to ref, one of the mailboxes it
-// affects.
-func changeOf(op store.Op, ref protocols.MailboxRef) change {
+// nonNil makes "none" an empty list, which a change tells from "unknown".
+func nonNil(uids []uint32) []uint32 {
+	if uids == nil {
+		return []uint32{}
+	}
+	return uids
+}
+
+// changeOf is what op, applied with result res (nil: unknown), can have
+// done to ref, one of the mailboxes it affects.
+func changeOf(op store.Op, res *store.Result, ref protocols.MailboxRef) change {
 	switch o := op.(type) {
 	case *store.Deliver, *store.Copy:
 		return change{added: true}
 	case *store.Move:
-		if to, err := store.CanonicalMailbox(o.To); err == nil && to == ref.Mailbox {
-			if from, err := store.CanonicalMailbox(o.From); err == nil && from != to {
-				return change{added: true}
-			}
+		from, ferr := store.CanonicalMailbox(o.From)
+		to, terr := store.CanonicalMailbox(o.To)
+		if ferr != nil || terr != nil || from == to {
+			return anyChange
+		}
+		if ref.Mailbox == to {
+			return change{added: true}
+		}
+		if res != nil {
+			return change{expunged: nonNil(res.Expunged)}
+		}
+	case *store.Expunge:
+		if res != nil {
+			return change{expunged: nonNil(res.Expunged)}
 		}
 	case *store.StoreFlags:
 		if len(o.UIDs) > 0 {
