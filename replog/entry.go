@@ -225,11 +225,12 @@ func (a *assembler) add(e Entry) (Entry, bool, error) {
 			return Entry{}, false, nil
 		}
 		op, err := decodeOp(a.buf, e.kind&flagS2 != 0)
+		enc := a.buf
 		a.buf, a.first = nil, 0
 		if err != nil {
 			return Entry{}, false, fmt.Errorf("%w: entry %d: %v", ErrFormat, e.Seq, err)
 		}
-		e.Op, e.chunk = op, nil
+		e.Op, e.chunk, e.enc = op, nil, enc // enc: the whole operation's encoding, for its size
 		return e, true, nil
 	}
 	return Entry{}, false, fmt.Errorf("%w: entry %d: unknown kind %d", ErrFormat, e.Seq, e.kind)

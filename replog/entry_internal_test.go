@@ -2,8 +2,13 @@ package replog
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"math/rand/v2"
+	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/twinbox/twinbox/store"
 )
@@ -119,4 +124,69 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatal("an empty record decoded")
 		}
 	})
+}
+
+// TestApplierBoundsWhatWaits: the follower's applier takes batches while
+// their bytes fit its budget, holds the follower back when they do not,
+// lets one batch larger than the budget through alone, applies in order,
+// and stops on the first error, which send then returns.
+func TestApplierBoundsWhatWaits(t *testing.T) {
+	ctx := t.Context()
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var applied []uint64
+	fail := errors.New("store broke")
+	ap := startApplier(ctx, func(_ context.Context, whole []Entry) error {
+		<-gate
+		mu.Lock()
+		defer mu.Unlock()
+		applied = append(applied, whole[0].Seq)
+		if whole[0].Seq == 99 {
+			return fail
+		}
+		return nil
+	})
+	batch := func(seq uint64) []Entry { return []Entry{{Seq: seq}} }
+
+	// Two half-budget batches fit; the apply of the first is held.
+	for seq := uint64(1); seq <= 2; seq++ {
+		if err := ap.send(ctx, batch(seq), applyBudget/2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- ap.send(ctx, batch(3), applyBudget/2) }()
+	select {
+	case err := <-sent:
+		t.Fatalf("a third half-budget batch was taken while two wait (err %v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	gate <- struct{}{} // batch 1 applies: room for batch 3
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	gate <- struct{}{}
+	gate <- struct{}{}
+	// Nothing waits now: a batch of twice the budget goes alone.
+	go func() { sent <- ap.send(ctx, batch(4), 2*applyBudget) }()
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	gate <- struct{}{}
+	// A failing apply stops the applier; the next send says why.
+	if err := ap.send(ctx, batch(99), 1); err != nil {
+		t.Fatal(err)
+	}
+	gate <- struct{}{}
+	if err := ap.stop(); !errors.Is(err, fail) {
+		t.Fatalf("stop: %v, want the apply's error", err)
+	}
+	if err := ap.send(ctx, batch(100), 1); !errors.Is(err, fail) {
+		t.Fatalf("send after the failure: %v, want the apply's error", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(applied, []uint64{1, 2, 3, 4, 99}) {
+		t.Fatalf("applied %v", applied)
+	}
 }

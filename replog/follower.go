@@ -304,6 +304,7 @@ func (f *Follower) take(ctx context.Context, ap *applier, entries []Entry, arriv
 	f.takes.Add(1)
 	f.takeNanos.Add(uint64(time.Since(arrived)))
 	var whole []Entry
+	var size int64
 	for _, raw := range entries {
 		e, ok, err := f.asm.add(raw)
 		if err != nil {
@@ -311,37 +312,67 @@ func (f *Follower) take(ctx context.Context, ap *applier, entries []Entry, arriv
 		}
 		if ok {
 			whole = append(whole, e)
+			size += int64(len(e.enc))
 		}
 	}
 	if len(whole) == 0 {
 		return nil // chunks of an operation still arriving
 	}
-	return ap.send(ctx, whole)
+	return ap.send(ctx, whole, size)
 }
 
 // applier applies whole operations to the store in log order, behind the
 // local log that already holds them (store.ApplyLogged: a crash leaves
 // the store behind the log, and NewFollower's catch-up replays the rest).
+// What waits for it is bounded in batches and in bytes, so a slow store
+// slows the follower (and, in sync mode, the active's acknowledgements)
+// instead of filling memory with 50 MB messages.
 type applier struct {
-	f      *Follower
-	queue  chan []Entry
+	apply  func(ctx context.Context, whole []Entry) error
+	queue  chan applyBatch
 	failed chan error // the applier's error; it stopped
 	done   chan struct{}
 	err    error // set before done closes
 	once   sync.Once
+
+	mu     sync.Mutex
+	queued int64         // encoded bytes of the operations queued or applying
+	freed  chan struct{} // signalled when an apply ends
 }
 
-// applyQueue is how many batches may wait for the store: enough to ride
-// out a slow apply (a compaction), few enough that the store stays close
-// behind the log.
-const applyQueue = 64
+type applyBatch struct {
+	whole []Entry
+	size  int64
+}
+
+// Bounds of what waits for the store: enough to ride out a slow apply (a
+// compaction), little enough that the store stays close behind the log.
+// A batch larger than applyBudget alone still goes, once nothing else
+// waits.
+const (
+	applyQueue  = 64
+	applyBudget = 64 << 20
+)
 
 func (f *Follower) startApplier(ctx context.Context) *applier {
-	ap := &applier{f: f, queue: make(chan []Entry, applyQueue), failed: make(chan error, 1), done: make(chan struct{})}
+	return startApplier(ctx, f.apply)
+}
+
+func startApplier(ctx context.Context, apply func(context.Context, []Entry) error) *applier {
+	ap := &applier{apply: apply, queue: make(chan applyBatch, applyQueue), failed: make(chan error, 1),
+		done: make(chan struct{}), freed: make(chan struct{}, 1)}
 	go func() {
 		defer close(ap.done)
-		for batch := range ap.queue {
-			if err := f.apply(ctx, batch); err != nil {
+		for b := range ap.queue {
+			err := ap.apply(ctx, b.whole)
+			ap.mu.Lock()
+			ap.queued -= b.size
+			ap.mu.Unlock()
+			select {
+			case ap.freed <- struct{}{}:
+			default:
+			}
+			if err != nil {
 				ap.err = err
 				ap.failed <- err
 				return
@@ -351,10 +382,31 @@ func (f *Follower) startApplier(ctx context.Context) *applier {
 	return ap
 }
 
-// send queues a batch, waiting while the queue is full.
-func (ap *applier) send(ctx context.Context, batch []Entry) error {
+// send queues a batch of size encoded bytes, waiting while the queue is
+// full. It is called from one goroutine.
+func (ap *applier) send(ctx context.Context, whole []Entry, size int64) error {
+	for {
+		ap.mu.Lock()
+		fits := ap.queued == 0 || ap.queued+size <= applyBudget
+		if fits {
+			ap.queued += size
+		}
+		ap.mu.Unlock()
+		if fits {
+			break
+		}
+		select {
+		case <-ap.freed:
+		case err := <-ap.failed:
+			return err
+		case <-ap.done:
+			return ap.err
+		case <-ctx.Done():
+			return nil
+		}
+	}
 	select {
-	case ap.queue <- batch:
+	case ap.queue <- applyBatch{whole, size}:
 		return nil
 	case err := <-ap.failed:
 		return err
