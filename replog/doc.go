@@ -21,10 +21,16 @@
 //     second or stale writer fails (ErrStaleWriter) instead of forking the
 //     log. Commit appends and applies; WaitPeer(seq) is the wait for the
 //     passive's durable position (DRBD's protocol C), outside the commit.
+//     A delivered body the store already holds travels as a reference,
+//     except after a Collect in the same commit (which may delete it).
 //   - NewFollower(log, store, connection to the active) makes this node a
 //     passive: Run reads the active's log from its own position, refuses
 //     entries of an older epoch (ErrStaleEpoch) and gaps, appends, reports
-//     its position (PositionSubject) and applies.
+//     its position (PositionSubject) and hands the operations to an
+//     applier goroutine that applies them in order behind the log (bounded
+//     in batches and bytes), so the active's wait is the passive's append
+//     and fsync, not its store apply too. Status tells the durable
+//     position; the store's AppliedSeq may be a little behind it.
 //   - Resync / ServeResync move a checkpoint of the active's store to a
 //     passive whose position was trimmed away (NeedsResync).
 //
