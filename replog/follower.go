@@ -283,9 +283,7 @@ func (f *Follower) take(ctx context.Context, ap *applier, entries []Entry, arriv
 		// Part of the batch may be in the local log: once the applier
 		// is done, take up from what the log holds (applying it), so the
 		// retry neither skips nor repeats.
-		if aerr := ap.stop(); aerr != nil {
-			return errors.Join(err, aerr)
-		}
+		aerr := ap.stop()
 		if next, last, cerr := catchUp(ctx, f.log, f.st, f.opts.OnApplied); cerr == nil {
 			f.asm = assembler{}
 			f.mu.Lock()
@@ -293,7 +291,7 @@ func (f *Follower) take(ctx context.Context, ap *applier, entries []Entry, arriv
 			f.mu.Unlock()
 			f.lastRecord = last
 		}
-		return err
+		return errors.Join(err, aerr)
 	}
 	f.lastRecord = lastRecord
 	last := entries[len(entries)-1].Seq
