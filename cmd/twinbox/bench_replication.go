@@ -291,6 +291,15 @@ type replDelivery struct {
 	// Wait is where a replicated commit's time went, from the nodes'
 	// own timings over the replicated run.
 	Wait replWait `json:"wait"`
+	// PeakRSS is each node's peak resident memory (VmHWM) in MiB, read
+	// after its timed run: DESIGN's "resident size under load".
+	PeakRSS replRSS `json:"peak_rss_mib"`
+}
+
+type replRSS struct {
+	Standalone float64 `json:"standalone"`
+	Active     float64 `json:"active"`
+	Passive    float64 `json:"passive"`
 }
 
 // replWait breaks a replicated commit down, as means over the run in
@@ -496,6 +505,7 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 		}
 		used := cpu.used(d.Standalone)
 		d.CPU.Standalone, d.CPU.StandaloneLoad, d.CPU.StandaloneBusy = used.nodes[0], used.self, used.busy
+		d.PeakRSS.Standalone = solo.peakRSS()
 		before, err := b.status(ctx, passive)
 		if err != nil {
 			return err
@@ -514,6 +524,7 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 		if err == nil {
 			used := cpu.used(d.Replicated)
 			d.CPU.Active, d.CPU.Passive, d.CPU.ReplicatedLoad, d.CPU.ReplicatedBusy = used.nodes[0], used.nodes[1], used.self, used.busy
+			d.PeakRSS.Active, d.PeakRSS.Passive = active.peakRSS(), passive.peakRSS()
 		}
 		d.Lag = <-lagc
 		if err != nil {
@@ -1198,6 +1209,9 @@ func (r *replReport) WriteText(w io.Writer) error {
 				c.Active, c.Passive, c.Active+c.Passive, (c.Active+c.Passive)/c.Standalone)
 			fmt.Fprintf(tw, "  CPU µs per message, load generator\t%.0f\t%.0f\t\n", c.StandaloneLoad, c.ReplicatedLoad)
 			fmt.Fprintf(tw, "  cores busy (of %d)\t%.0f%%\t%.0f%%\t\n", r.Machine.CPUs, 100*c.StandaloneBusy, 100*c.ReplicatedBusy)
+		}
+		if m := d.PeakRSS; m.Standalone > 0 && m.Active > 0 {
+			fmt.Fprintf(tw, "  peak resident memory, node(s)\t%.0f MiB\t%.0f + %.0f MiB\t\n", m.Standalone, m.Active, m.Passive)
 		}
 	}
 	tw.Flush()

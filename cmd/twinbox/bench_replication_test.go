@@ -96,6 +96,9 @@ func TestBenchReplication(t *testing.T) {
 		if c := d.CPU; c.Standalone <= 0 || c.Active <= 0 || c.Passive <= 0 || c.StandaloneBusy <= 0 || c.ReplicatedBusy <= 0 {
 			t.Errorf("%d recipient(s): CPU %+v", d.Recipients, c)
 		}
+		if m := d.PeakRSS; m.Standalone <= 0 || m.Active <= 0 || m.Passive <= 0 {
+			t.Errorf("%d recipient(s): peak RSS %+v", d.Recipients, m)
+		}
 		if w := d.Wait; w.AppendMs <= 0 || w.PeerWaitMs <= 0 || w.PassiveTakeMs <= 0 || w.EntriesPerGroup < 1 || w.EntriesPerTake < 1 {
 			t.Errorf("%d recipient(s): wait %+v", d.Recipients, w)
 		}
@@ -113,7 +116,7 @@ func TestBenchReplication(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"deliveries/s", "bytes per message", "entries/s", "pinned: standalone and active on CPU 0",
-		"CPU µs per message", "wait for the passive"} {
+		"CPU µs per message", "wait for the passive", "peak resident memory"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, text.String())
 		}

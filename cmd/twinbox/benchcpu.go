@@ -169,3 +169,27 @@ func pinSelf(list string) error {
 	}
 	return nil
 }
+
+// peakRSS is the node process's peak resident memory in MiB (VmHWM in
+// /proc/PID/status), or 0 when it cannot be read.
+func (n *benchNode) peakRSS() float64 {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(v) // "123456 kB"
+			if len(f) == 2 && f[1] == "kB" {
+				kb, err := strconv.ParseFloat(f[0], 64)
+				if err == nil {
+					return kb / 1024
+				}
+			}
+		}
+	}
+	return 0
+}
