@@ -506,11 +506,7 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 		used := cpu.used(d.Standalone)
 		d.CPU.Standalone, d.CPU.StandaloneLoad, d.CPU.StandaloneBusy = used.nodes[0], used.self, used.busy
 		d.PeakRSS.Standalone = solo.peakRSS()
-		before, err := b.status(ctx, passive)
-		if err != nil {
-			return err
-		}
-		activeBefore, err := b.status(ctx, active)
+		activeBefore, before, err := b.statuses(ctx, active, passive)
 		if err != nil {
 			return err
 		}
@@ -533,11 +529,7 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 		if _, err := b.waitCaughtUp(ctx, active, passive); err != nil {
 			return err
 		}
-		after, err := b.status(ctx, passive)
-		if err != nil {
-			return err
-		}
-		activeAfter, err := b.status(ctx, active)
+		activeAfter, after, err := b.statuses(ctx, active, passive)
 		if err != nil {
 			return err
 		}
@@ -806,6 +798,19 @@ func (b *replBench) waitFor(ctx context.Context, timeout time.Duration, what str
 		case <-t.C:
 		}
 	}
+}
+
+// statuses reads the active's /status and then the passive's.
+func (b *replBench) statuses(ctx context.Context, active, passive *benchNode) (*status, *status, error) {
+	a, err := b.status(ctx, active)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := b.status(ctx, passive)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, p, nil
 }
 
 func (b *replBench) status(ctx context.Context, n *benchNode) (*status, error) {
