@@ -333,10 +333,14 @@ type applier struct {
 	err    error // set before done closes
 	once   sync.Once
 
-	mu     sync.Mutex
-	queued int64         // encoded bytes of the operations queued or applying
-	freed  chan struct{} // signalled when an apply ends
+	mu      sync.Mutex
+	queued  int64         // encoded bytes of the operations queued or applying
+	stopped bool          // stop closed the queue
+	freed   chan struct{} // signalled when an apply ends
 }
+
+// errApplierStopped is send's error after stop when no apply failed.
+var errApplierStopped = errors.New("replog: the passive's applier stopped")
 
 type applyBatch struct {
 	whole []Entry
@@ -381,10 +385,21 @@ func startApplier(ctx context.Context, apply func(context.Context, []Entry) erro
 }
 
 // send queues a batch of size encoded bytes, waiting while the queue is
-// full. It is called from one goroutine.
+// full. It and stop are called from one goroutine (the follower's). Once
+// the applier failed or stopped, it returns why and queues nothing.
 func (ap *applier) send(ctx context.Context, whole []Entry, size int64) error {
 	for {
 		ap.mu.Lock()
+		if ap.stopped {
+			ap.mu.Unlock()
+			return ap.stoppedErr()
+		}
+		select {
+		case <-ap.done: // failed: nothing more will apply
+			ap.mu.Unlock()
+			return ap.stoppedErr()
+		default:
+		}
 		fits := ap.queued == 0 || ap.queued+size <= applyBudget
 		if fits {
 			ap.queued += size
@@ -395,10 +410,8 @@ func (ap *applier) send(ctx context.Context, whole []Entry, size int64) error {
 		}
 		select {
 		case <-ap.freed:
-		case err := <-ap.failed:
-			return err
 		case <-ap.done:
-			return ap.err
+			return ap.stoppedErr()
 		case <-ctx.Done():
 			return nil
 		}
@@ -406,18 +419,31 @@ func (ap *applier) send(ctx context.Context, whole []Entry, size int64) error {
 	select {
 	case ap.queue <- applyBatch{whole, size}:
 		return nil
-	case err := <-ap.failed:
-		return err
 	case <-ap.done:
-		return ap.err
+		return ap.stoppedErr()
 	case <-ctx.Done():
 		return nil
 	}
 }
 
+// stoppedErr is why an applier that ended took nothing more: its apply's
+// error, or errApplierStopped. Call it once done is closed or stop began.
+func (ap *applier) stoppedErr() error {
+	<-ap.done
+	if ap.err != nil {
+		return ap.err
+	}
+	return errApplierStopped
+}
+
 // stop lets the queued batches apply and returns the applier's error.
 func (ap *applier) stop() error {
-	ap.once.Do(func() { close(ap.queue) })
+	ap.once.Do(func() {
+		ap.mu.Lock()
+		ap.stopped = true
+		ap.mu.Unlock()
+		close(ap.queue)
+	})
 	<-ap.done
 	return ap.err
 }
