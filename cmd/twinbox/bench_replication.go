@@ -413,6 +413,11 @@ type replCatchup struct {
 	LinkBytes     uint64  `json:"link_bytes"`
 	MBPerSec      float64 `json:"mb_per_s"`
 	DigestsEqual  bool    `json:"digests_equal"`
+	// The limits to compare MBPerSec with, measured right after: fsynced
+	// 1 MiB writes to the bench's directory, and a TLS stream over
+	// loopback (0 when a measurement failed).
+	DiskSyncMBPerSec    float64 `json:"disk_fsync_mb_per_s"`
+	LoopbackTLSMBPerSec float64 `json:"loopback_tls_mb_per_s"`
 }
 
 // benchReplication runs every phase. It returns the report so far with an
@@ -649,6 +654,13 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 	if !c.DigestsEqual {
 		return fmt.Errorf("after catch-up the digests differ: active at %d %s, passive at %d %s",
 			da.Applied, da.Store, dp.Applied, dp.Store)
+	}
+	b.logf("catch-up: the disk's and loopback's limits, %v each", limitRun)
+	var err1, err2 error
+	c.DiskSyncMBPerSec, err1 = diskSyncMBps(b.root)
+	c.LoopbackTLSMBPerSec, err2 = loopbackTLSMBps(filepath.Join(active.data, "tls"))
+	if err := errors.Join(err1, err2); err != nil {
+		b.logf("catch-up limits: %v", err)
 	}
 	return nil
 }
@@ -1240,6 +1252,10 @@ func (r *replReport) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "  restarted, it applied %d entries in %.2f s (serving after %.2f s): %.0f entries/s,\n",
 				c.Entries, c.Seconds, c.StartupSec, c.EntriesPerSec)
 			fmt.Fprintf(&b, "  %.1f MB over the link, %.1f MB/s; digests equal: %v\n", float64(c.LinkBytes)/1e6, c.MBPerSec, c.DigestsEqual)
+		}
+		if c.DiskSyncMBPerSec > 0 && c.LoopbackTLSMBPerSec > 0 {
+			fmt.Fprintf(&b, "  the limits here: the disk takes %.0f MB/s of fsynced 1 MiB writes, loopback carries %.0f MB/s of TLS\n",
+				c.DiskSyncMBPerSec, c.LoopbackTLSMBPerSec)
 		}
 	}
 	if !r.Completed {

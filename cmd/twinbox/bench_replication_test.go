@@ -106,7 +106,8 @@ func TestBenchReplication(t *testing.T) {
 	if l := rep.Link; l.Delivered != 20 || l.Failed != 0 || l.Entries < 20 || l.Bytes == 0 || l.PerMessage <= 0 || l.MessageZstd <= 0 {
 		t.Errorf("link phase: %+v", *l)
 	}
-	if c := rep.Catchup; c.Delivered != 50 || c.Failed != 0 || c.Entries < 50 || !c.DigestsEqual || c.LinkBytes == 0 || c.EntriesPerSec <= 0 {
+	if c := rep.Catchup; c.Delivered != 50 || c.Failed != 0 || c.Entries < 50 || !c.DigestsEqual || c.LinkBytes == 0 || c.EntriesPerSec <= 0 ||
+		c.DiskSyncMBPerSec <= 0 || c.LoopbackTLSMBPerSec <= 0 {
 		t.Errorf("catch-up phase: %+v", *c)
 	}
 
@@ -116,7 +117,7 @@ func TestBenchReplication(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"deliveries/s", "bytes per message", "entries/s", "pinned: standalone and active on CPU 0",
-		"CPU µs per message", "wait for the passive", "peak resident memory"} {
+		"CPU µs per message", "wait for the passive", "peak resident memory", "the limits here"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, text.String())
 		}
