@@ -52,8 +52,12 @@ func (p *pairNodes) startPassive(t *testing.T) {
 	t.Helper()
 	p.passive = startNodeIn(t, p.bin, p.passData, []string{"--role", "passive", "--node-name", "b",
 		"--nats-addr", "127.0.0.1:0", "--peer-nats", p.natsAddr,
-		"--link-ca", p.activeData + "/tls/cert.pem"}, "TWINBOX_LINK_PASSWORD="+linkPassword)
+		"--link-ca", p.activeData + "/tls/cert.pem", "--service-address", serviceAddress}, "TWINBOX_LINK_PASSWORD="+linkPassword)
 }
+
+// serviceAddress is the pair's address for clients, which a passive's
+// refusals name.
+const serviceAddress = "mail.example.test"
 
 func startPair(t *testing.T) *pairNodes {
 	t.Helper()
@@ -266,8 +270,8 @@ func TestPairReplicates(t *testing.T) {
 	if _, err := ic.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	if err := ic.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err == nil {
-		t.Error("STORE on the passive succeeded")
+	if err := ic.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err == nil || !strings.Contains(err.Error(), serviceAddress) {
+		t.Errorf("STORE on the passive: %v, want a refusal pointing at %s", err, serviceAddress)
 	}
 	if err := ic.Create("New", nil).Wait(); err == nil {
 		t.Error("CREATE on the passive succeeded")

@@ -59,6 +59,7 @@ type config struct {
 	Epoch           int64         `toml:"epoch"`
 	LogKeep         int64         `toml:"log_keep"`
 	LogTrimEvery    time.Duration `toml:"log_trim_interval"`
+	ServiceAddr     string        `toml:"service_address"`
 
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 	CollectEvery    time.Duration `toml:"collect_interval"`
@@ -143,6 +144,7 @@ func (c *config) settings() []setting {
 		{"epoch", "the active's epoch, stored in every log entry (raised by failover)", &c.Epoch},
 		{"log_trim_interval", "how often the log is trimmed to log_keep", &c.LogTrimEvery},
 		{"log_keep", "log entries kept behind what both nodes have (replay, a peer's catch-up); never trims what the passive lacks", &c.LogKeep},
+		{"service_address", "the name or address mail clients use for the pair (a service IP or DNS name); a passive's refusals point there", &c.ServiceAddr},
 		{"shutdown_timeout", "how long in-flight transactions may take on shutdown", &c.ShutdownTimeout},
 		{"collect_interval", "how often unreferenced bodies are collected", &c.CollectEvery},
 		{"collect_grace", "how long an unreferenced body is kept before collection", &c.CollectGrace},
@@ -362,4 +364,12 @@ func (c *config) validate() error {
 		return fmt.Errorf("%w: %s", errUsage, strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// writeHint is where a passive's refusals tell clients to write.
+func (c *config) writeHint() string {
+	if c.ServiceAddr != "" {
+		return c.ServiceAddr
+	}
+	return "the active node"
 }

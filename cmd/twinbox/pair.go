@@ -186,7 +186,7 @@ func startPair(ctx context.Context, c *config, n *node.Local, tlsConf *tls.Confi
 		if err != nil {
 			return fail(err)
 		}
-		n.SetReadOnly("this node is the passive; write to the active")
+		n.SetReadOnly("this node is the passive; write to " + c.writeHint())
 		runCtx, stop := context.WithCancel(context.Background())
 		p.stop = stop
 		p.wg.Add(1)

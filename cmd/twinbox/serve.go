@@ -101,7 +101,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	imapSrv, err := imap.New(&imap.Options{
 		Reader: n, Writer: n, Users: dir,
 		TLSConfig: tlsConf, InsecureAuth: c.InsecureAuth,
-		ReadOnly: c.Role == "passive", ReadOnlyHint: "the active node",
+		ReadOnly: c.Role == "passive", ReadOnlyHint: c.writeHint(),
 		LocalDomains: c.LocalDomains,
 		Observe:      m.observe("imap"),
 		Logger:       log,

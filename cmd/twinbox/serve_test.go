@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -195,6 +197,32 @@ func TestPrintStatusOfAPair(t *testing.T) {
 		}
 		if c.st.Role == "passive" && strings.Contains(b.String(), "log writes") {
 			t.Errorf("the passive's status speaks of log writes:\n%s", b.String())
+		}
+	}
+}
+
+// TestExampleConfig: twinbox.example.toml loads as it is, gives the
+// built-in defaults it claims to show, and names every setting, so that
+// an operator reading it sees them all.
+func TestExampleConfig(t *testing.T) {
+	const example = "../../twinbox.example.toml"
+	raw, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errOut bytes.Buffer
+	c, err := loadConfig("serve", []string{"-c", example}, &errOut, "")
+	if err != nil {
+		t.Fatalf("the example does not load: %v\n%s", err, errOut.String())
+	}
+	def := defaultConfig()
+	if c.Role != def.Role || c.NATSAddr != def.NATSAddr || c.PeerTimeout != def.PeerTimeout || c.LogKeep != def.LogKeep ||
+		c.IMAPAddr != def.IMAPAddr || c.CacheSize != def.CacheSize || c.ReplicationMode != def.ReplicationMode {
+		t.Errorf("the example's values differ from the defaults it says it shows: %+v", c)
+	}
+	for _, s := range c.settings() {
+		if !regexp.MustCompile(`(?m)^#?\s*` + regexp.QuoteMeta(s.key) + `\s*=`).Match(raw) {
+			t.Errorf("twinbox.example.toml does not mention %s (%s)", s.key, s.help)
 		}
 	}
 }
