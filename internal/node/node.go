@@ -241,20 +241,52 @@ func (n *Local) SyncUsers(ctx context.Context, users []string) {
 	if n.readOnly != nil {
 		return // the active creates them; they arrive through the log
 	}
+	var missing []string
 	for _, u := range users {
-		ok, err := n.st.HasUser(u)
-		if err != nil || ok {
-			continue
-		}
-		res, err := n.Write(ctx, &store.CreateUser{User: u, UIDValidity: uint32(time.Now().Unix())})
-		if err == nil {
-			err = res.Err
-		}
-		if err != nil && !errors.Is(err, store.ErrUserExists) {
-			n.log.Warn("create user in store", "user", u, "err", err)
+		if ok, err := n.st.HasUser(u); err == nil && !ok {
+			missing = append(missing, u)
 		}
 	}
+	// Concurrently, so that group commit batches them: a passwd-file of
+	// thousands of users (a Dovecot migration) is then a few commits, and
+	// on an active whose passive is down, a few waits of peer_timeout
+	// instead of one per user.
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		failed int
+		first  error
+		next   = make(chan string)
+	)
+	for range min(syncUsersWorkers, len(missing)) {
+		wg.Go(func() {
+			for u := range next {
+				res, err := n.Write(ctx, &store.CreateUser{User: u, UIDValidity: uint32(time.Now().Unix())})
+				if err == nil {
+					err = res.Err
+				}
+				if err != nil && !errors.Is(err, store.ErrUserExists) {
+					mu.Lock()
+					if failed++; first == nil {
+						first = fmt.Errorf("%s: %w", u, err)
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, u := range missing {
+		next <- u
+	}
+	close(next)
+	wg.Wait()
+	if failed > 0 {
+		n.log.Warn("create users in store", "users", len(missing), "failed", failed, "first", first)
+	}
 }
+
+// syncUsersWorkers bounds SyncUsers' concurrent writes.
+const syncUsersWorkers = 64
 
 // Collect starts deleting bodies unreferenced for longer than grace,
 // every interval, through the write path like any other change. It stops
