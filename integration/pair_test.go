@@ -262,8 +262,8 @@ func TestPairReplicates(t *testing.T) {
 	}
 	err = c.SendMail("x@example.org", []string{"alice@localhost"}, strings.NewReader("Subject: no\r\n\r\nno\r\n"))
 	var se *gosmtp.SMTPError
-	if !errors.As(err, &se) || se.Code != 451 {
-		t.Errorf("SMTP to the passive: %v, want 451", err)
+	if !errors.As(err, &se) || se.Code != 451 || !strings.Contains(se.Message, "read-only replica") {
+		t.Errorf("SMTP to the passive: %v, want 451 naming the read-only replica", err)
 	}
 	c.Close()
 	ic := p.passive.login(t, "alice")

@@ -206,7 +206,11 @@ func (s *Server) replyFor(err error) error {
 	switch {
 	case errors.Is(err, store.ErrTooLarge):
 		return gosmtp.ErrDataTooLarge
-	case errors.Is(err, protocols.ErrUnavailable), errors.Is(err, protocols.ErrReadOnly):
+	case errors.Is(err, protocols.ErrReadOnly):
+		// A passive: the sender retries, or its next MX is the active.
+		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
+			Message: "This node is a read-only replica, deliver to the active; try again later"}
+	case errors.Is(err, protocols.ErrUnavailable):
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
 			Message: "Temporarily unavailable, try again later"}
 	}
