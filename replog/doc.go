@@ -35,9 +35,15 @@
 //     passive whose position was trimmed away (NeedsResync).
 //
 // To change roles a node stops the one (Follower.Run's context, or
-// Primary.Close after its last commit) before making the other, and the
-// epoch of a new active must be above every epoch in the log; persisting
-// and raising epochs, fencing and deciding who is active belong to the
+// Primary.Close, which fails the waits for the passive with ErrNotActive)
+// before making the other, and the epoch of a new active must be above
+// every epoch in the log (NewPrimary refuses otherwise). A follower first
+// checks that its log is a prefix of the active's (the entry at its
+// position has the same epoch there); a former active whose tail never
+// reached the passive fails with ErrDiverged, its tail set aside in a file
+// (ReadDiverged), and must be rebuilt from the active. A degraded active
+// (SetDegraded: its passive is fenced) acknowledges alone. Persisting and
+// raising epochs, fencing and deciding who is active belong to the
 // failover package.
 //
 // It depends on store only (dedupe in tests).

@@ -27,6 +27,13 @@ var (
 	ErrLogTrimmed   = errors.New("replog: the entries needed were trimmed from the log")
 	ErrSeqMismatch  = errors.New("replog: log sequence mismatch")
 	ErrNoSuchEntry  = errors.New("replog: no such entry")
+	// ErrDiverged: this node's log holds entries the active's does not
+	// (a former active's tail that never reached the passive): following
+	// would fork the replica. The tail is set aside and the store rebuilt.
+	ErrDiverged = errors.New("replog: this node's log diverged from the active's")
+	// ErrNotActive: the writer was closed (the node lost the active role)
+	// before the passive confirmed; the client must retry.
+	ErrNotActive = errors.New("replog: this node is no longer the active")
 	errShortPayload = fmt.Errorf("%w: shorter than its header", ErrFormat)
 )
 
@@ -197,23 +204,25 @@ type assembler struct {
 	buf   []byte
 	first uint64 // sequence of the first chunk in buf; 0 when none
 	next  uint64
+	epoch uint64 // epoch of the chunks in buf
 }
 
 // add takes the next entry. It returns the entry with its operation once
 // one is whole; ok is false while chunks accumulate. Chunks not followed by
 // their last one (a writer that died mid-operation, never acknowledged)
-// are dropped when a whole entry follows them.
+// are dropped when a whole entry, or a chunk of a later epoch (the next
+// active's, numbered right after them), follows them.
 func (a *assembler) add(e Entry) (Entry, bool, error) {
 	switch e.kind & kindMask {
 	case kindWhole:
 		a.buf, a.first = nil, 0
 		return e, true, nil
 	case kindChunk, kindLast:
-		if a.first != 0 && e.Seq != a.next {
+		if a.first != 0 && (e.Seq != a.next || e.Epoch != a.epoch) {
 			a.buf, a.first = nil, 0
 		}
 		if a.first == 0 {
-			a.first = e.Seq
+			a.first, a.epoch = e.Seq, e.Epoch
 		}
 		a.buf = append(a.buf, e.chunk...)
 		a.next = e.Seq + 1

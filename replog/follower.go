@@ -25,7 +25,10 @@ type FollowerOptions struct {
 	Batch int
 	// OnApplied, if set, is told of every applied entry, in log order.
 	OnApplied func(e *Entry, res *store.Result)
-	Logger    *slog.Logger
+	// DivergedDir is where a diverged tail of the local log is set aside
+	// (ErrDiverged); "" means the system's temporary directory.
+	DivergedDir string
+	Logger      *slog.Logger
 }
 
 // Follower is the passive's side of the log: it reads the active's log,
@@ -132,7 +135,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		f.mu.Lock()
 		f.lastErr = err
 		f.mu.Unlock()
-		if errors.Is(err, ErrStaleEpoch) || errors.Is(err, ErrGap) || errors.Is(err, ErrVersion) ||
+		if errors.Is(err, ErrStaleEpoch) || errors.Is(err, ErrGap) || errors.Is(err, ErrVersion) || errors.Is(err, ErrDiverged) ||
 			errors.Is(err, ErrFormat) || errors.Is(err, ErrLogTrimmed) || errors.Is(err, ErrSeqMismatch) {
 			f.lg.Error("stopped following the active", "err", err)
 			return err
@@ -176,6 +179,9 @@ func (f *Follower) follow(ctx context.Context) error {
 	f.mu.Unlock()
 	if state.Last != 0 && state.First > pos+1 {
 		return fmt.Errorf("%w: this node is at %d, the active's log starts at %d", ErrLogTrimmed, pos, state.First)
+	}
+	if err := f.checkDiverged(ctx, st, state, pos); err != nil {
+		return err
 	}
 	start := state.LastRecord + 1 // nothing new yet: wait for the next record
 	if state.Last > pos {

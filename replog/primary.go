@@ -55,8 +55,14 @@ type Primary struct {
 
 	mu         sync.Mutex // one commit at a time: numbering, appending, applying
 	next       uint64
+	lastEpoch  uint64 // epoch of the entry before next
 	lastRecord uint64 // the log's last record as this writer knows it
 	broken     error
+
+	// degraded: the passive is fenced, acknowledge on this node alone.
+	degraded atomic.Bool
+	closed   chan struct{} // closed by Close: waits for the passive end
+	closeOne sync.Once
 
 	appends, appendNanos     atomic.Uint64 // local log appends (one per commit) and their time
 	peerWaits, peerWaitNanos atomic.Uint64 // confirmed waits for the passive and their time
@@ -73,7 +79,7 @@ type Primary struct {
 // before a crash), and listens for the passive's positions on nc (a
 // connection to this node's server).
 func NewPrimary(ctx context.Context, l *Log, st *store.Store, nc *nats.Conn, opts *PrimaryOptions) (*Primary, error) {
-	p := &Primary{log: l, st: st, nc: nc, posCh: make(chan struct{})}
+	p := &Primary{log: l, st: st, nc: nc, posCh: make(chan struct{}), closed: make(chan struct{})}
 	if opts != nil {
 		p.opts = *opts
 	}
@@ -90,6 +96,17 @@ func NewPrimary(ctx context.Context, l *Log, st *store.Store, nc *nats.Conn, opt
 		return nil, err
 	}
 	p.next, p.lastRecord = next, last
+	p.lastEpoch = p.opts.Epoch
+	if next > 1 {
+		if e, err := l.Get(ctx, next-1); err == nil {
+			p.lastEpoch = e.Epoch
+		} else if !errors.Is(err, ErrNoSuchEntry) {
+			return nil, err
+		}
+	}
+	if p.lastEpoch > p.opts.Epoch {
+		return nil, fmt.Errorf("%w: the log's last entry has epoch %d, above this writer's %d", ErrStaleEpoch, p.lastEpoch, p.opts.Epoch)
+	}
 	p.sub, err = nc.Subscribe(PositionSubject, p.onPosition)
 	if err != nil {
 		return nil, fmt.Errorf("replog: subscribe to positions: %w", err)
@@ -205,7 +222,7 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 		p.mu.Unlock()
 		return nil, err
 	}
-	p.next, p.lastRecord = seq, last
+	p.next, p.lastRecord, p.lastEpoch = seq, last, p.opts.Epoch
 	p.mu.Unlock()
 
 	if p.opts.OnApplied != nil {
@@ -224,11 +241,38 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 // PeerTimeout; in async mode it returns at once. An ErrPeerTimeout means
 // the change is applied here but not known to be on the passive: the
 // client must be told to retry.
+//
+// Degraded (the passive fenced), it returns at once too, and so do waits
+// in progress when degraded mode starts: DRBD's resource-and-stonith lets
+// the survivor go on alone once its peer is confirmed off. A wait ended
+// by Close fails with ErrNotActive.
 func (p *Primary) WaitPeer(ctx context.Context, seq uint64) error {
-	if p.opts.Async {
+	if p.opts.Async || p.degraded.Load() {
 		return nil
 	}
 	return p.waitPeer(ctx, seq)
+}
+
+// SetDegraded makes the active acknowledge without its passive (on: the
+// passive is confirmed off) or wait for it again (off: it caught up).
+func (p *Primary) SetDegraded(on bool) {
+	p.degraded.Store(on)
+	if on {
+		p.posMu.Lock()
+		close(p.posCh) // wake the waits: they end now
+		p.posCh = make(chan struct{})
+		p.posMu.Unlock()
+	}
+}
+
+// Degraded reports whether the active acknowledges alone.
+func (p *Primary) Degraded() bool { return p.degraded.Load() }
+
+// Last is the log's last entry and its epoch, as this writer knows them.
+func (p *Primary) Last() (seq, epoch uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.next - 1, p.lastEpoch
 }
 
 // thin sends a delivered body once: one the store already holds (so the
@@ -311,6 +355,9 @@ func (p *Primary) waitPeer(ctx context.Context, seq uint64) error {
 		p.posMu.Lock()
 		pos, ch := p.peerPos, p.posCh
 		p.posMu.Unlock()
+		if p.degraded.Load() {
+			return nil
+		}
 		if pos >= seq {
 			p.peerWaits.Add(1)
 			p.peerWaitNanos.Add(uint64(time.Since(t0)))
@@ -322,12 +369,21 @@ func (p *Primary) waitPeer(ctx context.Context, seq uint64) error {
 			return fmt.Errorf("%w: entry %d (passive at %d after %v)", ErrPeerTimeout, seq, pos, p.opts.PeerTimeout)
 		case <-ctx.Done():
 			return fmt.Errorf("%w: entry %d: %v", ErrPeerTimeout, seq, ctx.Err())
+		case <-p.closed:
+			return fmt.Errorf("%w: entry %d not confirmed by the passive", ErrNotActive, seq)
 		}
 	}
 }
 
-// Close stops listening for positions.
+// Close stops writing: later commits fail, and waits for the passive end
+// with ErrNotActive. It then stops listening for positions.
 func (p *Primary) Close() error {
+	p.closeOne.Do(func() { close(p.closed) })
+	p.mu.Lock()
+	if p.broken == nil {
+		p.broken = ErrNotActive
+	}
+	p.mu.Unlock()
 	if p.sub != nil {
 		return p.sub.Unsubscribe()
 	}

@@ -1,0 +1,167 @@
+package replog_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twinbox/twinbox/replog"
+	"github.com/twinbox/twinbox/store"
+)
+
+// runFollower runs a follower of peer on n until the test ends or it
+// stops by itself; the returned channel has its result.
+func runFollower(t *testing.T, n, peer *node, opts *replog.FollowerOptions) (*replog.Follower, func() error) {
+	t.Helper()
+	ctx := context.Background()
+	f, err := replog.NewFollower(ctx, n.log, n.st, dialPeer(t, peer), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.Run(fctx) }()
+	var result error
+	var ended bool
+	wait := func() error {
+		if !ended {
+			stop()
+			result, ended = <-done, true
+		}
+		return result
+	}
+	t.Cleanup(func() { wait() })
+	return f, wait
+}
+
+// TestRoleChangeSetsAsideDivergedTail: the active writes entries its
+// passive never receives, then loses the role; the passive is promoted at
+// a later epoch and writes on. Following the new active, the former one
+// finds its tail is not in the new log: it stops with ErrDiverged and
+// sets the tail aside (nothing silently dropped), instead of appending the
+// new active's entries after its own. A later epoch's entries are also
+// accepted by the follower only in order (the promoted node follows on
+// from its own log), and the old writer's waits end with ErrNotActive.
+func TestRoleChangeSetsAsideDivergedTail(t *testing.T) {
+	ctx := context.Background()
+	a, b := newNode(t, "a"), newNode(t, "b")
+	pa, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, PeerTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, stopB := runFollower(t, b, a, nil)
+	commit(t, pa, &store.CreateUser{User: "alice"}, &store.CreateUser{User: "bob"})
+	for i := 0; i < 20; i++ {
+		for _, r := range commit(t, pa, deliver(i)) {
+			if err := pa.WaitPeer(ctx, r.Seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+	common := fb.Status().Position
+
+	// The active writes on; the passive is gone. A wait in progress ends
+	// when the writer is closed (the node lost the role).
+	tail := commit(t, pa, deliver(100), deliver(101), deliver(102))
+	waited := make(chan error, 1)
+	go func() { waited <- pa.WaitPeer(ctx, tail[2].Seq) }()
+	pa.Close()
+	if err := <-waited; !errors.Is(err, replog.ErrNotActive) {
+		t.Fatalf("wait of a closed writer: %v, want ErrNotActive", err)
+	}
+	if _, err := pa.Commit(ctx, []store.Op{deliver(103)}); !errors.Is(err, replog.ErrNotActive) {
+		t.Fatalf("commit after close: %v, want ErrNotActive", err)
+	}
+
+	// b takes over at epoch 2 and writes past a's tail.
+	pb, err := replog.NewPrimary(ctx, b.log, b.st, b.nc, &replog.PrimaryOptions{Epoch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	pb.SetDegraded(true) // a is "fenced"
+	for i := 200; i < 205; i++ {
+		for _, r := range commit(t, pb, deliver(i)) {
+			if err := pb.WaitPeer(ctx, r.Seq); err != nil {
+				t.Fatalf("degraded wait: %v", err)
+			}
+		}
+	}
+	if last, epoch := pb.Last(); last != common+5 || epoch != 2 {
+		t.Fatalf("new active's last entry %d/%d, want %d/2", last, epoch, common+5)
+	}
+
+	// a follows b: its tail is set aside, nothing applied over it.
+	dir := t.TempDir()
+	fa, wait := runFollower(t, a, b, &replog.FollowerOptions{DivergedDir: dir, Epoch: 1})
+	eventually(t, "the follower to stop by itself", func() bool { return fa.Status().Err != nil })
+	err = wait()
+	if !errors.Is(err, replog.ErrDiverged) {
+		t.Fatalf("following the new active: %v, want ErrDiverged", err)
+	}
+	i := strings.Index(err.Error(), dir)
+	if i < 0 {
+		t.Fatalf("error %q does not name the file under %s", err, dir)
+	}
+	set, rerr := replog.ReadDiverged(strings.TrimSpace(err.Error()[i:]))
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if len(set) != 3 || set[0].Seq != common+1 || set[0].Epoch != 1 {
+		t.Fatalf("set aside %d entries from %d, want 3 from %d", len(set), set[0].Seq, common+1)
+	}
+	for k, e := range set {
+		d, ok := e.Op.(*store.Deliver)
+		if !ok || d.Body.Meta.Envelope.Subject != "m10"+string(rune('0'+k)) {
+			t.Errorf("entry %d set aside is %T, not delivery %d", e.Seq, e.Op, 100+k)
+		}
+	}
+}
+
+// TestFollowerCatchesUpAcrossEpochs: a passive that was behind when the
+// active changed follows the new active from where it was, across the
+// epoch boundary, to identical digests.
+func TestFollowerCatchesUpAcrossEpochs(t *testing.T) {
+	ctx := context.Background()
+	a, b, c := newNode(t, "a"), newNode(t, "b"), newNode(t, "c")
+	pa, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stopB := runFollower(t, b, a, nil)
+	_, stopC := runFollower(t, c, a, nil)
+	commit(t, pa, &store.CreateUser{User: "alice"}, &store.CreateUser{User: "bob"})
+	for i := 2; i < 10; i++ {
+		commit(t, pa, deliver(i))
+	}
+	eventually(t, "both passives", func() bool { return b.st.AppliedSeq() == 10 && c.st.AppliedSeq() == 10 })
+	stopC()
+	for i := 10; i < 15; i++ {
+		commit(t, pa, deliver(i))
+	}
+	eventually(t, "b", func() bool { return b.st.AppliedSeq() == 15 })
+	stopB()
+	pa.Close()
+	pb, err := replog.NewPrimary(ctx, b.log, b.st, b.nc, &replog.PrimaryOptions{Epoch: 2, Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	for i := 15; i < 20; i++ {
+		commit(t, pb, deliver(i))
+	}
+	runFollower(t, c, b, nil)
+	eventually(t, "c to follow b across the epochs", func() bool { return c.st.AppliedSeq() == 20 })
+	if db, dc := digest(t, b.st), digest(t, c.st); db.Store != dc.Store {
+		t.Fatal("digests differ")
+	}
+	// A writer below the log's last epoch is refused.
+	if _, err := replog.NewPrimary(ctx, c.log, c.st, c.nc, &replog.PrimaryOptions{Epoch: 1}); !errors.Is(err, replog.ErrStaleEpoch) {
+		t.Fatalf("a writer at epoch 1 over a log at epoch 2: %v, want ErrStaleEpoch", err)
+	}
+}
