@@ -17,23 +17,23 @@ const FormatVersion = 1
 
 // Errors of the log.
 var (
-	ErrFormat       = errors.New("replog: malformed log entry")
-	ErrVersion      = errors.New("replog: unknown log entry format version")
-	ErrStaleEpoch   = errors.New("replog: entry from an older epoch")
-	ErrStaleWriter  = errors.New("replog: log moved on under this writer")
-	ErrPeerTimeout  = errors.New("replog: the peer did not confirm in time")
-	ErrGap          = errors.New("replog: gap in the log")
-	ErrWeakDurable  = errors.New("replog: log durability weakened")
-	ErrLogTrimmed   = errors.New("replog: the entries needed were trimmed from the log")
-	ErrSeqMismatch  = errors.New("replog: log sequence mismatch")
-	ErrNoSuchEntry  = errors.New("replog: no such entry")
+	ErrFormat      = errors.New("replog: malformed log entry")
+	ErrVersion     = errors.New("replog: unknown log entry format version")
+	ErrStaleEpoch  = errors.New("replog: entry from an older epoch")
+	ErrStaleWriter = errors.New("replog: log moved on under this writer")
+	ErrPeerTimeout = errors.New("replog: the peer did not confirm in time")
+	ErrGap         = errors.New("replog: gap in the log")
+	ErrWeakDurable = errors.New("replog: log durability weakened")
+	ErrLogTrimmed  = errors.New("replog: the entries needed were trimmed from the log")
+	ErrSeqMismatch = errors.New("replog: log sequence mismatch")
+	ErrNoSuchEntry = errors.New("replog: no such entry")
 	// ErrDiverged: this node's log holds entries the active's does not
 	// (a former active's tail that never reached the passive): following
 	// would fork the replica. The tail is set aside and the store rebuilt.
 	ErrDiverged = errors.New("replog: this node's log diverged from the active's")
 	// ErrNotActive: the writer was closed (the node lost the active role)
 	// before the passive confirmed; the client must retry.
-	ErrNotActive = errors.New("replog: this node is no longer the active")
+	ErrNotActive    = errors.New("replog: this node is no longer the active")
 	errShortPayload = fmt.Errorf("%w: shorter than its header", ErrFormat)
 )
 
