@@ -22,7 +22,7 @@ type fakeNode struct {
 	promotes int
 }
 
-func (n *fakeNode) Position() Position { n.mu.Lock(); defer n.mu.Unlock(); return n.pos }
+func (n *fakeNode) Position() Position    { n.mu.Lock(); defer n.mu.Unlock(); return n.pos }
 func (n *fakeNode) PeerConfirmed() uint64 { return 0 }
 func (n *fakeNode) Promote(_ context.Context, epoch uint64, alone bool) error {
 	n.mu.Lock()
