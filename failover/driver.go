@@ -175,7 +175,9 @@ func StartDriver(opts DriverOptions, heard <-chan Heard) (*Driver, error) {
 	}
 	d := &Driver{opts: opts, lg: lg.With("component", "failover"), heat: heard,
 		results: make(chan any, 4), commands: make(chan command)}
-	d.m = New(opts.Config, time.Now(), max(epoch, opts.Node.Position().LastEpoch), standby)
+	pos := opts.Node.Position()
+	d.m = New(opts.Config, time.Now(), max(epoch, pos.LastEpoch), standby)
+	d.m.local = pos // what the first heartbeats say, before the first tick
 	d.persisted = persistedState{Epoch: epoch, Standby: standby}
 	d.publish()
 	d.ctx, d.stop = context.WithCancel(context.Background())

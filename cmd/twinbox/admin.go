@@ -121,12 +121,16 @@ type status struct {
 	WriteFailures uint64  `json:"write_failures"`
 	LoginFailures uint64  `json:"login_failures"`
 
-	Replication *pairStatus `json:"replication,omitempty"`
+	Replication *pairStatus     `json:"replication,omitempty"`
+	Failover    *failoverStatus `json:"failover,omitempty"`
 }
 
 // adminHandler serves /healthz, /status and /metrics.
-func adminHandler(m *metrics, status func() status, digest func() (store.Digest, error), healthy func() error) http.Handler {
+func adminHandler(m *metrics, status func() status, digest func() (store.Digest, error), healthy func() error, more func(*http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
+	if more != nil {
+		more(mux)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := healthy(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/twinbox/twinbox/failover"
 	"github.com/twinbox/twinbox/store"
 )
 
@@ -61,6 +62,26 @@ type config struct {
 	LogTrimEvery    time.Duration `toml:"log_trim_interval"`
 	ServiceAddr     string        `toml:"service_address"`
 
+	Failover      bool          `toml:"failover"`
+	PeerName      string        `toml:"peer_name"`
+	HeartbeatAddr string        `toml:"heartbeat_addr"`
+	PeerHeartbeat string        `toml:"peer_heartbeat"`
+	HeartbeatKey  string        `toml:"heartbeat_key"`
+	KeyFile       string        `toml:"heartbeat_key_file"`
+	Keepalive     time.Duration `toml:"keepalive"`
+	Warntime      time.Duration `toml:"warntime"`
+	Deadtime      time.Duration `toml:"deadtime"`
+	Initdead      time.Duration `toml:"initdead"`
+	FenceAgent    string        `toml:"fence_agent"`
+	FenceOptions  []string      `toml:"fence_options"`
+	FenceTimeout  time.Duration `toml:"fence_timeout"`
+	FenceDelay    time.Duration `toml:"fence_delay"`
+	OnPromote     string        `toml:"on_promote"`
+	OnDemote      string        `toml:"on_demote"`
+	HookTimeout   time.Duration `toml:"hook_timeout"`
+	AutoFailback  bool          `toml:"auto_failback"`
+	PidFile       string        `toml:"pid_file"`
+
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 	CollectEvery    time.Duration `toml:"collect_interval"`
 	CollectGrace    time.Duration `toml:"collect_grace"`
@@ -95,6 +116,13 @@ func defaultConfig() config {
 		Epoch:           1,
 		LogKeep:         1_000_000,
 		LogTrimEvery:    30 * time.Second,
+		HeartbeatAddr:   "127.0.0.1:8423",
+		Keepalive:       failover.DefaultKeepalive,
+		Warntime:        failover.DefaultWarntime,
+		Deadtime:        failover.DefaultDeadtime,
+		Initdead:        failover.DefaultInitdead,
+		FenceTimeout:    10 * time.Second,
+		HookTimeout:     failover.DefaultHookTimeout,
 		ShutdownTimeout: 30 * time.Second,
 		CollectEvery:    10 * time.Minute,
 		CollectGrace:    time.Hour,
@@ -145,6 +173,25 @@ func (c *config) settings() []setting {
 		{"log_trim_interval", "how often the log is trimmed to log_keep", &c.LogTrimEvery},
 		{"log_keep", "log entries kept behind what both nodes have (replay, a peer's catch-up); never trims what the passive lacks", &c.LogKeep},
 		{"service_address", "the name or address mail clients use for the pair (a service IP or DNS name); a passive's refusals point there", &c.ServiceAddr},
+		{"failover", "automatic failover: heartbeats, fencing and role changes decide which node is active (role then names the preferred node)", &c.Failover},
+		{"peer_name", "the peer's node_name (failover; Heartbeat's node list)", &c.PeerName},
+		{"heartbeat_addr", "UDP address this node's heartbeats arrive on (failover)", &c.HeartbeatAddr},
+		{"peer_heartbeat", "the peer's heartbeat UDP address host:port (failover)", &c.PeerHeartbeat},
+		{"heartbeat_key", "shared key signing heartbeats, at least 16 bytes, the same on both nodes (Heartbeat's authkeys); prefer heartbeat_key_file", &c.HeartbeatKey},
+		{"heartbeat_key_file", "file holding the heartbeat key", &c.KeyFile},
+		{"keepalive", "interval between heartbeats", &c.Keepalive},
+		{"warntime", "a heartbeat path silent this long is reported late", &c.Warntime},
+		{"deadtime", "the peer is declared dead when no path was heard this long", &c.Deadtime},
+		{"initdead", "deadtime at boot, before the peer was first heard", &c.Initdead},
+		{"fence_agent", "STONITH: a fence-agents program (fence_ipmilan, fence_virsh...), or the built-in docker, process or manual; empty: no fencing, so no automatic takeover", &c.FenceAgent},
+		{"fence_options", "comma-separated key=value lines for the fence agent (port=node-b, ip=..., for docker: port=CONTAINER, for process: port=PIDFILE)", &c.FenceOptions},
+		{"fence_timeout", "how long fencing may take (a timeout is a failure)", &c.FenceTimeout},
+		{"fence_delay", "wait before fencing the peer; set on one node only, so that the other wins a mutual shootout", &c.FenceDelay},
+		{"on_promote", "shell command run after this node becomes active (drbdadm primary, mount, add the service address); a failure steps it down", &c.OnPromote},
+		{"on_demote", "shell command run after this node becomes passive", &c.OnDemote},
+		{"hook_timeout", "how long on_promote and on_demote may take", &c.HookTimeout},
+		{"auto_failback", "the preferred node takes the active role back once it is caught up", &c.AutoFailback},
+		{"pid_file", "file the node writes its process id to (for the process fence agent); empty: none", &c.PidFile},
 		{"shutdown_timeout", "how long in-flight transactions may take on shutdown", &c.ShutdownTimeout},
 		{"collect_interval", "how often unreferenced bodies are collected", &c.CollectEvery},
 		{"collect_grace", "how long an unreferenced body is kept before collection", &c.CollectGrace},
@@ -334,13 +381,19 @@ func (c *config) validate() error {
 		} else if _, _, err := net.SplitHostPort(c.NATSAddr); err != nil {
 			bad("nats_addr: %q is not host:port", c.NATSAddr)
 		}
-		if c.Role == "passive" {
+		if c.Role == "passive" || c.Failover {
 			if _, _, err := net.SplitHostPort(c.PeerNATS); err != nil {
-				bad("peer_nats: %q is not the active's host:port", c.PeerNATS)
+				bad("peer_nats: %q is not the peer's host:port", c.PeerNATS)
 			}
+		}
+		if c.Failover {
+			c.validateFailover(bad)
 		}
 	default:
 		bad("role: %q is not standalone, active or passive", c.Role)
+	}
+	if c.Failover && c.Role == "standalone" {
+		bad("failover: needs a pair (role active for the preferred node, passive for the other)")
 	}
 	if c.ReplicationMode != "sync" && c.ReplicationMode != "async" {
 		bad("replication_mode: %q is not sync or async", c.ReplicationMode)
@@ -364,6 +417,72 @@ func (c *config) validate() error {
 		return fmt.Errorf("%w: %s", errUsage, strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// validateFailover checks the failover settings.
+func (c *config) validateFailover(bad func(string, ...any)) {
+	if c.PeerName == "" || c.PeerName == c.NodeName {
+		bad("peer_name: %q must name the other node (node_name is %q)", c.PeerName, c.NodeName)
+	}
+	for _, a := range []struct{ key, addr string }{{"heartbeat_addr", c.HeartbeatAddr}, {"peer_heartbeat", c.PeerHeartbeat}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			bad("%s: %q is not host:port (required with failover)", a.key, a.addr)
+		}
+	}
+	if c.HeartbeatKey == "" && c.KeyFile == "" {
+		bad("heartbeat_key_file: required with failover (or heartbeat_key / TWINBOX_HEARTBEAT_KEY): the shared key that signs heartbeats")
+	} else if key, err := c.heartbeatKey(); err != nil {
+		bad("%v", err)
+	} else if len(key) < 16 {
+		bad("heartbeat key: %d bytes is too short; use at least 16 random bytes", len(key))
+	}
+	fc := failover.Config{Keepalive: c.Keepalive, Warntime: c.Warntime, Deadtime: c.Deadtime, Initdead: c.Initdead, FenceDelay: c.FenceDelay}
+	if err := fc.Validate(); err != nil {
+		for _, e := range strings.Split(err.Error(), "\n") {
+			bad("%s", e)
+		}
+	}
+	if c.FenceTimeout <= 0 || c.HookTimeout <= 0 {
+		bad("fence_timeout and hook_timeout must be positive")
+	}
+	if _, err := c.fenceOptions(); err != nil {
+		bad("%v", err)
+	}
+	switch c.FenceAgent {
+	case "", "docker", "process", "manual":
+	default:
+		if st, err := os.Stat(c.FenceAgent); err != nil {
+			bad("fence_agent: %v", err)
+		} else if st.IsDir() || st.Mode()&0o111 == 0 {
+			bad("fence_agent: %s is not an executable file", c.FenceAgent)
+		}
+	}
+}
+
+// heartbeatKey is the shared heartbeat key: heartbeat_key, or the
+// contents of heartbeat_key_file (surrounding whitespace removed).
+func (c *config) heartbeatKey() ([]byte, error) {
+	if c.HeartbeatKey != "" {
+		return []byte(c.HeartbeatKey), nil
+	}
+	b, err := os.ReadFile(c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat_key_file: %w", err)
+	}
+	return []byte(strings.TrimSpace(string(b))), nil
+}
+
+// fenceOptions parses fence_options into the agent's key=value options.
+func (c *config) fenceOptions() (map[string]string, error) {
+	opts := map[string]string{}
+	for _, kv := range c.FenceOptions {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || strings.TrimSpace(k) == "" {
+			return nil, fmt.Errorf("fence_options: %q is not key=value", kv)
+		}
+		opts[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return opts, nil
 }
 
 // writeHint is where a passive's refusals tell clients to write.

@@ -9,6 +9,8 @@
 //	twinbox verify --admin HOST:PORT --peer HOST:PORT
 //	twinbox replay --data DIR [--until SEQ|TIME]
 //	twinbox bench smtp|lmtp|imap|replication [flags]
+//	twinbox switchover|promote [--force]|demote|fence confirm [--admin HOST:PORT]
+//	twinbox fence-agent process|docker < OPTIONS
 //
 // Every flag also reads a TWINBOX_* environment variable (--data:
 // TWINBOX_DATA). Each subcommand lives in a file of its own.
@@ -64,6 +66,10 @@ Commands:
   verify    check a stopped node's store (hashes, references, invariants), or with
             --peer compare two running nodes' digests at the same log position
   replay    rebuild a store from a stopped node's log, up to a sequence or time; export a mailbox
+  switchover, promote [--force], demote, fence confirm
+            operator role changes of a pair running with failover
+  fence-agent process|docker
+            a built-in fence device speaking the fence-agents stdin protocol
 
 Run 'twinbox COMMAND -h' for a command's flags.`
 
@@ -85,6 +91,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runVerify(ctx, args[1:], stdout, stderr)
 	case "replay":
 		return runReplay(ctx, args[1:], stdout, stderr)
+	case "switchover", "promote", "demote", "fence":
+		return runRole(ctx, args[0], args[1:], stdout, stderr)
+	case "fence-agent":
+		return runFenceAgent(args[1:], os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil

@@ -48,8 +48,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := newLogger(stderr, c.LogLevel)
-	return serve(ctx, c, log, stdout)
+	for {
+		err := serve(ctx, c, log, stdout)
+		if !errors.Is(err, errRestart) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("restarting the node", "why", err)
+	}
 }
+
+// errRestart ends serve so that runServe starts the node again (a
+// passive whose store must be rebuilt from the active).
+var errRestart = errors.New("restart")
 
 func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
@@ -83,7 +93,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	}
 	dir := users.Directory{File: pw, Guard: guard}
 
-	if c.Role == "passive" {
+	if _, err := os.Stat(resyncMarker(c.Data)); (c.Role == "passive" && !c.Failover) || err == nil {
 		if err := resyncIfNeeded(ctx, c, log, stdout); err != nil {
 			return fmt.Errorf("resync: %w", err)
 		}
@@ -101,7 +111,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	imapSrv, err := imap.New(&imap.Options{
 		Reader: n, Writer: n, Users: dir,
 		TLSConfig: tlsConf, InsecureAuth: c.InsecureAuth,
-		ReadOnly: c.Role == "passive", ReadOnlyHint: c.writeHint(),
+		ReadOnly: c.Role == "passive" || c.Failover, ReadOnlyHint: c.writeHint(),
 		LocalDomains: c.LocalDomains,
 		Observe:      m.observe("imap"),
 		Logger:       log,
@@ -150,6 +160,9 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	if err != nil {
 		closeNode(ctx)
 		return err
+	}
+	if pr != nil {
+		pr.attach(imapSrv, smtpSrv, lmtpSrv)
 	}
 
 	// Bind everything before serving anything, so a taken port is a clear
@@ -204,11 +217,28 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		lns = append(lns, listener{"lmtp-socket", ln, lmtpSrv.Serve})
 	}
 
+	runCtx, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	if pr != nil {
+		pr.afterPromote = func() { n.SyncUsers(runCtx, pw.Users()) }
+	}
+	var fo *failoverRun
+	if c.Failover {
+		if fo, err = startFailover(c, pr, log); err != nil {
+			closeAll()
+			closeNode(ctx)
+			return fmt.Errorf("failover: %w", err)
+		}
+	}
 	status := func() status {
 		st := statusOf(c, n, m, lns, started)
 		if pr != nil {
 			st.Replication = pr.status(context.Background(), c.ReplicationMode)
 			st.Listeners["nats"] = pr.srv.Addr().String()
+			st.Role = pr.currentRole()
+		}
+		if fo != nil {
+			st.Failover = fo.status()
 		}
 		st.Sessions = map[string]int{"imap": imapSrv.Sessions(), "smtp": smtpSrv.Sessions(), "lmtp": lmtpSrv.Sessions()}
 		st.Users = len(pw.Users())
@@ -219,14 +249,31 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	if pr != nil {
 		pr.registerMetrics(m)
 	}
+	if fo != nil {
+		fo.registerMetrics(m)
+	}
 	admin.Handler = adminHandler(m, status, n.Store().Digest, func() error {
 		if n.Closing() {
 			return errors.New("shutting down")
 		}
 		return nil
+	}, func(mux *http.ServeMux) {
+		if fo != nil {
+			fo.handle(mux)
+		}
 	})
+	if c.PidFile != "" {
+		if err := os.WriteFile(c.PidFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+			closeAll()
+			if fo != nil {
+				fo.close()
+			}
+			closeNode(ctx)
+			return fmt.Errorf("pid_file: %w", err)
+		}
+		defer os.Remove(c.PidFile)
+	}
 
-	runCtx, stopBackground := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	bg.Add(1)
 	go func() {
@@ -250,8 +297,10 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	for _, l := range lns {
 		fmt.Fprintf(stdout, "  %-11s %s\n", l.name, l.ln.Addr())
 	}
+	var restart chan error
 	if pr != nil {
-		fmt.Fprintf(stdout, "  %-11s %s (%s)\n", "nats", pr.srv.Addr(), c.Role)
+		fmt.Fprintf(stdout, "  %-11s %s (%s)\n", "nats", pr.srv.Addr(), pr.currentRole())
+		restart = pr.restart
 	}
 
 	var runErr error
@@ -260,6 +309,11 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		log.Info("shutting down", "timeout", c.ShutdownTimeout)
 	case runErr = <-errc:
 		log.Error("a listener failed; shutting down", "err", runErr)
+	case err := <-restart:
+		runErr = fmt.Errorf("%w: %v", errRestart, err)
+	}
+	if fo != nil {
+		fo.close() // no role change during shutdown
 	}
 
 	// Graceful shutdown: stop accepting, 421 to idle SMTP/LMTP sessions,
@@ -412,6 +466,9 @@ func printStatus(w io.Writer, st *status) {
 		if r.Error != "" {
 			fmt.Fprintf(w, "problem     %s\n", r.Error)
 		}
+	}
+	if st.Failover != nil {
+		printFailover(w, st.Failover)
 	}
 	fmt.Fprintf(w, "sessions    imap %d, smtp %d, lmtp %d\n", st.Sessions["imap"], st.Sessions["smtp"], st.Sessions["lmtp"])
 	fmt.Fprintf(w, "users       %d (failed logins since start: %d)\n", st.Users, st.LoginFailures)

@@ -162,7 +162,7 @@ func TestVerifyPeerIdentical(t *testing.T) {
 		if _, err := st.ApplyNext(ctx, 1e18, peerBase()...); err != nil {
 			t.Fatal(err)
 		}
-		srv := httptest.NewServer(adminHandler(newMetrics(), func() status { return status{} }, st.Digest, func() error { return nil }))
+		srv := httptest.NewServer(adminHandler(newMetrics(), func() status { return status{} }, st.Digest, func() error { return nil }, nil))
 		t.Cleanup(srv.Close)
 		addrs = append(addrs, srv.Listener.Addr().String())
 	}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/twinbox/twinbox/failover/fence"
+)
+
+const roleUsage = `usage: twinbox switchover|promote [--force]|demote|fence confirm [--admin HOST:PORT]
+
+Operator role changes, sent to a running node's admin server:
+
+  switchover      hand the active role to the other node (planned, no loss):
+                  on the active it drains and hands over; on the passive it
+                  asks the active to
+  promote         on a passive: leave standby and take the active role (a
+                  switchover if the peer is active)
+  promote --force on a passive: become active now, without fencing; you vouch
+                  that the peer is not writing
+  demote          on the active: hand over (if the peer is up) and stay
+                  standby until promote
+  fence confirm   with fence_agent = manual: the peer is powered off
+
+Flags:`
+
+// runRole sends an operator's command to a node: switchover, promote,
+// demote or fence confirm.
+func runRole(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("admin", envDefault("TWINBOX_ADMIN_ADDR", "127.0.0.1:8410"), "the node's admin address (env TWINBOX_ADMIN_ADDR)")
+	force := fs.Bool("force", false, "promote: without fencing")
+	fs.Usage = func() { fmt.Fprintln(stderr, roleUsage); fs.PrintDefaults() }
+	path := map[string]string{"switchover": "switchover", "promote": "promote", "demote": "demote", "fence": "fence-confirm"}[name]
+	if name == "fence" {
+		if len(args) == 0 || args[0] != "confirm" {
+			fs.Usage()
+			return fmt.Errorf("%w: fence takes the subcommand confirm", errUsage)
+		}
+		args = args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())
+	}
+	if *force && name != "promote" {
+		return fmt.Errorf("%w: --force is for promote", errUsage)
+	}
+	url := "http://" + *addr + "/failover/" + path
+	if *force {
+		url += "?force=1"
+	}
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, "POST", url, nil)
+	if err != nil {
+		return fmt.Errorf("%w: --admin %q: %v", errUsage, *addr, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: no node answers at %s: %w", name, *addr, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	msg := strings.TrimSpace(string(body))
+	switch resp.StatusCode {
+	case http.StatusOK:
+		fmt.Fprintln(stdout, msg)
+		return nil
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return fmt.Errorf("%s: the node at %s does not run failover (failover = false)", name, *addr)
+	}
+	return fmt.Errorf("%s: %s", name, msg)
+}
+
+const fenceAgentUsage = `usage: twinbox fence-agent process|docker < OPTIONS
+
+A fence agent speaking the fence-agents stdin protocol (as fence_ipmilan and
+fence_virsh do, so Pacemaker can run it too): it reads key=value lines
+(action=off|on|reboot|status|monitor|metadata, port=...) and exits 0 on
+success (status: 0 on, 2 off), 1 on failure.
+
+  process   port= is a pid file; off kills that process (SIGKILL)
+  docker    port= is a container; socket= the Docker Engine API socket
+            (default /var/run/docker.sock)`
+
+// runFenceAgent is `twinbox fence-agent`: a built-in device behind the
+// fence-agents protocol.
+func runFenceAgent(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, fenceAgentUsage)
+		return fmt.Errorf("%w: fence-agent takes process or docker", errUsage)
+	}
+	var newDevice func(map[string]string) (fence.Device, error)
+	switch args[0] {
+	case "process":
+		newDevice = fence.NewProcessFromOptions
+	case "docker":
+		newDevice = fence.NewDockerFromOptions
+	case "-h", "--help", "help":
+		fmt.Fprintln(stdout, fenceAgentUsage)
+		return nil
+	default:
+		fmt.Fprintln(stderr, fenceAgentUsage)
+		return fmt.Errorf("%w: unknown fence device %q", errUsage, args[0])
+	}
+	if code := fence.ServeAgent(stdin, stdout, stderr, newDevice); code != 0 {
+		return exitError{code}
+	}
+	return nil
+}
+
+
