@@ -129,7 +129,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	for _, sec := range options.BinarySection {
 		setSeen = setSeen || !sec.Peek
 	}
-	if setSeen && !s.sel.readOnly && !s.srv.opts.ReadOnly {
+	if setSeen && !s.sel.readOnly && !s.srv.isReadOnly() {
 		op := &store.StoreFlags{User: s.user, Mailbox: s.sel.name, UIDs: refUIDs(refs),
 			Action: store.FlagsAdd, Flags: []string{store.FlagSeen}}
 		if _, err := s.write(op, op.UIDs); err != nil {

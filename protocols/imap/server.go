@@ -9,6 +9,11 @@
 // sessions that have a mailbox selected through Notify, which the node
 // calls after each applied operation: IDLE is pushed, never polled.
 //
+// A node's role can change while clients are connected: SetReadOnly turns
+// writes off and on at once for every session, and Kick sends every
+// session BYE (a demoted node's clients reconnect to the new active) while
+// the server keeps accepting.
+//
 // A Server is safe for concurrent use.
 package imap
 
@@ -20,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -43,7 +49,8 @@ type Options struct {
 	InsecureAuth bool
 	// ReadOnly serves a replica: SELECT acts as EXAMINE and every write
 	// answers NO. ReadOnlyHint is added to those answers (where the
-	// writable node is).
+	// writable node is). They are the initial state: Server.SetReadOnly
+	// changes it while serving.
 	ReadOnly     bool
 	ReadOnlyHint string
 	// LocalDomains lets users log in as user@domain.
@@ -81,6 +88,7 @@ type Server struct {
 	log  *slog.Logger
 	srv  *imapserver.Server
 	hub  *hub
+	ro   atomic.Pointer[writeMode]
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
@@ -102,6 +110,7 @@ func New(opts *Options) (*Server, error) {
 	}
 	s.log = s.log.With("component", "imap")
 	s.hub = newHub(s.opts.Reader)
+	s.SetReadOnly(s.opts.ReadOnly, s.opts.ReadOnlyHint)
 	caps := imap.CapSet{}
 	for _, c := range capabilities {
 		caps[c] = struct{}{}
@@ -139,6 +148,45 @@ func (s *Server) Sessions() int {
 	return len(s.sessions)
 }
 
+// writeMode is the server's read-only mode at one moment.
+type writeMode struct {
+	on   bool
+	hint string
+}
+
+// SetReadOnly turns the server's read-only mode on or off while it
+// serves; hint says where the writable node is (see Options.ReadOnlyHint).
+// Commands that start afterwards see the new mode at once. Mailboxes
+// already selected keep what SELECT or EXAMINE gave them (a mailbox
+// selected while read-only stays read-only until selected again), but no
+// session writes while the server is read-only.
+func (s *Server) SetReadOnly(readOnly bool, hint string) {
+	s.ro.Store(&writeMode{on: readOnly, hint: hint})
+}
+
+// refuseWrites is the answer to a write while the server is read-only,
+// or nil.
+func (s *Server) refuseWrites() error {
+	if ro := s.ro.Load(); ro.on {
+		return readOnlyError(ro.hint)
+	}
+	return nil
+}
+
+func (s *Server) isReadOnly() bool { return s.ro.Load().on }
+
+// Kick tells every session BYE with reason and closes it, as Shutdown
+// does, but the listeners keep serving: clients that connect afterwards
+// are served as usual (a demoted node's clients reconnect, and reach the
+// new active through the service address). A command in progress is let
+// finish first, within ctx; when ctx ends the remaining sessions get BYE
+// at once and Kick returns ctx's error. reason may begin with a response
+// code, such as "[UNAVAILABLE] this node is no longer the active;
+// reconnect".
+func (s *Server) Kick(ctx context.Context, reason string) error {
+	return s.byeAll(ctx, reason)
+}
+
 // Shutdown stops accepting, tells every session BYE and closes them.
 // Commands in progress finish first, within ctx: a write a session has
 // begun is acknowledged or not, never cut in half (the store's operations
@@ -146,19 +194,41 @@ func (s *Server) Sessions() int {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
-	sessions := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		sessions = append(sessions, sess)
-	}
 	s.mu.Unlock()
-	for _, sess := range sessions {
-		sess.bye(ctx, "Server shutting down")
-	}
+	_ = s.byeAll(ctx, "Server shutting down")
 	err := s.srv.Close()
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
 	return err
+}
+
+// byeAll tells every open session BYE with text and closes it, each once
+// its command in progress has ended or ctx has. It returns ctx's error if
+// some command had to be cut.
+func (s *Server) byeAll(ctx context.Context, text string) error {
+	s.mu.Lock()
+	sessions := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	var (
+		wg  sync.WaitGroup
+		cut atomic.Int64
+	)
+	for _, sess := range sessions {
+		wg.Go(func() {
+			if !sess.bye(ctx, text) {
+				cut.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := cut.Load(); n > 0 {
+		return fmt.Errorf("imap: %d sessions closed in a command: %w", n, ctx.Err())
+	}
+	return nil
 }
 
 // Notify tells the server that op was applied: sessions that have an

@@ -68,7 +68,10 @@ func (s *session) begin(cmd string) func(*error) {
 	}
 }
 
-func (s *session) bye(ctx context.Context, text string) {
+// bye tells the client BYE with text and closes the connection, once the
+// command in progress (if any) has ended or ctx has. It reports whether
+// no command had to be cut.
+func (s *session) bye(ctx context.Context, text string) bool {
 	done := make(chan struct{})
 	go func() {
 		s.busy.Lock()
@@ -78,9 +81,11 @@ func (s *session) bye(ctx context.Context, text string) {
 	case <-done:
 		_ = s.conn.Bye(text)
 		s.busy.Unlock()
+		return true
 	case <-ctx.Done():
 		_ = s.conn.Bye(text)
 		go func() { <-done; s.busy.Unlock() }()
+		return false
 	}
 }
 
@@ -100,14 +105,18 @@ func (s *session) ctx() context.Context { return context.Background() }
 
 // write commits op; the context tells Notify which session made it.
 func (s *session) write(op store.Op, own []uint32) (store.Result, error) {
-	if s.srv.opts.ReadOnly {
-		return store.Result{}, readOnlyError(s.srv.opts.ReadOnlyHint)
+	if err := s.srv.refuseWrites(); err != nil {
+		return store.Result{}, err
 	}
 	ctx := s.ctx()
 	if s.sel != nil {
 		ctx = context.WithValue(ctx, sourceKey{}, &origin{tracker: s.sel.tracker, uids: own})
 	}
 	res, err := s.srv.opts.Writer.Write(ctx, op)
+	if errors.Is(err, protocols.ErrReadOnly) {
+		// The node turned read-only before this server was told.
+		return res, readOnlyError(s.srv.ro.Load().hint)
+	}
 	if err == nil {
 		err = res.Err
 	}
@@ -151,7 +160,7 @@ func (s *session) localUser(login string) string {
 // provision creates the user in the store and the special-use folders on
 // first login. A replica has them from the log.
 func (s *session) provision(user string) error {
-	if s.srv.opts.ReadOnly {
+	if s.srv.isReadOnly() {
 		return nil
 	}
 	ok, err := s.srv.opts.Reader.HasUser(user)
@@ -202,7 +211,7 @@ func (s *session) Select(mailbox string, options *imap.SelectOptions) (_ *imap.S
 	if err != nil {
 		return nil, mapError(err)
 	}
-	ro := s.srv.opts.ReadOnly || (options != nil && options.ReadOnly)
+	ro := s.srv.isReadOnly() || (options != nil && options.ReadOnly)
 	s.selMu.Lock()
 	s.sel = &selected{name: name, view: v, tracker: st, readOnly: ro}
 	s.selMu.Unlock()
@@ -571,8 +580,8 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) (err e
 }
 
 func (s *session) writable() error {
-	if s.srv.opts.ReadOnly {
-		return readOnlyError(s.srv.opts.ReadOnlyHint)
+	if err := s.srv.refuseWrites(); err != nil {
+		return err
 	}
 	if s.sel.readOnly {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
@@ -605,8 +614,8 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 }
 
 func (s *session) copy(numSet imap.NumSet, dest string, move bool) (*store.Result, error) {
-	if s.srv.opts.ReadOnly {
-		return nil, readOnlyError(s.srv.opts.ReadOnlyHint)
+	if err := s.srv.refuseWrites(); err != nil {
+		return nil, err
 	}
 	to, err := store.CanonicalMailbox(dest)
 	if err != nil {
