@@ -81,7 +81,8 @@ type Server struct {
 	sessions  map[*session]struct{}
 	listeners []net.Listener
 	closing   bool
-	wg        sync.WaitGroup // in-flight transactions
+	draining  int            // calls of Drain in progress
+	turning   sync.WaitGroup // connections being turned away with 421
 }
 
 // New returns a Server.
@@ -134,7 +135,8 @@ func New(opts *Options) (*Server, error) {
 	return s, nil
 }
 
-// Serve accepts connections on ln until Shutdown.
+// Serve accepts connections on ln until Shutdown. While Drain runs, the
+// connections it accepts are answered 421 and closed.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
@@ -144,7 +146,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
-	err := s.srv.Serve(ln)
+	err := s.srv.Serve(drainListener{ln, s})
 	if errors.Is(err, gosmtp.ErrServerClosed) || s.isClosing() {
 		return nil
 	}
@@ -164,10 +166,48 @@ func (s *Server) Sessions() int {
 	return len(s.sessions)
 }
 
+// Replies that close a connection.
+var (
+	errShuttingDown = &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 3, 2},
+		Message: "Service shutting down, try again later"}
+	errDraining = &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
+		Message: "Service not available on this node now, try again later"}
+)
+
+// Drain closes every session properly and lets the server go on: idle
+// sessions are answered 421 4.3.0 and closed at once; a session in a
+// transaction (from MAIL to the end of DATA) may finish it, gets its reply
+// (250, or 451 if the delivery failed), then 421 and is closed. Those still
+// in a transaction when ctx ends are closed with 421 (their senders were
+// not acknowledged and will retry), and Drain returns ctx's error. While
+// Drain runs, new connections are answered 421 4.3.0 instead of the
+// greeting and closed, and a connection greeted before it that says EHLO
+// meanwhile is answered 421 and closed; once Drain returns, the server
+// accepts and serves as usual. After Shutdown, Drain does nothing.
+//
+// A node losing the active role drains, so that the senders retry on the
+// new active instead of waiting on this node.
+func (s *Server) Drain(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.draining++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.draining--
+		s.mu.Unlock()
+	}()
+	return s.closeSessions(ctx, errDraining)
+}
+
 // Shutdown stops accepting connections, answers 421 to idle sessions and
 // to new transactions, and lets transactions in progress finish within
 // ctx; when ctx ends first, the remaining connections are cut (their
-// senders were not acknowledged and will retry).
+// senders were not acknowledged and will retry). It closes the sessions
+// as Drain does, but for good.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closing {
@@ -180,45 +220,126 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, ln := range s.listeners {
 		ln.Close()
 	}
+	s.mu.Unlock()
+	_ = s.closeSessions(ctx, errShuttingDown)
+	err := s.srv.Close() // cut whatever is left
+	if errors.Is(err, gosmtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	s.turning.Wait()
+	return err
+}
+
+// closeSessions closes every open session with reply (421): idle ones at
+// once, the others when their transaction ends or, at the latest, when
+// ctx ends, when it returns ctx's error. The caller has set closing or
+// draining first, so that sessions made meanwhile are closed by
+// NewSession.
+func (s *Server) closeSessions(ctx context.Context, reply *gosmtp.SMTPError) error {
+	s.mu.Lock()
 	sessions := make([]*session, 0, len(s.sessions))
 	for sess := range s.sessions {
 		sessions = append(sessions, sess)
 	}
 	s.mu.Unlock()
 	for _, sess := range sessions {
-		sess.closeIfIdle()
+		sess.closeWhenIdle(reply)
 	}
-	txDone := make(chan struct{})
-	go func() { s.wg.Wait(); close(txDone) }()
-	select {
-	case <-txDone:
-	case <-ctx.Done():
+	for _, sess := range sessions {
+		select {
+		case <-sess.done:
+		case <-ctx.Done():
+			cut := 0
+			for _, left := range sessions {
+				if left.cut(reply) {
+					cut++
+				}
+			}
+			if cut == 0 {
+				return nil
+			}
+			return fmt.Errorf("smtp: %d sessions closed in a transaction: %w", cut, ctx.Err())
+		}
 	}
-	err := s.srv.Close() // cut whatever is left
-	if errors.Is(err, gosmtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
-	return err
+	return nil
 }
 
 type backend struct{ s *Server }
 
 func (b backend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	s := b.s
-	sess := &session{srv: s, conn: c, start: time.Now()}
+	sess := &session{srv: s, conn: c, start: time.Now(), done: make(chan struct{})}
 	if addr := c.Conn().RemoteAddr(); addr != nil {
 		sess.remote = addr.String()
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return nil, errShuttingDown
+	reply := s.refusalLocked()
+	if reply == nil {
+		s.sessions[sess] = struct{}{}
 	}
-	s.sessions[sess] = struct{}{}
+	s.mu.Unlock()
+	if reply != nil {
+		// Greeted before the drain or shutdown began: the answer to its
+		// EHLO is 421, and the connection is closed. The library's own
+		// reply then goes nowhere.
+		sess.closeWhenIdle(reply)
+	}
 	return sess, nil
 }
 
-var errShuttingDown = &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
+// refusalLocked is the reply to a new connection or session while the
+// server is shutting down or draining, or nil. s.mu must be held.
+func (s *Server) refusalLocked() *gosmtp.SMTPError {
+	switch {
+	case s.closing:
+		return errShuttingDown
+	case s.draining > 0:
+		return errDraining
+	}
+	return nil
+}
+
+// drainListener answers the connections it accepts while the server
+// drains with 421 and closes them, instead of handing them to go-smtp.
+type drainListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l drainListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.s.mu.Lock()
+		reply := l.s.refusalLocked()
+		if reply != nil {
+			l.s.turning.Add(1)
+		}
+		l.s.mu.Unlock()
+		if reply == nil {
+			return c, nil
+		}
+		// Apart from the accept loop: a TLS connection's handshake
+		// waits for the client.
+		go func() {
+			defer l.s.turning.Done()
+			say(c, reply)
+		}()
+	}
+}
+
+// say writes reply on c, bounded in time, and closes c.
+func say(c net.Conn, reply *gosmtp.SMTPError) {
+	_ = c.SetDeadline(time.Now().Add(closeTimeout))
+	_, _ = fmt.Fprintf(c, "%d %d.%d.%d %s\r\n", reply.Code,
+		reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message)
+	_ = c.Close()
+}
+
+// closeTimeout bounds the write of a closing 421.
+const closeTimeout = 5 * time.Second
 
 type logAdapter struct{ l *slog.Logger }
 

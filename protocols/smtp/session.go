@@ -25,10 +25,13 @@ type session struct {
 	remote string
 	start  time.Time
 
-	mu         sync.Mutex
-	inTx       bool // between MAIL and the end of the transaction
-	closeAfter bool // shutting down: close once the transaction ends
-	closed     bool
+	mu   sync.Mutex
+	inTx bool // between MAIL and the end of the transaction
+	// bye, once set (draining or shutting down), is the 421 the session
+	// is closed with as soon as no transaction is in progress.
+	bye    *gosmtp.SMTPError
+	closed bool
+	done   chan struct{} // closed with closed
 
 	from  string
 	rcpts []rcpt
@@ -49,13 +52,13 @@ var (
 func (s *session) Mail(from string, _ *gosmtp.MailOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closeAfter || s.closed {
+	if s.bye != nil {
+		return s.bye
+	}
+	if s.closed {
 		return errShuttingDown
 	}
-	if !s.inTx {
-		s.inTx = true
-		s.srv.wg.Add(1)
-	}
+	s.inTx = true
 	s.from = from
 	s.txAt = time.Now()
 	return nil
@@ -260,28 +263,27 @@ func sanitize(v string) string {
 	return string(b)
 }
 
-// Reset ends a transaction.
+// Reset ends a transaction. go-smtp calls it after the transaction's
+// reply, so a session closing once its transaction ends says 421 after
+// that reply.
 func (s *session) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.endTxLocked()
-	if s.closeAfter && !s.closed {
-		s.say421Locked()
+	if s.bye != nil && !s.closed {
+		s.sayLocked(s.bye)
 	}
 }
 
 func (s *session) endTxLocked() {
-	if s.inTx {
-		s.inTx = false
-		s.srv.wg.Done()
-	}
+	s.inTx = false
 	s.from, s.rcpts = "", nil
 }
 
 func (s *session) Logout() error {
 	s.mu.Lock()
 	s.endTxLocked()
-	s.closed = true
+	s.closedLocked()
 	s.mu.Unlock()
 	s.srv.mu.Lock()
 	delete(s.srv.sessions, s)
@@ -289,24 +291,43 @@ func (s *session) Logout() error {
 	return nil
 }
 
-// closeIfIdle answers 421 and closes a session that is between
-// transactions; one in a transaction is closed when it ends.
-func (s *session) closeIfIdle() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closeAfter = true
-	if !s.inTx && !s.closed {
-		s.say421Locked()
+func (s *session) closedLocked() {
+	if !s.closed {
+		s.closed = true
+		close(s.done)
 	}
 }
 
-// say421Locked writes 421 on the raw connection and closes it. It is
-// called only while the library waits for the next command (idle, or right
-// after it answered a transaction), so no reply of its own interleaves.
-func (s *session) say421Locked() {
-	s.closed = true
-	nc := s.conn.Conn()
-	_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, _ = io.WriteString(nc, "421 4.3.2 Service shutting down, try again later\r\n")
-	_ = nc.Close()
+// closeWhenIdle answers reply (421) and closes a session that is between
+// transactions; one in a transaction is closed when it ends.
+func (s *session) closeWhenIdle(reply *gosmtp.SMTPError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bye == nil {
+		s.bye = reply
+	}
+	if !s.inTx && !s.closed {
+		s.sayLocked(s.bye)
+	}
+}
+
+// cut answers reply and closes the session even in a transaction, and
+// reports whether it was in one.
+func (s *session) cut(reply *gosmtp.SMTPError) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.sayLocked(reply)
+	return true
+}
+
+// sayLocked writes reply on the raw connection and closes it. Outside
+// cut, it is called only while the library waits for the next command
+// (idle, or right after it answered a transaction), so no reply of its
+// own interleaves.
+func (s *session) sayLocked(reply *gosmtp.SMTPError) {
+	s.closedLocked()
+	say(s.conn.Conn(), reply)
 }
