@@ -110,6 +110,23 @@ type load struct {
 	acked     map[string]bool
 	temporary atomic.Int64 // 4xx answers
 	other     atomic.Int64
+	// times, when set before run, keeps when each acknowledgement came
+	// (for the pause a switchover makes).
+	times   bool
+	ackedAt []time.Time
+}
+
+// longestGap is the longest time between two acknowledgements.
+func (l *load) longestGap() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at := slices.Clone(l.ackedAt)
+	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+	var gap time.Duration
+	for i := 1; i < len(at); i++ {
+		gap = max(gap, at[i].Sub(at[i-1]))
+	}
+	return gap
 }
 
 func (l *load) run(t *testing.T, smtpAddr func() string, sessions, perSession int, stop <-chan struct{}) {
@@ -147,9 +164,17 @@ func (l *load) run(t *testing.T, smtpAddr func() string, sessions, perSession in
 				case err == nil:
 					l.mu.Lock()
 					l.acked[id] = true
+					if l.times {
+						l.ackedAt = append(l.ackedAt, time.Now())
+					}
 					l.mu.Unlock()
 				case errors.As(err, &se) && se.Code/100 == 4:
+					// As a sending MTA does: try again later on a new
+					// connection (to whichever node is active by then).
 					l.temporary.Add(1)
+					c.Close()
+					c = nil
+					time.Sleep(5 * time.Millisecond) // retry pacing
 				default:
 					l.other.Add(1)
 					c.Close()

@@ -145,7 +145,10 @@ func startFailover(c *config, pr *pair, log *slog.Logger) (*failoverRun, error) 
 			select {
 			case <-ctx.Done():
 				return
-			case r := <-f.heart.Received():
+			case r, ok := <-f.heart.Received():
+				if !ok {
+					return
+				}
 				var ps failover.PeerState
 				if err := json.Unmarshal(r.Msg.Payload, &ps); err != nil || ps.Node != r.Msg.Node {
 					f.mu.Lock()
