@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -1033,7 +1034,7 @@ func (n *benchNode) start(ctx context.Context, hc *http.Client) error {
 				seen[f[0]] = f[1]
 			}
 			if !sent && seen["lmtp"] != "" && seen["admin"] != "" && (!n.paired || seen["nats"] != "") {
-				addrs <- seen
+				addrs <- maps.Clone(seen) // seen goes on: a node that restarts itself prints its addresses again
 				sent = true
 			}
 		}
