@@ -15,12 +15,13 @@ import (
 )
 
 // benchKinds are the loads `twinbox bench` knows, each with a one-line
-// description. failover is to come.
+// description.
 var benchKinds = map[string]string{
 	"smtp":        "deliver messages over SMTP (MAIL, RCPT, DATA), back to back",
 	"lmtp":        "deliver messages over LMTP (one reply per recipient)",
 	"imap":        "log in, SELECT, then a mix of FETCH, SEARCH and APPEND",
 	"replication": "start a standalone node and a pair here; what sync replication costs",
+	"failover":    "start a pair here, kill its active again and again; takeover time, messages lost",
 }
 
 func benchKindNames() string {
@@ -33,7 +34,7 @@ func benchKindNames() string {
 }
 
 const benchUsage = `usage: twinbox bench smtp|lmtp|imap --target HOST:PORT [flags]
-       twinbox bench replication [flags]
+       twinbox bench replication|failover [flags]
 
 A load generator that works against any mail server (Twinbox, Dovecot,
 Postfix). N sessions each keep one connection busy back to back until
@@ -65,8 +66,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		printBenchUsage(stderr)
 		return fmt.Errorf("%w: unknown bench kind %q (known: %s)", errUsage, kind, benchKindNames())
 	}
-	if kind == "replication" {
+	switch kind {
+	case "replication":
 		return runBenchReplication(ctx, args[1:], stdout, stderr)
+	case "failover":
+		return runBenchFailover(ctx, args[1:], stdout, stderr)
 	}
 
 	fs := flag.NewFlagSet("bench "+kind, flag.ContinueOnError)

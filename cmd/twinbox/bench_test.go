@@ -20,8 +20,8 @@ func TestBenchUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "bench needs a kind: imap, lmtp, replication, smtp"},
-		{[]string{"failover"}, `unknown bench kind "failover" (known: imap, lmtp, replication, smtp)`},
+		{nil, "bench needs a kind: failover, imap, lmtp, replication, smtp"},
+		{[]string{"pop3"}, `unknown bench kind "pop3" (known: failover, imap, lmtp, replication, smtp)`},
 		{[]string{"lmtp"}, "needs --target"},
 		{[]string{"lmtp", "--target", "127.0.0.1:1", "extra"}, "takes no arguments"},
 		{[]string{"smtp", "--target", "127.0.0.1:1", "--nope"}, "flag provided but not defined"},

@@ -8,7 +8,8 @@
 //	twinbox verify [--data DIR] [--json]
 //	twinbox verify --admin HOST:PORT --peer HOST:PORT
 //	twinbox replay --data DIR [--until SEQ|TIME]
-//	twinbox bench smtp|lmtp|imap|replication [flags]
+//	twinbox bench smtp|lmtp|imap|replication|failover [flags]
+//	twinbox demo [--data DIR]
 //	twinbox switchover|promote [--force]|demote|fence confirm [--admin HOST:PORT]
 //	twinbox fence-agent process|docker < OPTIONS
 //
@@ -62,7 +63,9 @@ Commands:
   serve     run a node: IMAP, SMTP, LMTP and the admin HTTP server
   user      add, delete, re-password or list users (the passwd-file)
   status    print a running node's status
-  bench     load generator: smtp, lmtp or imap against any server
+  bench     load generator: smtp, lmtp or imap against any server; replication
+            and failover on a pair it starts here
+  demo      an active/passive pair with failover on loopback, in one command
   verify    check a stopped node's store (hashes, references, invariants), or with
             --peer compare two running nodes' digests at the same log position
   replay    rebuild a store from a stopped node's log, up to a sequence or time; export a mailbox
@@ -87,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runStatus(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return runVerify(ctx, args[1:], stdout, stderr)
 	case "replay":
