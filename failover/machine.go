@@ -56,6 +56,10 @@ type PeerState struct {
 	// Handover, on a former active, is the log position it handed over
 	// at: the peer promotes once its log reaches it, without fencing.
 	Handover uint64 `json:"handover,omitempty"`
+	// Hears: this node heard its peer within deadtime. An active waits
+	// for it before it counts on its passive again: a passive that never
+	// heard the active would wait initdead, not deadtime, to take over.
+	Hears bool `json:"hears,omitempty"`
 }
 
 // Config is the machine's settings (Heartbeat's names).
@@ -540,7 +544,7 @@ func (m *Machine) decideActive(alive bool) []Action {
 		case m.peer.Role == Passive && m.peer.Takeover && m.heardRecently() && !m.now.Before(m.handoverAfter):
 			m.busy = demoting
 			return []Action{Event{Msg: "the peer asks to take over: handing over"}, Demote{Handover: true, Reason: "switchover to the peer"}}
-		case m.degraded && m.peer.Role == Passive && m.peerConfirmed+catchUpSlack >= m.local.Last:
+		case m.degraded && m.peer.Role == Passive && m.peer.Hears && m.peerConfirmed+catchUpSlack >= m.local.Last:
 			m.degraded = false
 			return []Action{Event{Msg: "the passive caught up: acknowledging with both nodes again"}, SetDegraded{On: false}}
 		}
@@ -725,7 +729,8 @@ func firstLate(late map[string]bool) string {
 // Self is what this node says about itself in its heartbeats.
 func (m *Machine) Self() PeerState {
 	return PeerState{Node: m.cfg.Node, Role: m.role, Epoch: m.epoch, Log: m.local, Preferred: m.cfg.Preferred,
-		Standby: m.standby || m.standbyHandoff, Takeover: m.wantsTakeover(), Handover: m.handover}
+		Standby: m.standby || m.standbyHandoff, Takeover: m.wantsTakeover(), Handover: m.handover,
+		Hears: m.heardRecently()}
 }
 
 func (m *Machine) wantsTakeover() bool {

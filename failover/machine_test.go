@@ -92,7 +92,7 @@ func TestMachine(t *testing.T) {
 			case "heard":
 				p := PeerState{Node: "other", Role: Passive, Epoch: u64(d, "epoch"), Log: pos(d, "log"),
 					Preferred: d.HasArg("preferred"), Standby: d.HasArg("standby"), Takeover: d.HasArg("takeover"),
-					Handover: u64(d, "handover")}
+					Handover: u64(d, "handover"), Hears: !d.HasArg("deaf")}
 				if d.HasArg("node") {
 					d.ScanArgs(t, "node", &p.Node)
 				}

@@ -161,6 +161,12 @@ func (p *foPair) waitActiveAlone(t *testing.T, not int, alone bool) int {
 			if i == not || n == nil {
 				continue
 			}
+			select {
+			case <-n.exited:
+				p.dump(t)
+				t.Fatalf("node %s exited (%v) while waiting for an active", foNames[i], n.exitErr)
+			default:
+			}
 			s, ok := n.foStatus()
 			if ok && s.Role == "active" && (alone || (!s.Failover.Degraded && s.Failover.Peer == "alive")) {
 				return i
@@ -180,7 +186,16 @@ func (p *foPair) dump(t *testing.T) {
 	for i := range 2 {
 		if n := p.nodes[i]; n != nil {
 			_, body := n.get("/status")
-			t.Logf("node %s /status: %s", foNames[i], body)
+			out := n.out.String()
+			if len(out) > 6000 {
+				out = out[len(out)-6000:]
+			}
+			t.Logf("node %s /status: %s\nlast output:\n%s", foNames[i], body, out)
+			if _, g := n.get("/debug/pprof/goroutine?debug=2"); len(g) > 0 {
+				f := filepath.Join(os.TempDir(), fmt.Sprintf("twinbox-goroutines-%s-%d.txt", foNames[i], time.Now().UnixNano()))
+				os.WriteFile(f, g, 0o644)
+				t.Logf("node %s goroutines in %s", foNames[i], f)
+			}
 		}
 	}
 }
@@ -286,10 +301,15 @@ func (p *foPair) runLoad(t *testing.T, l *load, sessions int) (stop func()) {
 		l.run(t, p.activeSMTP, sessions, 1<<30, stopc)
 		close(done)
 	}()
-	return func() {
-		close(stopc)
-		<-done
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			close(stopc)
+			<-done
+		})
 	}
+	t.Cleanup(stop) // before the nodes stop, if the test failed
+	return stop
 }
 
 // TestFailoverActiveKilled20Times: under SMTP load, the active is killed

@@ -189,21 +189,27 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	}
 	admin := &http.Server{ReadHeaderTimeout: 10 * time.Second}
 	for _, b := range []struct {
-		name, addr string
-		tls        bool
-		serve      func(net.Listener) error
+		name  string
+		addr  *string
+		tls   bool
+		serve func(net.Listener) error
 	}{
-		{"imap", c.IMAPAddr, false, imapSrv.Serve},
-		{"imaps", c.IMAPSAddr, true, imapSrv.Serve},
-		{"smtp", c.SMTPAddr, false, smtpSrv.Serve},
-		{"smtps", c.SMTPSAddr, true, smtpSrv.Serve},
-		{"lmtp", c.LMTPAddr, false, lmtpSrv.Serve},
-		{"admin", c.AdminAddr, false, admin.Serve},
+		{"imap", &c.IMAPAddr, false, imapSrv.Serve},
+		{"imaps", &c.IMAPSAddr, true, imapSrv.Serve},
+		{"smtp", &c.SMTPAddr, false, smtpSrv.Serve},
+		{"smtps", &c.SMTPSAddr, true, smtpSrv.Serve},
+		{"lmtp", &c.LMTPAddr, false, lmtpSrv.Serve},
+		{"admin", &c.AdminAddr, false, admin.Serve},
 	} {
-		if err := bind(b.name, b.addr, b.tls, b.serve); err != nil {
+		if err := bind(b.name, *b.addr, b.tls, b.serve); err != nil {
 			closeAll()
 			closeNode(ctx)
 			return err
+		}
+		if *b.addr != "" {
+			// A node restarting in place (a resync) keeps the ports the
+			// system chose for :0.
+			*b.addr = lns[len(lns)-1].ln.Addr().String()
 		}
 	}
 	if c.LMTPSock != "" {
