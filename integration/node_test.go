@@ -85,14 +85,18 @@ func startNodeIn(t *testing.T, bin, data string, extra []string, env ...string) 
 	addrs := make(chan map[string]string, 1)
 	go func() {
 		seen := map[string]string{}
+		sent := false
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(n.out, line)
-			if f := strings.Fields(line); len(f) >= 2 && strings.HasPrefix(line, "  ") {
+			if f := strings.Fields(line); !sent && len(f) >= 2 && strings.HasPrefix(line, "  ") {
+				// Once: a node that restarts in place (a resync) prints
+				// its addresses again, the same ones.
 				seen[f[0]] = f[1]
 				if want := map[bool]int{false: 6, true: 7}[paired]; len(seen) == want {
 					addrs <- seen
+					sent = true
 				}
 			}
 		}
