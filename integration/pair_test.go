@@ -155,6 +155,9 @@ func (l *load) run(t *testing.T, smtpAddr func() string, sessions, perSession in
 						time.Sleep(20 * time.Millisecond) // the node is restarting: retry pacing, not settling
 						continue
 					}
+					// A sending MTA gives up on a server that stopped
+					// answering (a paused node) and tries elsewhere.
+					c.CommandTimeout, c.SubmissionTimeout = 3*time.Second, 3*time.Second
 				}
 				id := fmt.Sprintf("%d.%d.%d@load.test", time.Now().UnixNano(), s, i)
 				raw := fmt.Sprintf("From: load@example.org\r\nTo: alice@localhost\r\nSubject: load %s\r\nMessage-ID: <%s>\r\n\r\n%s\r\n", id, id, strings.Repeat("x", 2000))
