@@ -121,5 +121,3 @@ func runFenceAgent(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 	}
 	return nil
 }
-
-
