@@ -168,7 +168,7 @@ func (p *foPair) waitActiveAlone(t *testing.T, not int, alone bool) int {
 			default:
 			}
 			s, ok := n.foStatus()
-			if ok && s.Role == "active" && (alone || (!s.Failover.Degraded && s.Failover.Peer == "alive")) {
+			if ok && s.Role == "active" && (alone || (!s.Failover.Degraded && (s.Failover.Peer == "alive" || s.Failover.Peer == "late"))) {
 				return i
 			}
 		}
