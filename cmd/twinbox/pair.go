@@ -510,7 +510,13 @@ func (p *pair) Demote(ctx context.Context, handover bool) (uint64, error) {
 		}
 	}
 	if err := p.becomePassive(ctx); err != nil {
-		return at, err
+		// Writes have stopped: this node is no longer active whatever
+		// happens. Restart it to follow the peer afresh.
+		p.lg.Error("demoted, but cannot follow the peer; restarting the node", "err", err)
+		select {
+		case p.restart <- fmt.Errorf("follow the peer after demotion: %w", err):
+		default:
+		}
 	}
 	return at, nil
 }
