@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -127,14 +126,8 @@ func runBenchFailover(ctx context.Context, args []string, stdout, stderr io.Writ
 		fmt.Fprintln(stderr, benchFailoverUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: bench failover takes no arguments, got %q", errUsage, fs.Args())
+	if help, err := parseFlags(fs, args, "bench failover"); help || err != nil {
+		return err
 	}
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -147,13 +140,7 @@ func runBenchFailover(ctx context.Context, args []string, stdout, stderr io.Writ
 	if rep == nil {
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if werr := enc.Encode(rep); werr != nil {
-			return errors.Join(err, werr)
-		}
-	} else if werr := rep.WriteText(stdout); werr != nil {
+	if werr := writeReport(stdout, rep, *asJSON); werr != nil {
 		return errors.Join(err, werr)
 	}
 	return err

@@ -180,14 +180,8 @@ func runBenchReplication(ctx context.Context, args []string, stdout, stderr io.W
 		fmt.Fprintln(stderr, benchReplicationUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: bench replication takes no arguments, got %q", errUsage, fs.Args())
+	if help, err := parseFlags(fs, args, "bench replication"); help || err != nil {
+		return err
 	}
 	rc, err := parseRcpts(*rcpts)
 	if err != nil {
@@ -219,13 +213,7 @@ func runBenchReplication(ctx context.Context, args []string, stdout, stderr io.W
 	if rep == nil {
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if werr := enc.Encode(rep); werr != nil {
-			return errors.Join(err, werr)
-		}
-	} else if werr := rep.WriteText(stdout); werr != nil {
+	if werr := writeReport(stdout, rep, *asJSON); werr != nil {
 		return errors.Join(err, werr)
 	}
 	return err

@@ -62,14 +62,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stderr, demoUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: demo takes no arguments, got %q", errUsage, fs.Args())
+	if help, err := parseFlags(fs, args, "demo"); help || err != nil {
+		return err
 	}
 	if *restartAfter < 0 {
 		return fmt.Errorf("%w: --restart-after %v: want 0 or more", errUsage, *restartAfter)

@@ -140,14 +140,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	every := fs.Int("progress", DefaultProgressEvery, "when stderr is not a terminal, a progress line every this many entries (0: none)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	fs.Usage = func() { fmt.Fprintln(stderr, replayUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: replay takes no arguments, got %q", errUsage, fs.Args())
+	if help, err := parseFlags(fs, args, "replay"); help || err != nil {
+		return err
 	}
 	u, err := parseUntil(*untilArg)
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -46,14 +45,8 @@ func runRole(ctx context.Context, name string, args []string, stdout, stderr io.
 		}
 		args = args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())
+	if help, err := parseFlags(fs, args, name); help || err != nil {
+		return err
 	}
 	if *force && name != "promote" {
 		return fmt.Errorf("%w: --force is for promote", errUsage)

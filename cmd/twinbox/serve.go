@@ -411,14 +411,8 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	addr := fs.String("admin", envDefault("TWINBOX_ADMIN_ADDR", "127.0.0.1:8410"), "the node's admin address (env TWINBOX_ADMIN_ADDR)")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
 	fs.Usage = func() { fmt.Fprintln(stderr, statusUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: status takes no arguments, got %q", errUsage, fs.Args())
+	if help, err := parseFlags(fs, args, "status"); help || err != nil {
+		return err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -46,14 +46,8 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	peer := fs.String("peer", "", "the other node's admin address host:port: compare two running nodes at one log position")
 	timeout := fs.Duration("timeout", 30*time.Second, "with --peer: how long to wait for both nodes to reach the same position")
 	fs.Usage = func() { fmt.Fprintln(stderr, verifyUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: verify takes no arguments, got %q", errUsage, fs.Args())
+	if help, err := parseFlags(fs, args, "verify"); help || err != nil {
+		return err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
