@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -233,12 +234,7 @@ func (p *foPair) checkAcked(t *testing.T, l *load, active int) {
 
 func freeUDPPort(t *testing.T) string {
 	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
+	return reservePort(t, func(addr string) (io.Closer, error) { return net.ListenPacket("udp", addr) })
 }
 
 // linkCert makes one certificate for 127.0.0.1, installs it as both

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -25,12 +27,25 @@ const linkPassword = "pair-link-secret"
 // that the passive finds it again.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return reservePort(t, func(addr string) (io.Closer, error) { return net.Listen("tcp", addr) })
+}
+
+// reservePort finds a loopback port that is free now, below Linux's
+// ephemeral range (32768 and up): a port the system hands out for ":0"
+// (our own listeners, other tests' clients) can be taken again before the
+// node binds it, as happened when a node's IMAPS listener took the port
+// picked for its peer's NATS server.
+func reservePort(t *testing.T, listen func(addr string) (io.Closer, error)) string {
+	t.Helper()
+	for range 200 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		if l, err := listen(addr); err == nil {
+			l.Close()
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free port between 20000 and 32000")
+	return ""
 }
 
 // pairNodes starts (or restarts, on the same data directories) an active
