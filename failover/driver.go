@@ -400,6 +400,36 @@ func (d *Driver) Command(ctx context.Context, c Command) error {
 	}
 }
 
+// Leave is a clean shutdown (Heartbeat's): an active hands over to a
+// live passive first (a switchover, bounded by ctx), then the node says
+// it is leaving, so its peer goes on without fencing it. It reports
+// whether the node ended passive; an active that could not hand over
+// stays silent about leaving, and its peer will fence it as for a crash.
+func (d *Driver) Leave(ctx context.Context) bool {
+	if d.Status().Role == "active" {
+		if err := d.Command(ctx, CmdSwitchover); err != nil {
+			d.lg.Warn("shutting down as the active without a handover", "why", err)
+			return false
+		}
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for d.Status().Role == "active" || d.Status().Busy != "" {
+			select {
+			case <-ctx.Done():
+				d.lg.Warn("shutting down as the active: the handover did not finish", "err", ctx.Err())
+				return false
+			case <-t.C:
+			}
+		}
+	}
+	d.mu.Lock()
+	d.m.Leave()
+	d.mu.Unlock()
+	d.publish()
+	d.opts.Announce()
+	return true
+}
+
 // Status is the machine's state, with the last hook failure.
 func (d *Driver) Status() Status {
 	d.mu.Lock()

@@ -60,6 +60,10 @@ type PeerState struct {
 	// for it before it counts on its passive again: a passive that never
 	// heard the active would wait initdead, not deadtime, to take over.
 	Hears bool `json:"hears,omitempty"`
+	// Leaving: the node is shutting down cleanly and writes nothing
+	// (Heartbeat's graceful shutdown): its peer need not fence it. Only
+	// a passive says so; an active hands over first.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Config is the machine's settings (Heartbeat's names).
@@ -287,6 +291,8 @@ type Machine struct {
 	conflictAt uint64 // a higher epoch seen active while we were fencing or active
 
 	degraded       bool
+	leaving        bool // this node is shutting down: no role change
+	peerLeft       bool // the peer said it is leaving, and nothing since
 	standby        bool // operator's: no automatic promotion
 	standbyHandoff bool // after a handover, until the peer is active
 	handover       uint64
@@ -366,8 +372,22 @@ func (m *Machine) heardFrom(h Heard) []Action {
 	if m.fence != fenceRunning && m.fence != fenceNone {
 		m.fence, m.fenceErr = fenceNone, ""
 	}
+	m.peerLeft = false
+	if h.Peer.Leaving && h.Peer.Role == Passive {
+		// A clean shutdown: it stopped writing for good and exits, as
+		// good as confirmed off.
+		m.peerLeft = true
+		if m.fence != fenceRunning {
+			m.fence = fenceConfirmed
+		}
+		out = append(out, Event{Msg: fmt.Sprintf("peer %s is shutting down cleanly", h.Peer.Node)})
+	}
 	return out
 }
+
+// Leave marks this node as shutting down: it changes role no more, and
+// says Leaving in its heartbeats once it is passive.
+func (m *Machine) Leave() { m.leaving = true }
 
 func (m *Machine) fenceDone(d FenceDone) []Action {
 	m.busy = idle
@@ -460,6 +480,9 @@ func (m *Machine) Command(c Command) ([]Action, error) {
 // peerAlive: some path was heard within deadtime (initdead before the
 // peer was first heard), counting from boot or our last pause.
 func (m *Machine) peerAlive() bool {
+	if m.peerLeft {
+		return false
+	}
 	limit := m.cfg.Deadtime
 	if !m.everHeard {
 		limit = m.cfg.Initdead
@@ -506,14 +529,18 @@ func (m *Machine) promote(alone bool, why string) []Action {
 
 // decide is the policy, run after every input.
 func (m *Machine) decide() []Action {
-	if m.busy == promoting || m.busy == demoting {
+	if m.busy == promoting || m.busy == demoting || m.leaving {
 		return nil
 	}
 	var out []Action
 	alive := m.peerAlive()
 	if !alive && !m.peerDead && m.busy == idle {
 		m.peerDead = true
-		out = append(out, Event{Warn: true, Msg: fmt.Sprintf("peer %s declared dead: no heartbeat on any path", orUnknown(m.peer.Node))})
+		if m.peerLeft {
+			out = append(out, Event{Msg: fmt.Sprintf("peer %s left (a clean shutdown)", m.peer.Node)})
+		} else {
+			out = append(out, Event{Warn: true, Msg: fmt.Sprintf("peer %s declared dead: no heartbeat on any path", orUnknown(m.peer.Node))})
+		}
 	}
 	if m.conflictAt > m.epoch && m.role == Active && m.busy == idle {
 		m.busy = demoting
@@ -730,7 +757,7 @@ func firstLate(late map[string]bool) string {
 func (m *Machine) Self() PeerState {
 	return PeerState{Node: m.cfg.Node, Role: m.role, Epoch: m.epoch, Log: m.local, Preferred: m.cfg.Preferred,
 		Standby: m.standby || m.standbyHandoff, Takeover: m.wantsTakeover(), Handover: m.handover,
-		Hears: m.heardRecently()}
+		Hears: m.heardRecently(), Leaving: m.leaving && m.role == Passive && m.busy == idle}
 }
 
 func (m *Machine) wantsTakeover() bool {

@@ -92,7 +92,7 @@ func TestMachine(t *testing.T) {
 			case "heard":
 				p := PeerState{Node: "other", Role: Passive, Epoch: u64(d, "epoch"), Log: pos(d, "log"),
 					Preferred: d.HasArg("preferred"), Standby: d.HasArg("standby"), Takeover: d.HasArg("takeover"),
-					Handover: u64(d, "handover"), Hears: !d.HasArg("deaf")}
+					Handover: u64(d, "handover"), Hears: !d.HasArg("deaf"), Leaving: d.HasArg("leaving")}
 				if d.HasArg("node") {
 					d.ScanArgs(t, "node", &p.Node)
 				}
@@ -119,6 +119,10 @@ func TestMachine(t *testing.T) {
 				if acts, err = m.Command(c); err != nil {
 					return "error: " + err.Error()
 				}
+			case "leave":
+				m.Leave()
+				self := m.Self()
+				return fmt.Sprintf("leaving=%t", self.Leaving)
 			case "status":
 				s := m.Status()
 				self := m.Self()

@@ -170,6 +170,43 @@ func startFailover(c *config, pr *pair, log *slog.Logger) (*failoverRun, error) 
 
 func failoverStateFile(data string) string { return data + "/failover.json" }
 
+// leave is a clean shutdown: the active hands over to a live passive,
+// then the node tells its peer it is leaving (on both paths, waiting
+// until the heartbeats went out), so the peer goes on without fencing it.
+func (f *failoverRun) leave(ctx context.Context) {
+	sent := func() map[string]uint64 {
+		m := map[string]uint64{}
+		for name, ps := range f.heart.Stats() {
+			m[name] = ps.Sent
+		}
+		return m
+	}
+	before := sent()
+	if !f.d.Leave(ctx) {
+		return
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(time.Second)
+	for {
+		now, all := sent(), true
+		for name, n := range before {
+			all = all && now[name] > n
+		}
+		if all {
+			f.lg.Info("told the peer this node is leaving")
+			return
+		}
+		select {
+		case <-t.C:
+		case <-deadline:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 func (f *failoverRun) close() {
 	f.d.Close()
 	f.stop()

@@ -319,6 +319,13 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		runErr = fmt.Errorf("%w: %v", errRestart, err)
 	}
 	if fo != nil {
+		if ctx.Err() != nil {
+			// Stopped by the operator (SIGTERM): hand over if active, and
+			// tell the peer, so that it does not fence a clean shutdown.
+			lctx, cancel := context.WithTimeout(context.Background(), 2*c.PeerTimeout)
+			fo.leave(lctx)
+			cancel()
+		}
 		fo.close() // no role change during shutdown
 	}
 
