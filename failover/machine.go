@@ -372,6 +372,7 @@ func (m *Machine) heardFrom(h Heard) []Action {
 	if m.fence != fenceRunning && m.fence != fenceNone {
 		m.fence, m.fenceErr = fenceNone, ""
 	}
+	left := m.peerLeft
 	m.peerLeft = false
 	if h.Peer.Leaving && h.Peer.Role == Passive {
 		// A clean shutdown: it stopped writing for good and exits, as
@@ -380,7 +381,9 @@ func (m *Machine) heardFrom(h Heard) []Action {
 		if m.fence != fenceRunning {
 			m.fence = fenceConfirmed
 		}
-		out = append(out, Event{Msg: fmt.Sprintf("peer %s is shutting down cleanly", h.Peer.Node)})
+		if !left {
+			out = append(out, Event{Msg: fmt.Sprintf("peer %s is shutting down cleanly", h.Peer.Node)})
+		}
 	}
 	return out
 }

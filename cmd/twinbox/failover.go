@@ -181,10 +181,16 @@ func (f *failoverRun) leave(ctx context.Context) {
 		}
 		return m
 	}
-	before := sent()
 	if !f.d.Leave(ctx) {
 		return
 	}
+	// Rounds already sealed may still go out with the old state: wait
+	// for two more on every path.
+	before := sent()
+	for name := range before {
+		before[name]++
+	}
+	f.heart.SendNow()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	deadline := time.After(time.Second)
@@ -199,6 +205,7 @@ func (f *failoverRun) leave(ctx context.Context) {
 		}
 		select {
 		case <-t.C:
+			f.heart.SendNow()
 		case <-deadline:
 			return
 		case <-ctx.Done():
