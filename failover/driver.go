@@ -406,6 +406,11 @@ func (d *Driver) Command(ctx context.Context, c Command) error {
 // whether the node ended passive; an active that could not hand over
 // stays silent about leaving, and its peer will fence it as for a crash.
 func (d *Driver) Leave(ctx context.Context) bool {
+	// No automatic role change from now on: a node that handed over must
+	// not take the role back because its peer is leaving too.
+	d.mu.Lock()
+	d.m.Leave()
+	d.mu.Unlock()
 	if d.Status().Role == "active" {
 		if err := d.Command(ctx, CmdSwitchover); err != nil {
 			d.lg.Warn("shutting down as the active without a handover", "why", err)
@@ -422,9 +427,6 @@ func (d *Driver) Leave(ctx context.Context) bool {
 			}
 		}
 	}
-	d.mu.Lock()
-	d.m.Leave()
-	d.mu.Unlock()
 	d.publish()
 	d.opts.Announce()
 	return true

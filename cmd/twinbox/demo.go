@@ -487,22 +487,29 @@ func (p *loopPair) start(ctx context.Context) error {
 // stop sends SIGTERM to both nodes at once and waits for them. At once,
 // because each stops its failover first: one stopped alone would be
 // declared dead by the other, fenced and taken over.
+//
+// The passive goes first: it tells the active it is leaving, and the
+// active, alone, then stops without trying to hand over to a node that
+// is going away (and without the passive fencing it meanwhile).
 func (p *loopPair) stop() error {
-	errs := make([]error, 2)
-	var wg sync.WaitGroup
-	for i, n := range p.nodes {
+	order := []int{0, 1}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if v, err := p.view(ctx, 0); err == nil && v.role == "active" {
+		order = []int{1, 0}
+	}
+	cancel()
+	var errs []error
+	for _, i := range order {
+		n := p.nodes[i]
 		if n == nil {
 			continue
 		}
-		wg.Go(func() {
-			if !n.running() {
-				n.stopped = true // its exit was reported when it happened
-				return
-			}
-			errs[i] = n.stop()
-		})
+		if !n.running() {
+			n.stopped = true // its exit was reported when it happened
+			continue
+		}
+		errs = append(errs, n.stop())
 	}
-	wg.Wait()
 	return errors.Join(errs...)
 }
 
