@@ -602,8 +602,9 @@ func (m *Machine) decidePassive(alive bool) []Action {
 	if alive {
 		m.reason = ""
 		if m.peer.Role == Active {
-			if m.standbyHandoff && m.peer.Epoch > m.epoch {
-				m.standbyHandoff = false
+			if m.peer.Epoch > m.epoch {
+				// The peer took over: this node's handover is done.
+				m.standbyHandoff, m.handover = false, 0
 			}
 			m.epoch = max(m.epoch, m.peer.Epoch)
 			return nil
@@ -613,7 +614,9 @@ func (m *Machine) decidePassive(alive bool) []Action {
 		}
 		// Both passive: a handover, or an election.
 		if m.peer.Handover != 0 {
-			if m.standby {
+			if m.standby || m.standbyHandoff {
+				// standbyHandoff: this node has just handed over itself;
+				// the peer's handover is an old one.
 				m.reason = "standby: not taking the handover"
 				return nil
 			}

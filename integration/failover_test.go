@@ -555,3 +555,72 @@ func TestSwitchoverUnderLoad(t *testing.T) {
 		t.Errorf("the old active is %s after the switchover", s.Role)
 	}
 }
+
+// TestOperatorRoleCommands: the operator's commands through the CLI, as
+// an operator runs them. demote hands the role over and keeps the node
+// standby; promote takes it back (the active hands over on request);
+// promote --force on the passive makes it active at once, and the old
+// active steps down on seeing the later epoch; fence confirm is refused
+// clearly without a manual fence device. With auto_failback the preferred
+// node takes its role back by itself after a crash.
+func TestOperatorRoleCommands(t *testing.T) {
+	p := newFOPair(t, nil, "--auto-failback=true")
+	p.startBoth(t)
+	if a := p.waitActive(t, -1); a != 0 {
+		t.Fatalf("node %s active, want the preferred a", foNames[a])
+	}
+	cli := func(i int, args ...string) (string, int) {
+		t.Helper()
+		out, stderr, code := runTwinbox(t, p.bin, hermeticEnv(), append(args, "--admin", p.nodes[i].adm)...)
+		return out + stderr, code
+	}
+	waitRole := func(i int, role string) foStatus {
+		t.Helper()
+		var s foStatus
+		p.nodes[i].waitFor(t, 30*time.Second, fmt.Sprintf("node %s to be %s", foNames[i], role), func() bool {
+			s, _ = p.nodes[i].foStatus()
+			return s.Role == role && s.Failover.Role == role
+		})
+		return s
+	}
+
+	// demote: a hands over to b and stays standby (auto_failback does not
+	// take the role back from an operator's demote).
+	if out, code := cli(0, "demote"); code != 0 {
+		t.Fatalf("twinbox demote: exit %d: %s", code, out)
+	}
+	waitRole(1, "active")
+	if s := waitRole(0, "passive"); !s.Failover.Standby {
+		t.Errorf("a after demote is not standby: %+v", s.Failover)
+	}
+	// promote: a leaves standby and asks b to hand over.
+	if out, code := cli(0, "promote"); code != 0 {
+		t.Fatalf("twinbox promote: exit %d: %s", code, out)
+	}
+	waitRole(0, "active")
+	waitRole(1, "passive")
+	epoch := waitRole(0, "active").Failover.Epoch
+
+	// promote --force on the passive: active at once, at a later epoch;
+	// a hears it and steps down.
+	if out, code := cli(1, "promote", "--force"); code != 0 {
+		t.Fatalf("twinbox promote --force: exit %d: %s", code, out)
+	}
+	if s := waitRole(1, "active"); s.Failover.Epoch <= epoch {
+		t.Errorf("forced promotion at epoch %d, not above %d", s.Failover.Epoch, epoch)
+	}
+	waitRole(0, "passive")
+
+	// fence confirm without a manual device: a clear refusal.
+	if out, code := cli(1, "fence", "confirm"); code == 0 || !strings.Contains(out, "not manual") {
+		t.Errorf("twinbox fence confirm on a node with a process fence agent: exit %d: %s", code, out)
+	}
+
+	// auto_failback: the preferred node a, passive and caught up, asks for
+	// its role back by itself.
+	p.waitActive(t, 0)
+	waitRole(0, "active")
+	if s, _ := p.nodes[1].foStatus(); s.Role != "passive" {
+		t.Errorf("b after a's failback: %s", s.Role)
+	}
+}
