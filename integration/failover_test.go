@@ -130,6 +130,7 @@ type foStatus struct {
 		Fencing  string `json:"fencing"`
 		Degraded bool   `json:"degraded"`
 		Standby  bool   `json:"standby"`
+		Busy     string `json:"busy"`
 		Reason   string `json:"reason"`
 		Paths    map[string]struct {
 			Received uint64            `json:"received"`
@@ -561,10 +562,10 @@ func TestSwitchoverUnderLoad(t *testing.T) {
 // standby; promote takes it back (the active hands over on request);
 // promote --force on the passive makes it active at once, and the old
 // active steps down on seeing the later epoch; fence confirm is refused
-// clearly without a manual fence device. With auto_failback the preferred
-// node takes its role back by itself after a crash.
+// clearly without a manual fence device. (auto_failback is in the state
+// machine's scenarios: testdata/switchover.txt.)
 func TestOperatorRoleCommands(t *testing.T) {
-	p := newFOPair(t, nil, "--auto-failback=true")
+	p := newFOPair(t, nil)
 	p.startBoth(t)
 	if a := p.waitActive(t, -1); a != 0 {
 		t.Fatalf("node %s active, want the preferred a", foNames[a])
@@ -579,13 +580,12 @@ func TestOperatorRoleCommands(t *testing.T) {
 		var s foStatus
 		p.nodes[i].waitFor(t, 30*time.Second, fmt.Sprintf("node %s to be %s", foNames[i], role), func() bool {
 			s, _ = p.nodes[i].foStatus()
-			return s.Role == role && s.Failover.Role == role
+			return s.Role == role && s.Failover.Role == role && s.Failover.Busy == ""
 		})
 		return s
 	}
 
-	// demote: a hands over to b and stays standby (auto_failback does not
-	// take the role back from an operator's demote).
+	// demote: a hands over to b and stays standby.
 	if out, code := cli(0, "demote"); code != 0 {
 		t.Fatalf("twinbox demote: exit %d: %s", code, out)
 	}
@@ -597,9 +597,11 @@ func TestOperatorRoleCommands(t *testing.T) {
 	if out, code := cli(0, "promote"); code != 0 {
 		t.Fatalf("twinbox promote: exit %d: %s", code, out)
 	}
-	waitRole(0, "active")
-	waitRole(1, "passive")
 	epoch := waitRole(0, "active").Failover.Epoch
+	waitRole(1, "passive")
+	if out, code := cli(0, "promote"); code == 0 || !strings.Contains(out, "already active") {
+		t.Errorf("twinbox promote on the active: exit %d: %s", code, out)
+	}
 
 	// promote --force on the passive: active at once, at a later epoch;
 	// a hears it and steps down.
@@ -610,17 +612,10 @@ func TestOperatorRoleCommands(t *testing.T) {
 		t.Errorf("forced promotion at epoch %d, not above %d", s.Failover.Epoch, epoch)
 	}
 	waitRole(0, "passive")
+	p.waitActive(t, 0) // b, with a caught up behind it
 
 	// fence confirm without a manual device: a clear refusal.
 	if out, code := cli(1, "fence", "confirm"); code == 0 || !strings.Contains(out, "not manual") {
 		t.Errorf("twinbox fence confirm on a node with a process fence agent: exit %d: %s", code, out)
-	}
-
-	// auto_failback: the preferred node a, passive and caught up, asks for
-	// its role back by itself.
-	p.waitActive(t, 0)
-	waitRole(0, "active")
-	if s, _ := p.nodes[1].foStatus(); s.Role != "passive" {
-		t.Errorf("b after a's failback: %s", s.Role)
 	}
 }
