@@ -141,11 +141,13 @@ exit 1
 func hangScript(t *testing.T) (script, agentPID, childPID string) {
 	dir := t.TempDir()
 	agentPID, childPID = filepath.Join(dir, "agent.pid"), filepath.Join(dir, "child.pid")
+	// It speaks before it writes its child's pid: the tests wait for
+	// that file, then expect the words (CI once cancelled in between).
 	script = writeScript(t, dir, "fence_hang", fmt.Sprintf(`cat >/dev/null
 echo $$ >%s.tmp && mv %s.tmp %s
+echo 'Connecting...' >&2
 sleep 1000 &
 echo $! >%s.tmp && mv %s.tmp %s
-echo 'Connecting...' >&2
 wait
 `, quote(agentPID), quote(agentPID), quote(agentPID), quote(childPID), quote(childPID), quote(childPID)))
 	return script, agentPID, childPID
