@@ -32,6 +32,9 @@ type Node interface {
 	Demote(ctx context.Context, handover bool) (uint64, error)
 	// SetDegraded makes the active acknowledge alone, or not.
 	SetDegraded(on bool)
+	// AheadAlone: as the active, it acknowledged entries alone that the
+	// passive has not confirmed yet.
+	AheadAlone() bool
 }
 
 // Fencer shoots the peer and confirms it is off (fence.Fence with the
@@ -205,7 +208,8 @@ func (d *Driver) run() {
 			// a pause of this process they are queued, and the peer must
 			// not be judged on the clock alone.
 			d.drainHeard()
-			d.step(Tick{Now: now, Local: d.opts.Node.Position(), PeerConfirmed: d.opts.Node.PeerConfirmed()})
+			d.step(Tick{Now: now, Local: d.opts.Node.Position(), PeerConfirmed: d.opts.Node.PeerConfirmed(),
+				AheadAlone: d.opts.Node.AheadAlone()})
 		case h := <-d.heat:
 			d.step(h)
 		case r := <-d.results:

@@ -38,6 +38,7 @@ func (n *fakeNode) Demote(context.Context, bool) (uint64, error) {
 	return n.pos.Last, nil
 }
 func (n *fakeNode) SetDegraded(on bool) { n.mu.Lock(); n.degraded = on; n.mu.Unlock() }
+func (n *fakeNode) AheadAlone() bool    { return false }
 func (n *fakeNode) state() (Role, uint64, int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

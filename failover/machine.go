@@ -64,6 +64,10 @@ type PeerState struct {
 	// (Heartbeat's graceful shutdown): its peer need not fence it. Only
 	// a passive says so; an active hands over first.
 	Leaving bool `json:"leaving,omitempty"`
+	// AheadAlone, on an active: it acknowledged entries alone (its
+	// passive was fenced) that the passive has not confirmed. Its passive
+	// must not take over by itself: it is outdated (DRBD's word).
+	AheadAlone bool `json:"ahead_alone,omitempty"`
 }
 
 // Config is the machine's settings (Heartbeat's names).
@@ -150,6 +154,7 @@ type Tick struct {
 	Now           time.Time
 	Local         Position
 	PeerConfirmed uint64
+	AheadAlone    bool
 }
 
 // Heard is a verified heartbeat from the peer on one path.
@@ -276,6 +281,7 @@ type Machine struct {
 
 	local         Position
 	peerConfirmed uint64
+	aheadAlone    bool
 
 	observeFrom time.Time // peer silence counts from here (boot, a pause of ours)
 	lastTick    time.Time
@@ -339,7 +345,7 @@ func (m *Machine) tick(t Tick) []Action {
 		out = append(out, Event{Warn: true, Msg: fmt.Sprintf("no tick for %v (paused?): judging the peer afresh", t.Now.Sub(m.lastTick).Round(time.Millisecond))})
 	}
 	m.now, m.lastTick = t.Now, t.Now
-	m.local, m.peerConfirmed = t.Local, t.PeerConfirmed
+	m.local, m.peerConfirmed, m.aheadAlone = t.Local, t.PeerConfirmed, t.AheadAlone
 	for _, p := range m.cfg.Paths {
 		at, ok := m.heard[p]
 		late := m.everHeard && (!ok || m.now.Sub(at) > m.cfg.Warntime)
@@ -640,6 +646,11 @@ func (m *Machine) decidePassive(alive bool) []Action {
 		m.reason = "standby: the peer is lost but this node does not take over"
 		return nil
 	}
+	if m.peer.Role == Active && m.peer.AheadAlone {
+		m.reason = "the active was acknowledging writes this node lacks when last heard (this node is outdated): " +
+			"not taking over; `twinbox promote --force` if the active is lost for good"
+		return nil
+	}
 	out, done := m.fenceStep()
 	if !done {
 		m.reason = "peer lost: not taking over until it is fenced (" + m.fenceStatus() + ")"
@@ -724,7 +735,7 @@ type Status struct {
 // Status reports the state.
 func (m *Machine) Status() Status {
 	s := Status{Role: m.role.String(), Epoch: m.epoch, Heard: map[string]time.Time{},
-		Degraded: m.degraded, Standby: m.standby || m.standbyHandoff, Reason: m.reason, PeerNode: m.peer.Node}
+		Degraded: m.degraded || (m.role == Active && m.aheadAlone), Standby: m.standby || m.standbyHandoff, Reason: m.reason, PeerNode: m.peer.Node}
 	s.Busy = map[busy]string{fencing: "fencing", promoting: "promoting", demoting: "demoting"}[m.busy]
 	for p, at := range m.heard {
 		s.Heard[p] = at
@@ -763,7 +774,8 @@ func firstLate(late map[string]bool) string {
 func (m *Machine) Self() PeerState {
 	return PeerState{Node: m.cfg.Node, Role: m.role, Epoch: m.epoch, Log: m.local, Preferred: m.cfg.Preferred,
 		Standby: m.standby || m.standbyHandoff, Takeover: m.wantsTakeover(), Handover: m.handover,
-		Hears: m.heardRecently(), Leaving: m.leaving && m.role == Passive && m.busy == idle}
+		Hears: m.heardRecently(), Leaving: m.leaving && m.role == Passive && m.busy == idle,
+		AheadAlone: m.role == Active && m.aheadAlone}
 }
 
 func (m *Machine) wantsTakeover() bool {

@@ -88,11 +88,12 @@ func TestMachine(t *testing.T) {
 					acts = append(acts, m.Step(Tick{Now: now, Local: pos(d, "log"), PeerConfirmed: u64(d, "confirmed")})...)
 				}
 			case "tick":
-				acts = m.Step(Tick{Now: at(d), Local: pos(d, "log"), PeerConfirmed: u64(d, "confirmed")})
+				acts = m.Step(Tick{Now: at(d), Local: pos(d, "log"), PeerConfirmed: u64(d, "confirmed"), AheadAlone: d.HasArg("alone")})
 			case "heard":
 				p := PeerState{Node: "other", Role: Passive, Epoch: u64(d, "epoch"), Log: pos(d, "log"),
 					Preferred: d.HasArg("preferred"), Standby: d.HasArg("standby"), Takeover: d.HasArg("takeover"),
-					Handover: u64(d, "handover"), Hears: !d.HasArg("deaf"), Leaving: d.HasArg("leaving")}
+					Handover: u64(d, "handover"), Hears: !d.HasArg("deaf"), Leaving: d.HasArg("leaving"),
+					AheadAlone: d.HasArg("ahead_alone")}
 				if d.HasArg("node") {
 					d.ScanArgs(t, "node", &p.Node)
 				}

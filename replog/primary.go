@@ -61,6 +61,9 @@ type Primary struct {
 
 	// degraded: the passive is fenced, acknowledge on this node alone.
 	degraded atomic.Bool
+	// aloneUpTo is the last entry acknowledged while degraded: until the
+	// passive confirms it, the passive lacks acknowledged writes.
+	aloneUpTo atomic.Uint64
 	closed   chan struct{} // closed by Close: waits for the passive end
 	closeOne sync.Once
 
@@ -247,10 +250,32 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 // the survivor go on alone once its peer is confirmed off. A wait ended
 // by Close fails with ErrNotActive.
 func (p *Primary) WaitPeer(ctx context.Context, seq uint64) error {
-	if p.opts.Async || p.degraded.Load() {
+	if p.opts.Async {
+		return nil
+	}
+	if p.degraded.Load() {
+		p.ackedAlone(seq)
 		return nil
 	}
 	return p.waitPeer(ctx, seq)
+}
+
+// ackedAlone records that seq was acknowledged without the passive.
+func (p *Primary) ackedAlone(seq uint64) {
+	for {
+		cur := p.aloneUpTo.Load()
+		if seq <= cur || p.aloneUpTo.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// AheadAlone reports whether this active acknowledged entries (degraded)
+// that its passive has not confirmed: the passive must not take over by
+// itself then (DRBD's outdated peer), or acknowledged writes would be lost.
+func (p *Primary) AheadAlone() bool {
+	pos, _ := p.PeerPosition()
+	return pos < p.aloneUpTo.Load()
 }
 
 // SetDegraded makes the active acknowledge without its passive (on: the
@@ -356,6 +381,7 @@ func (p *Primary) waitPeer(ctx context.Context, seq uint64) error {
 		pos, ch := p.peerPos, p.posCh
 		p.posMu.Unlock()
 		if p.degraded.Load() {
+			p.ackedAlone(seq)
 			return nil
 		}
 		if pos >= seq {

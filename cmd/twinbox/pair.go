@@ -390,8 +390,8 @@ func (p *pair) stopWriting() {
 	}
 }
 
-// Position, PeerConfirmed, Promote, Demote and SetDegraded make the pair
-// a failover.Node.
+// Position, PeerConfirmed, Promote, Demote, SetDegraded and AheadAlone
+// make the pair a failover.Node.
 var _ failover.Node = (*pair)(nil)
 
 func (p *pair) Position() failover.Position {
@@ -427,6 +427,13 @@ func (p *pair) SetDegraded(on bool) {
 	if primary != nil {
 		primary.SetDegraded(on)
 	}
+}
+
+func (p *pair) AheadAlone() bool {
+	p.mu.Lock()
+	primary := p.primary
+	p.mu.Unlock()
+	return primary != nil && primary.AheadAlone()
 }
 
 // Promote stops following, applies the whole local log and opens for
