@@ -729,13 +729,17 @@ type Status struct {
 	Fencing  string               `json:"fencing"`
 	Degraded bool                 `json:"degraded,omitempty"`
 	Standby  bool                 `json:"standby,omitempty"`
-	Reason   string               `json:"reason,omitempty"`
+	// Outdated: as a passive, the active last said it acknowledged
+	// writes this node lacks; it will not take over by itself.
+	Outdated bool   `json:"outdated,omitempty"`
+	Reason   string `json:"reason,omitempty"`
 }
 
 // Status reports the state.
 func (m *Machine) Status() Status {
 	s := Status{Role: m.role.String(), Epoch: m.epoch, Heard: map[string]time.Time{},
 		Degraded: m.degraded || (m.role == Active && m.aheadAlone), Standby: m.standby || m.standbyHandoff, Reason: m.reason, PeerNode: m.peer.Node}
+	s.Outdated = m.role == Passive && m.peer.Role == Active && m.peer.AheadAlone
 	s.Busy = map[busy]string{fencing: "fencing", promoting: "promoting", demoting: "demoting"}[m.busy]
 	for p, at := range m.heard {
 		s.Heard[p] = at

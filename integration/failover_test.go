@@ -131,6 +131,8 @@ type foStatus struct {
 		Degraded bool   `json:"degraded"`
 		Standby  bool   `json:"standby"`
 		Busy     string `json:"busy"`
+		Outdated bool   `json:"outdated"`
+		PeerRole string `json:"peer_role"`
 		Reason   string `json:"reason"`
 		Paths    map[string]struct {
 			Received uint64            `json:"received"`
@@ -170,7 +172,8 @@ func (p *foPair) waitActiveAlone(t *testing.T, not int, alone bool) int {
 			default:
 			}
 			s, ok := n.foStatus()
-			if ok && s.Role == "active" && (alone || (!s.Failover.Degraded && (s.Failover.Peer == "alive" || s.Failover.Peer == "late"))) {
+			if ok && s.Role == "active" && (alone || (!s.Failover.Degraded && (s.Failover.Peer == "alive" || s.Failover.Peer == "late") &&
+				p.passiveCurrent(1-i))) {
 				return i
 			}
 		}
@@ -182,6 +185,19 @@ func (p *foPair) waitActiveAlone(t *testing.T, not int, alone bool) int {
 }
 
 func (p *foPair) waitActive(t *testing.T, not int) int { return p.waitActiveAlone(t, not, false) }
+
+// passiveCurrent: node i is a passive that hears the active and is not
+// outdated (it would take over if the active died now).
+func (p *foPair) passiveCurrent(i int) bool {
+	p.mu.Lock()
+	n := p.nodes[i]
+	p.mu.Unlock()
+	if n == nil {
+		return false
+	}
+	s, ok := n.foStatus()
+	return ok && s.Role == "passive" && !s.Failover.Outdated && s.Failover.PeerRole == "active"
+}
 
 func (p *foPair) dump(t *testing.T) {
 	t.Helper()

@@ -427,7 +427,8 @@ func (b *foBench) round(ctx context.Context, r int) (*foRound, error) {
 	}
 	// Both ways: the active acknowledges with the passive again, and the
 	// passive has heard the active (until then it would wait initdead, not
-	// deadtime, before taking over).
+	// deadtime, before taking over) say it is no longer ahead of it (until
+	// then it would not take over at all: outdated).
 	err := p.rb.waitFor(ctx, foRejoinTimeout, fmt.Sprintf("node %s to acknowledge with node %s again", rd.NewActive, rd.Killed), survivor, func() (bool, error) {
 		st, err := p.rb.status(ctx, survivor)
 		if err != nil {
@@ -441,7 +442,7 @@ func (b *foBench) round(ctx context.Context, r int) (*foRound, error) {
 			return false, err
 		}
 		f := st.Failover
-		return f != nil && f.Role == "passive" && f.Peer == "alive" && f.PeerRole == "active", nil
+		return f != nil && f.Role == "passive" && f.Peer == "alive" && f.PeerRole == "active" && !f.Outdated, nil
 	}, dead)
 	if err != nil {
 		return rd, err

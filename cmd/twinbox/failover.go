@@ -333,6 +333,9 @@ func printFailover(w interface{ Write([]byte) (int, error) }, s *failoverStatus)
 	if s.Standby {
 		fmt.Fprint(w, ", standby")
 	}
+	if s.Outdated {
+		fmt.Fprint(w, ", outdated (the active acknowledged writes this node lacks)")
+	}
 	fmt.Fprintln(w)
 	peer := s.Peer
 	if s.PeerNode != "" {
