@@ -64,8 +64,8 @@ type Primary struct {
 	// aloneUpTo is the last entry acknowledged while degraded: until the
 	// passive confirms it, the passive lacks acknowledged writes.
 	aloneUpTo atomic.Uint64
-	closed   chan struct{} // closed by Close: waits for the passive end
-	closeOne sync.Once
+	closed    chan struct{} // closed by Close: waits for the passive end
+	closeOne  sync.Once
 
 	appends, appendNanos     atomic.Uint64 // local log appends (one per commit) and their time
 	peerWaits, peerWaitNanos atomic.Uint64 // confirmed waits for the passive and their time
