@@ -57,7 +57,6 @@ type pair struct {
 	stopFollow context.CancelFunc
 	followDone chan struct{}
 	stopResync func()
-	changedAt  time.Time
 
 	// afterPromote runs once the node writes (users from the passwd-file
 	// a passive could not create).
@@ -287,7 +286,7 @@ func (p *pair) becomeActive(ctx context.Context, epoch uint64, alone bool) error
 		return out, nil
 	})
 	p.mu.Lock()
-	p.role, p.epoch, p.primary, p.stopResync, p.changedAt = "active", epoch, primary, stopResync, time.Now()
+	p.role, p.epoch, p.primary, p.stopResync = "active", epoch, primary, stopResync
 	imapSrv := p.imap
 	p.mu.Unlock()
 	p.n.SetWritable()
@@ -328,7 +327,7 @@ func (p *pair) becomePassive(ctx context.Context) error {
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	p.mu.Lock()
-	p.role, p.follower, p.remote, p.stopFollow, p.followDone, p.changedAt = "passive", follower, remote, stop, done, time.Now()
+	p.role, p.follower, p.remote, p.stopFollow, p.followDone = "passive", follower, remote, stop, done
 	p.mu.Unlock()
 	go func() {
 		defer close(done)
