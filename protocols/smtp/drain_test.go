@@ -60,13 +60,7 @@ func TestDrainClosesSessionsProperlyAndServesAgain(t *testing.T) {
 	idle := dialRaw(t, e.SMTPAddr)
 	idle.cmd("EHLO idle.test")
 	greeted := dialRaw(t, e.SMTPAddr) // no EHLO yet
-	busy := dialRaw(t, e.SMTPAddr)
-	busy.cmd("EHLO busy.test")
-	busy.cmd("MAIL FROM:<a@example.org>")
-	busy.cmd("RCPT TO:<alice@localhost>")
-	if l := busy.cmd("DATA"); !strings.HasPrefix(l, "354") {
-		t.Fatal(l)
-	}
+	busy := inData(t, e.SMTPAddr, "EHLO busy.test", "alice@localhost")
 	io.WriteString(busy.conn, "Subject: in flight\r\n\r\nstarted before the drain\r\n")
 	prototest.Eventually(t, "both sessions counted", func() bool { return e.SMTP.Sessions() == 2 })
 
@@ -132,13 +126,7 @@ func TestDrainCutsTransactionsWhenItsContextEnds(t *testing.T) {
 	e := prototest.Start(t, nil)
 	idle := dialRaw(t, e.SMTPAddr)
 	idle.cmd("EHLO idle.test")
-	busy := dialRaw(t, e.SMTPAddr)
-	busy.cmd("EHLO busy.test")
-	busy.cmd("MAIL FROM:<a@example.org>")
-	busy.cmd("RCPT TO:<alice@localhost>")
-	if l := busy.cmd("DATA"); !strings.HasPrefix(l, "354") {
-		t.Fatal(l)
-	}
+	busy := inData(t, e.SMTPAddr, "EHLO busy.test", "alice@localhost")
 	io.WriteString(busy.conn, "Subject: stalled\r\n\r\nnever ends\r\n")
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -168,14 +156,7 @@ func TestDrainCutsTransactionsWhenItsContextEnds(t *testing.T) {
 // gets its per-recipient replies, then 421.
 func TestLMTPDrainAnswersEachRecipientThen421(t *testing.T) {
 	e := prototest.Start(t, nil)
-	c := dialRaw(t, e.LMTPAddr)
-	c.cmd("LHLO client.test")
-	c.cmd("MAIL FROM:<a@example.org>")
-	c.cmd("RCPT TO:<alice@localhost>")
-	c.cmd("RCPT TO:<bob@localhost>")
-	if l := c.cmd("DATA"); !strings.HasPrefix(l, "354") {
-		t.Fatal(l)
-	}
+	c := inData(t, e.LMTPAddr, "LHLO client.test", "alice@localhost", "bob@localhost")
 	io.WriteString(c.conn, "Subject: lmtp in flight\r\n\r\nhello\r\n")
 	prototest.Eventually(t, "the session counted", func() bool { return e.LMTP.Sessions() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -198,4 +179,20 @@ func TestLMTPDrainAnswersEachRecipientThen421(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Drain: %v", err)
 	}
+}
+
+// inData opens a session that is inside DATA: hello, MAIL FROM, a RCPT
+// per recipient, DATA answered 354.
+func inData(t *testing.T, addr, hello string, rcpts ...string) *raw {
+	t.Helper()
+	c := dialRaw(t, addr)
+	c.cmd(hello)
+	c.cmd("MAIL FROM:<a@example.org>")
+	for _, r := range rcpts {
+		c.cmd("RCPT TO:<" + r + ">")
+	}
+	if l := c.cmd("DATA"); !strings.HasPrefix(l, "354") {
+		t.Fatalf("DATA: %q", l)
+	}
+	return c
 }

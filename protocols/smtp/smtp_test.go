@@ -326,11 +326,7 @@ func TestShutdownIsGraceful(t *testing.T) {
 	e := prototest.Start(t, nil)
 	idle := dialRaw(t, e.SMTPAddr)
 	idle.cmd("EHLO idle.test")
-	busy := dialRaw(t, e.SMTPAddr)
-	busy.cmd("EHLO busy.test")
-	busy.cmd("MAIL FROM:<a@example.org>")
-	busy.cmd("RCPT TO:<alice@localhost>")
-	busy.cmd("DATA")
+	busy := inData(t, e.SMTPAddr, "EHLO busy.test", "alice@localhost")
 	io.WriteString(busy.conn, "Subject: in flight\r\n\r\nstarted before shutdown\r\n")
 
 	done := make(chan error, 1)
