@@ -23,8 +23,34 @@ var (
 //
 // A Result's Err (the operation was refused by the store's state, such as a
 // missing mailbox) is returned as the error, so callers check one value.
+//
+// origin says who made the change, for the change's notification
+// (Change.Origin): a session passes a value of its own so that it can tell
+// its own writes from others'; nil is nobody in particular. The node does
+// not look inside it.
 type Writer interface {
-	Write(ctx context.Context, op store.Op) (store.Result, error)
+	Write(ctx context.Context, op store.Op, origin Origin) (store.Result, error)
+}
+
+// Origin is who made a write, opaque to the node (see Writer).
+type Origin any
+
+// Change is one applied operation as a node tells its frontends: every
+// change, whoever made it (this node's writers, or the log on a passive),
+// in log order, once it is visible to reads.
+type Change struct {
+	Op     store.Op
+	Result *store.Result
+	// Origin is the writer's origin on the node that wrote it; nil for
+	// changes that came from elsewhere (the log, on a passive).
+	Origin Origin
+}
+
+// Notifier is told of changes (the IMAP server: IDLE and unsolicited
+// updates). Notify must not block for long: it runs in the node's
+// notification path.
+type Notifier interface {
+	Notify(c Change)
 }
 
 // Reader is what the protocols read: the store's reads, with bodies and

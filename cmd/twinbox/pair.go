@@ -20,6 +20,7 @@ import (
 
 	"github.com/twinbox/twinbox/failover"
 	"github.com/twinbox/twinbox/internal/node"
+	"github.com/twinbox/twinbox/protocols"
 	"github.com/twinbox/twinbox/protocols/imap"
 	"github.com/twinbox/twinbox/protocols/smtp"
 	"github.com/twinbox/twinbox/replog"
@@ -316,7 +317,7 @@ func (p *pair) becomePassive(ctx context.Context) error {
 		Epoch: p.epoch, Logger: p.lg, DivergedDir: filepath.Join(c.Data, "diverged"),
 		OnApplied: func(e *replog.Entry, r *store.Result) {
 			if r.Err == nil {
-				n.Notify(context.Background(), e.Op, r)
+				n.Notify(protocols.Change{Op: e.Op, Result: r})
 			}
 		},
 	})

@@ -120,7 +120,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		n.Close(ctx)
 		return err
 	}
-	n.SetNotify(imapSrv.Notify)
+	n.SetNotify(imapSrv)
 	var pr *pair
 	if c.Role != "standalone" {
 		if pr, err = startPair(ctx, c, n, tlsConf, log); err != nil {

@@ -42,7 +42,7 @@ type Local struct {
 	loaders *store.Loaders
 
 	// notify is told of every applied operation (IMAP updates).
-	notify func(ctx context.Context, op store.Op, res *store.Result)
+	notify protocols.Notifier
 
 	writes    atomic.Uint64
 	writeErrs atomic.Uint64
@@ -262,15 +262,15 @@ func (n *Local) WaitWrites(ctx context.Context) error { return n.inflight.wait(c
 
 // Notify tells the IMAP side of an operation applied by someone else
 // (the replication log on a passive), with its result.
-func (n *Local) Notify(ctx context.Context, op store.Op, res *store.Result) {
+func (n *Local) Notify(c protocols.Change) {
 	if n.notify != nil {
-		n.notify(ctx, op, res)
+		n.notify.Notify(c)
 	}
 }
 
 // SetNotify sets the function told of every applied operation, whoever
 // made it (the IMAP server's Notify). Call it before serving.
-func (n *Local) SetNotify(f func(ctx context.Context, op store.Op, res *store.Result)) { n.notify = f }
+func (n *Local) SetNotify(f protocols.Notifier) { n.notify = f }
 
 // Store is the node's store, for status and tests.
 func (n *Local) Store() *store.Store { return n.st }
@@ -300,7 +300,7 @@ func (n *Local) Closing() bool { return n.closing.Load() }
 // refuses it, uncommitted: with the read-only error, or with
 // protocols.ErrUnavailable after a change of commit path. Once its flush
 // has begun, op gets its real outcome whatever switch comes next.
-func (n *Local) Write(ctx context.Context, op store.Op) (store.Result, error) {
+func (n *Local) Write(ctx context.Context, op store.Op, origin protocols.Origin) (store.Result, error) {
 	if n.closing.Load() {
 		return store.Result{}, fmt.Errorf("%w: shutting down", protocols.ErrUnavailable)
 	}
@@ -329,7 +329,7 @@ func (n *Local) Write(ctx context.Context, op store.Op) (store.Result, error) {
 		out.Unconfirmed = out.Wait(ctx)
 	}
 	if out.Err == nil && n.notify != nil {
-		n.notify(ctx, op, &out.Result)
+		n.notify.Notify(protocols.Change{Op: op, Result: &out.Result, Origin: origin})
 	}
 	if out.Unconfirmed != nil {
 		n.unconfirmed.Add(1)
@@ -394,7 +394,7 @@ func (n *Local) SyncUsers(ctx context.Context, users []string) {
 	for range min(syncUsersWorkers, len(missing)) {
 		wg.Go(func() {
 			for u := range next {
-				res, err := n.Write(ctx, &store.CreateUser{User: u, UIDValidity: uint32(time.Now().Unix())})
+				res, err := n.Write(ctx, &store.CreateUser{User: u, UIDValidity: uint32(time.Now().Unix())}, nil)
 				if err == nil {
 					err = res.Err
 				}
@@ -441,7 +441,7 @@ func (n *Local) Collect(every, grace time.Duration) {
 			if n.ReadOnly() {
 				continue
 			}
-			res, err := n.Write(ctx, &store.Collect{Before: time.Now().Add(-grace).UnixNano(), Limit: 10000})
+			res, err := n.Write(ctx, &store.Collect{Before: time.Now().Add(-grace).UnixNano(), Limit: 10000}, nil)
 			if err == nil {
 				err = res.Err
 			}

@@ -26,7 +26,7 @@ func TestSyncUsersCreatesEveryUserInFewCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close(ctx)
-	if _, err := n.Write(ctx, &store.CreateUser{User: "user0"}); err != nil {
+	if _, err := n.Write(ctx, &store.CreateUser{User: "user0"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	users := make([]string, 500)
@@ -63,7 +63,7 @@ func newTestNode(tb testing.TB) *node.Local {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { n.Close(ctx) })
-	if _, err := n.Write(ctx, &store.CreateUser{User: "alice"}); err != nil {
+	if _, err := n.Write(ctx, &store.CreateUser{User: "alice"}, nil); err != nil {
 		tb.Fatal(err)
 	}
 	return n
@@ -112,7 +112,7 @@ func TestSetReadOnlyAtRuntime(t *testing.T) {
 	if !n.ReadOnly() {
 		t.Fatal("ReadOnly is false after SetReadOnly")
 	}
-	_, err := n.Write(ctx, mailboxOp("Refused"))
+	_, err := n.Write(ctx, mailboxOp("Refused"), nil)
 	if !errors.Is(err, protocols.ErrReadOnly) || !strings.Contains(err.Error(), "demoted; write to the other node") {
 		t.Fatalf("write on a read-only node: %v, want protocols.ErrReadOnly with the reason", err)
 	}
@@ -123,7 +123,7 @@ func TestSetReadOnlyAtRuntime(t *testing.T) {
 		t.Errorf("a refusal counted as %d write failures", got)
 	}
 	n.SetWritable()
-	if _, err := n.Write(ctx, mailboxOp("Accepted")); err != nil {
+	if _, err := n.Write(ctx, mailboxOp("Accepted"), nil); err != nil {
 		t.Fatalf("write after SetWritable: %v", err)
 	}
 	if !hasMailbox(t, n, "Accepted") {
@@ -149,9 +149,9 @@ func TestSwitchWhileAWriteWaitsForItsFlush(t *testing.T) {
 		return inner(ctx, ops)
 	})
 	first, second := make(chan error, 1), make(chan error, 1)
-	go func() { _, err := n.Write(ctx, mailboxOp("First")); first <- err }()
+	go func() { _, err := n.Write(ctx, mailboxOp("First"), nil); first <- err }()
 	<-entered // First's flush is running
-	go func() { _, err := n.Write(ctx, mailboxOp("Second")); second <- err }()
+	go func() { _, err := n.Write(ctx, mailboxOp("Second"), nil); second <- err }()
 
 	n.SetReadOnly("demoted")
 	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
@@ -217,7 +217,7 @@ func TestUseCommitWhileWriting(t *testing.T) {
 		wg.Go(func() {
 			for i := range each {
 				name := fmt.Sprintf("w%d-%d", w, i)
-				_, err := n.Write(ctx, mailboxOp(name))
+				_, err := n.Write(ctx, mailboxOp(name), nil)
 				switch {
 				case err == nil:
 					ok.Add(1)

@@ -27,7 +27,7 @@ func mailboxFor(b *testing.B, n int, selected bool) *prototest.Env {
 	for w := range 16 {
 		wg.Go(func() {
 			for i := w; i < n; i += 16 {
-				if _, err := e.Node.Write(ctx, deliverOp(i)); err != nil {
+				if _, err := e.Node.Write(ctx, deliverOp(i), nil); err != nil {
 					b.Error(err)
 					return
 				}
@@ -61,7 +61,7 @@ func BenchmarkDeliverToSelectedMailbox(b *testing.B) {
 				e, ctx := mailboxFor(b, n, selected), context.Background()
 				b.ResetTimer()
 				for i := 0; b.Loop(); i++ {
-					if _, err := e.Node.Write(ctx, deliverOp(n+i)); err != nil {
+					if _, err := e.Node.Write(ctx, deliverOp(n+i), nil); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -83,7 +83,7 @@ func BenchmarkDeleteFromSelectedMailbox(b *testing.B) {
 				for i := 0; b.Loop(); i++ {
 					// A new message first, untimed, keeps the INBOX at n.
 					b.StopTimer()
-					if _, err := e.Node.Write(ctx, deliverOp(n+i)); err != nil {
+					if _, err := e.Node.Write(ctx, deliverOp(n+i), nil); err != nil {
 						b.Fatal(err)
 					}
 					b.StartTimer()
@@ -92,7 +92,7 @@ func BenchmarkDeleteFromSelectedMailbox(b *testing.B) {
 						&store.StoreFlags{User: "alice", Mailbox: "INBOX", UIDs: uid, Action: store.FlagsAdd, Flags: []string{`\Deleted`}},
 						&store.Expunge{User: "alice", Mailbox: "INBOX", UIDs: uid},
 					} {
-						if res, err := e.Node.Write(ctx, op); err != nil || res.Err != nil {
+						if res, err := e.Node.Write(ctx, op, nil); err != nil || res.Err != nil {
 							b.Fatal(err, res.Err)
 						}
 					}

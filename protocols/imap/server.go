@@ -233,11 +233,13 @@ func (s *Server) byeAll(ctx context.Context, text string) error {
 
 // Notify tells the server that op was applied: sessions that have an
 // affected mailbox selected get their updates (IDLE pushes them at once).
-// The node calls it after every applied operation, whoever made it.
-func (s *Server) Notify(ctx context.Context, op store.Op, res *store.Result) {
+// The node calls it after every applied operation, whoever made it; a
+// change this server's session made carries that session's origin.
+func (s *Server) Notify(c protocols.Change) {
+	op, res := c.Op, c.Result
 	var source *imapserver.SessionTracker
 	var own []uint32
-	if o, ok := ctx.Value(sourceKey{}).(*origin); ok {
+	if o, ok := c.Origin.(*origin); ok {
 		source, own = o.tracker, o.uids
 	}
 	if du, ok := op.(*store.DeleteUser); ok {
@@ -290,10 +292,8 @@ func changeOf(op store.Op, res *store.Result, ref protocols.MailboxRef) change {
 	return anyChange
 }
 
-// sourceKey marks a write's context with the session that made it, so
-// that Notify does not echo a STORE's flag changes back to that session.
-type sourceKey struct{}
-
+// origin is a session's write origin (protocols.Origin), so that Notify
+// does not echo a STORE's flag changes back to the session that made them.
 type origin struct {
 	tracker *imapserver.SessionTracker
 	uids    []uint32

@@ -103,16 +103,16 @@ func (s *session) Close() error {
 
 func (s *session) ctx() context.Context { return context.Background() }
 
-// write commits op; the context tells Notify which session made it.
+// write commits op; its origin tells Notify which session made it.
 func (s *session) write(op store.Op, own []uint32) (store.Result, error) {
 	if err := s.srv.refuseWrites(); err != nil {
 		return store.Result{}, err
 	}
-	ctx := s.ctx()
+	var from protocols.Origin
 	if s.sel != nil {
-		ctx = context.WithValue(ctx, sourceKey{}, &origin{tracker: s.sel.tracker, uids: own})
+		from = &origin{tracker: s.sel.tracker, uids: own}
 	}
-	res, err := s.srv.opts.Writer.Write(ctx, op)
+	res, err := s.srv.opts.Writer.Write(s.ctx(), op, from)
 	if errors.Is(err, protocols.ErrReadOnly) {
 		// The node turned read-only before this server was told.
 		return res, readOnlyError(s.srv.ro.Load().hint)

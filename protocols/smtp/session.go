@@ -181,7 +181,7 @@ func (s *session) deliver(r io.Reader) (err error) {
 
 // write commits op; a refusal by the store is returned as the error.
 func (s *Server) write(ctx context.Context, op store.Op) error {
-	res, err := s.opts.Writer.Write(ctx, op)
+	res, err := s.opts.Writer.Write(ctx, op, nil)
 	if err == nil {
 		err = res.Err
 	}

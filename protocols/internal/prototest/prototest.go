@@ -89,7 +89,7 @@ func Start(tb testing.TB, o *Options) *Env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e.Node.SetNotify(e.IMAP.Notify)
+	e.Node.SetNotify(e.IMAP)
 	newSMTP := func(lmtp bool) *smtp.Server {
 		s, err := smtp.New(&smtp.Options{Reader: e.Node, Writer: e.Node, Users: dirUsers, LMTP: lmtp,
 			Hostname: "mx.test", LocalDomains: []string{"localhost", "example.test"},
