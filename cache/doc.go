@@ -1,7 +1,10 @@
 // Package cache holds the two performance layers between the protocols and
-// the store: a read cache (Cache) and write group commit (GroupCommit).
-// Both are generic and import no other package of this project; cmd wires
-// them to the store.
+// the store: a read cache (Cache, and Reader, which puts two of them in
+// front of a store.Store for bodies and parsed metadata) and write group
+// commit (GroupCommit). Cache and GroupCommit are generic; Reader is the
+// package's only use of another Twinbox package (store). The node (package
+// pair) wires them: its reads go through a Reader, its writes through a
+// GroupCommit whose flush commits to the store or the replication log.
 //
 // # Reads
 //

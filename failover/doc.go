@@ -1,4 +1,4 @@
-// Package failover decides which node of a pair is active (DESIGN.md,
+// Package failover decides which node of a pair is active (docs/architecture.md,
 // failover/), as Linux-HA Heartbeat with STONITH and DRBD's
 // resource-and-stonith fencing would.
 //

@@ -154,7 +154,7 @@ func StartDriver(opts DriverOptions, heard <-chan Heard) (*Driver, error) {
 		return nil, errors.New("failover: no node to drive")
 	}
 	opts.Config.Fencing = opts.Fencer != nil
-	opts.Config.fill()
+	opts.Config.EnsureDefaults()
 	if err := opts.Config.Validate(); err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package failover
+package failover_test
 
 import (
 	"context"
@@ -9,40 +9,26 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/twinbox/twinbox/failover"
+	"github.com/twinbox/twinbox/failover/failovertest"
 )
 
-// fakeNode records role changes (a fake of the node, not of anything
-// the driver talks to over the network).
-type fakeNode struct {
-	mu       sync.Mutex
-	pos      Position
-	role     Role
-	epoch    uint64
-	degraded bool
-	promotes int
+// newFake returns the node a driver test drives: node 1 of a fake pair
+// whose other node is down (the test plays its heartbeats), with a log
+// of 10 entries at epoch 1.
+func newFake() *failovertest.FakeNode {
+	fp := failovertest.NewFakePair()
+	fp.Stop(0)
+	n := fp.Fake(1)
+	n.SetLog(10, 1)
+	return n
 }
 
-func (n *fakeNode) Position() Position    { n.mu.Lock(); defer n.mu.Unlock(); return n.pos }
-func (n *fakeNode) PeerConfirmed() uint64 { return 0 }
-func (n *fakeNode) Promote(_ context.Context, epoch uint64, alone bool) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.role, n.epoch, n.degraded = Active, epoch, alone
-	n.promotes++
-	return nil
-}
-func (n *fakeNode) Demote(context.Context, bool) (uint64, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.role = Passive
-	return n.pos.Last, nil
-}
-func (n *fakeNode) SetDegraded(on bool) { n.mu.Lock(); n.degraded = on; n.mu.Unlock() }
-func (n *fakeNode) AheadAlone() bool    { return false }
-func (n *fakeNode) state() (Role, uint64, int) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.role, n.epoch, n.promotes
+// TestFakePairConformance keeps the fake honest: it passes the same
+// suite as the real pair (pair's TestFailoverNodeConformance).
+func TestFakePairConformance(t *testing.T) {
+	failovertest.Run(t, func(*testing.T) failovertest.Pair { return failovertest.NewFakePair() })
 }
 
 type fakeFencer struct {
@@ -68,10 +54,10 @@ func (f *fakeFencer) Fence(ctx context.Context) error {
 // synctest bubble's, so nothing sleeps for real.
 func TestDriverPromotesAfterDeadtime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		node := &fakeNode{role: Passive, pos: Position{Last: 10, LastEpoch: 1}}
-		heard := make(chan Heard)
+		node := newFake()
+		heard := make(chan failover.Heard)
 		state := filepath.Join(t.TempDir(), "failover.json")
-		d, err := StartDriver(DriverOptions{Config: Config{Node: "b", Paths: []string{"udp", "nats"}},
+		d, err := failover.StartDriver(failover.DriverOptions{Config: failover.Config{Node: "b", Paths: []string{"udp", "nats"}},
 			Node: node, Fencer: &fakeFencer{}, StateFile: state}, heard)
 		if err != nil {
 			t.Fatal(err)
@@ -81,14 +67,14 @@ func TestDriverPromotesAfterDeadtime(t *testing.T) {
 		var died time.Time
 		for i := 0; i < 10; i++ {
 			died = time.Now()
-			heard <- Heard{Path: "udp", At: died, Peer: PeerState{Node: "a", Role: Active, Epoch: 1, Log: Position{10, 1}, Preferred: true}}
-			time.Sleep(DefaultKeepalive)
+			heard <- failover.Heard{Path: "udp", At: died, Peer: failover.PeerState{Node: "a", Role: failover.Active, Epoch: 1, Log: failover.Position{10, 1}, Preferred: true}}
+			time.Sleep(failover.DefaultKeepalive)
 		}
-		if r, _, _ := node.state(); r != Passive {
+		if r, _, _ := node.State(); r != failover.Passive {
 			t.Fatal("promoted while the active was heard")
 		}
 		for {
-			if r, _, _ := node.state(); r == Active {
+			if r, _, _ := node.State(); r == failover.Active {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -97,14 +83,14 @@ func TestDriverPromotesAfterDeadtime(t *testing.T) {
 			}
 		}
 		took := time.Since(died)
-		if took < DefaultDeadtime || took > DefaultDeadtime+500*time.Millisecond {
-			t.Errorf("promoted %v after the last heartbeat, want just over deadtime %v", took, DefaultDeadtime)
+		if took < failover.DefaultDeadtime || took > failover.DefaultDeadtime+500*time.Millisecond {
+			t.Errorf("promoted %v after the last heartbeat, want just over deadtime %v", took, failover.DefaultDeadtime)
 		}
-		_, epoch, _ := node.state()
+		_, epoch, _ := node.State()
 		if epoch != 2 {
 			t.Errorf("promoted at epoch %d, want 2 (not preferred: even)", epoch)
 		}
-		if e, _, err := LoadState(state); err != nil || e != 2 {
+		if e, _, err := failover.LoadState(state); err != nil || e != 2 {
 			t.Errorf("state file epoch %d (%v), want 2", e, err)
 		}
 		synctest.Wait()
@@ -119,9 +105,9 @@ func TestDriverPromotesAfterDeadtime(t *testing.T) {
 func TestDriverNoPromotionWithoutFence(t *testing.T) {
 	for _, f := range []*fakeFencer{{err: errors.New("agent exited 1")}, {hang: true}} {
 		synctest.Test(t, func(t *testing.T) {
-			node := &fakeNode{role: Passive, pos: Position{Last: 10, LastEpoch: 1}}
-			d, err := StartDriver(DriverOptions{Config: Config{Node: "b", Paths: []string{"udp"}, Initdead: 2 * time.Second},
-				Node: node, Fencer: &timeoutFencer{f, 3 * time.Second}}, make(chan Heard))
+			node := newFake()
+			d, err := failover.StartDriver(failover.DriverOptions{Config: failover.Config{Node: "b", Paths: []string{"udp"}, Initdead: 2 * time.Second},
+				Node: node, Fencer: &timeoutFencer{f, 3 * time.Second}}, make(chan failover.Heard))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -130,7 +116,7 @@ func TestDriverNoPromotionWithoutFence(t *testing.T) {
 			// timeout) and is retried every 5s.
 			time.Sleep(16 * time.Second)
 			synctest.Wait()
-			if r, _, n := node.state(); r != Passive || n != 0 {
+			if r, _, n := node.State(); r != failover.Passive || n != 0 {
 				t.Fatalf("promoted without a confirmed fence")
 			}
 			s := d.Status()
@@ -148,7 +134,7 @@ func TestDriverNoPromotionWithoutFence(t *testing.T) {
 }
 
 type timeoutFencer struct {
-	f       Fencer
+	f       failover.Fencer
 	timeout time.Duration
 }
 
@@ -161,14 +147,14 @@ func (t *timeoutFencer) Fence(ctx context.Context) error {
 // TestDriverHookFailureStepsDown: an on_promote hook that fails makes the
 // node step down again and stay standby, saying why.
 func TestDriverHookFailureStepsDown(t *testing.T) {
-	node := &fakeNode{role: Passive, pos: Position{Last: 10, LastEpoch: 1}}
-	d, err := StartDriver(DriverOptions{Config: Config{Node: "a", Preferred: true, Paths: []string{"udp"}},
-		Node: node, OnPromote: "echo cannot mount /srv/system >&2; exit 3"}, make(chan Heard))
+	node := newFake()
+	d, err := failover.StartDriver(failover.DriverOptions{Config: failover.Config{Node: "a", Preferred: true, Paths: []string{"udp"}},
+		Node: node, OnPromote: "echo cannot mount /srv/system >&2; exit 3"}, make(chan failover.Heard))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if err := d.Command(context.Background(), CmdPromoteForce); err != nil {
+	if err := d.Command(context.Background(), failover.CmdPromoteForce); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -179,7 +165,7 @@ func TestDriverHookFailureStepsDown(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	s := d.Status()
-	if r, _, n := node.state(); r != Passive || n != 1 || s.Role != "passive" || !s.Standby {
+	if r, _, n := node.State(); r != failover.Passive || n != 1 || s.Role != "passive" || !s.Standby {
 		t.Errorf("after a failed on_promote: node %v, status %+v; want passive and standby", r, s)
 	}
 }

@@ -107,7 +107,8 @@ const (
 	DefaultFenceRetry = 5 * time.Second
 )
 
-func (c *Config) fill() {
+// EnsureDefaults fills the zero timings with their defaults.
+func (c *Config) EnsureDefaults() {
 	if c.Keepalive <= 0 {
 		c.Keepalive = DefaultKeepalive
 	}
@@ -162,6 +163,12 @@ type Heard struct {
 	Path string
 	At   time.Time
 	Peer PeerState
+	// Boot and Counter order the peer's heartbeats across paths (its
+	// process's boot, and a counter it raises with every heartbeat): a
+	// state older than one already heard (a slow path delivering late)
+	// keeps the peer alive but does not replace what is known of it.
+	// Counter 0 is unordered (always taken).
+	Boot, Counter uint64
 }
 
 // FenceDone is the end of a fencing attempt: nil means the peer is
@@ -289,7 +296,9 @@ type Machine struct {
 	late        map[string]bool
 	everHeard   bool
 	peer        PeerState
-	peerDead    bool
+	// The heartbeat the peer's state came from (Heard.Boot, Counter).
+	peerBoot, peerCounter uint64
+	peerDead              bool
 
 	fence      fenceState
 	fenceAt    time.Time // when a waiting fence runs, or a failed one retries
@@ -310,7 +319,7 @@ type Machine struct {
 // New returns a machine for a node starting passive at now, with the
 // highest epoch it knows (persisted) and its operator standby flag.
 func New(cfg Config, now time.Time, epoch uint64, standby bool) *Machine {
-	cfg.fill()
+	cfg.EnsureDefaults()
 	return &Machine{cfg: cfg, role: Passive, epoch: epoch, now: now, lastTick: now, observeFrom: now,
 		heard: map[string]time.Time{}, late: map[string]bool{}, standby: standby}
 }
@@ -364,8 +373,11 @@ func (m *Machine) heardFrom(h Heard) []Action {
 		m.now = h.At
 	}
 	m.heard[h.Path] = h.At
+	if m.everHeard && h.Counter != 0 && h.Boot == m.peerBoot && h.Counter <= m.peerCounter {
+		return nil // alive, but an older state than the one known
+	}
 	m.everHeard = true
-	m.peer = h.Peer
+	m.peer, m.peerBoot, m.peerCounter = h.Peer, h.Boot, h.Counter
 	var out []Action
 	if m.peerDead {
 		m.peerDead = false

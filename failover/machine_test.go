@@ -18,6 +18,7 @@ import (
 func TestMachine(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		var m *Machine
+		var counter uint64 // the peer's heartbeats, numbered
 		t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 		at := func(d *datadriven.TestData) time.Time {
 			var s string
@@ -106,7 +107,15 @@ func TestMachine(t *testing.T) {
 				if d.HasArg("path") {
 					d.ScanArgs(t, "path", &path)
 				}
-				acts = m.Step(Heard{Path: path, At: at(d), Peer: p})
+				// Heartbeats are numbered in the order the scenario gives
+				// them, unless counter= says otherwise (one sent earlier
+				// arriving late on another path).
+				counter++
+				c := counter
+				if d.HasArg("counter") {
+					c = u64(d, "counter")
+				}
+				acts = m.Step(Heard{Path: path, At: at(d), Peer: p, Boot: 1, Counter: c})
 			case "fence-done":
 				acts = m.Step(FenceDone{Err: errArg(t, d)})
 			case "promote-done":

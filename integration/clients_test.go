@@ -21,6 +21,8 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/twinbox/twinbox/internal/harness"
 )
 
 // clientTimeout bounds one run of an outside client.
@@ -238,7 +240,7 @@ func testCurl(t *testing.T, bin string) {
 
 	hello, other := message("hello from curl", "first body"), message("something else", "second body, over STARTTLS")
 	curlOK("-sS", "smtp://"+n.smtp, "--mail-from", "sender@example.org", "--mail-rcpt", "alice@localhost", "-T", writeFile(t, "hello.eml", hello))
-	curlOK("-sS", "--ssl-reqd", "--cacert", n.certFile(), "smtp://"+n.smtp,
+	curlOK("-sS", "--ssl-reqd", "--cacert", n.CertFile(), "smtp://"+n.smtp,
 		"--mail-from", "sender@example.org", "--mail-rcpt", "alice@localhost", "-T", writeFile(t, "other.eml", other))
 
 	boxes := map[string]string{}
@@ -256,11 +258,11 @@ func testCurl(t *testing.T, bin string) {
 	if got := curlOK(append(auth, "imap://"+n.imap+"/INBOX?SUBJECT%20hello")...); string(got) != "* SEARCH 1\r\n" {
 		t.Errorf("curl SEARCH SUBJECT hello: %q, want %q", got, "* SEARCH 1\r\n")
 	}
-	if got := curlOK(append(auth, "--ssl-reqd", "--cacert", n.certFile(), "imap://"+n.imap+"/INBOX?SUBJECT%20else")...); string(got) != "* SEARCH 2\r\n" {
+	if got := curlOK(append(auth, "--ssl-reqd", "--cacert", n.CertFile(), "imap://"+n.imap+"/INBOX?SUBJECT%20else")...); string(got) != "* SEARCH 2\r\n" {
 		t.Errorf("curl SEARCH SUBJECT else over STARTTLS: %q, want %q", got, "* SEARCH 2\r\n")
 	}
 	checkDelivered(t, curlOK(append(auth, "-k", "imaps://"+n.imaps+"/INBOX;UID=2")...), other, "sender@example.org", "alice@localhost")
-	if got := curlOK(append(auth, "--cacert", n.certFile(), "imaps://"+n.imaps+"/")...); len(listLine.FindAll(got, -1)) != 6 {
+	if got := curlOK(append(auth, "--cacert", n.CertFile(), "imaps://"+n.imaps+"/")...); len(listLine.FindAll(got, -1)) != 6 {
 		t.Errorf("curl LIST over imaps: %q, want 6 mailboxes", got)
 	}
 }
@@ -321,7 +323,7 @@ func testImaplib(t *testing.T, bin string) {
 	ctx, cancel := context.WithTimeout(t.Context(), clientTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, python, "testdata/imap_session.py", host, port, "pat", "pat-pw", writeFile(t, "sent.eml", sent))
-	cmd.Env = hermeticEnv()
+	cmd.Env = harness.Env()
 	cmd.WaitDelay = time.Second
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
@@ -404,7 +406,7 @@ func testMbsync(t *testing.T, bin string) {
 	tmpl := template.Must(template.ParseFiles("testdata/mbsyncrc.tmpl"))
 	var cfg bytes.Buffer
 	if err := tmpl.Execute(&cfg, map[string]string{
-		"Host": host, "Port": port, "User": "mia", "Pass": n.users["mia"], "CertFile": n.certFile(), "Maildir": maildir,
+		"Host": host, "Port": port, "User": "mia", "Pass": n.users["mia"], "CertFile": n.CertFile(), "Maildir": maildir,
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,18 +1,17 @@
 package integration
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +25,9 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/twinbox/twinbox/failover/heartbeat"
+	"github.com/twinbox/twinbox/internal/admin"
+	"github.com/twinbox/twinbox/internal/harness"
+	"github.com/twinbox/twinbox/internal/poll"
 )
 
 // The failover tests run two `twinbox serve` processes with automatic
@@ -113,42 +115,22 @@ func (p *foPair) startBoth(t *testing.T) {
 func addUserOffline(t *testing.T, bin, data, name, password string) {
 	t.Helper()
 	cmd := exec.Command(bin, "user", "add", name, "--data", data)
-	cmd.Env = hermeticEnv()
+	cmd.Env = harness.Env()
 	cmd.Stdin = strings.NewReader(password + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("twinbox user add %s: %v\n%s", name, err, out)
 	}
 }
 
-// foStatus is the part of /status the failover tests read.
-type foStatus struct {
-	Role     string `json:"role"`
-	Failover struct {
-		Role     string `json:"role"`
-		Epoch    uint64 `json:"epoch"`
-		Peer     string `json:"peer"`
-		Fencing  string `json:"fencing"`
-		Degraded bool   `json:"degraded"`
-		Standby  bool   `json:"standby"`
-		Busy     string `json:"busy"`
-		Outdated bool   `json:"outdated"`
-		PeerRole string `json:"peer_role"`
-		Reason   string `json:"reason"`
-		Paths    map[string]struct {
-			Received uint64            `json:"received"`
-			Rejected map[string]uint64 `json:"rejected"`
-		} `json:"paths"`
-	} `json:"failover"`
-	Replication struct {
-		PeerPosition uint64 `json:"peer_position"`
-		LogLast      uint64 `json:"log_last"`
-	} `json:"replication"`
-}
-
-func (n *node) foStatus() (foStatus, bool) {
-	var s foStatus
-	code, body := n.get("/status")
-	return s, code == http.StatusOK && json.Unmarshal(body, &s) == nil
+// foStatus reads the node's /status; its failover and replication parts
+// are never nil (zero when the node did not answer).
+func (n *node) foStatus() (admin.Status, bool) {
+	st, err := n.Status(context.Background())
+	ok := err == nil && st.Failover != nil && st.Replication != nil
+	if !ok {
+		return admin.Status{Failover: &admin.Failover{}, Replication: &admin.Replication{}}, false
+	}
+	return *st, true
 }
 
 // waitActive waits until a node other than not (an index, or -1) reports
@@ -156,8 +138,9 @@ func (n *node) foStatus() (foStatus, bool) {
 // with alone, merely active. It returns the active's index.
 func (p *foPair) waitActiveAlone(t *testing.T, not int, alone bool) int {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	active := -1
+	var gone error
+	err := poll.Until(t.Context(), 60*time.Second, fmt.Sprintf("a node other than %d to become active", not), func() (bool, error) {
 		for i := range 2 {
 			p.mu.Lock()
 			n := p.nodes[i]
@@ -165,23 +148,24 @@ func (p *foPair) waitActiveAlone(t *testing.T, not int, alone bool) int {
 			if i == not || n == nil {
 				continue
 			}
-			select {
-			case <-n.exited:
-				p.dump(t)
-				t.Fatalf("node %s exited (%v) while waiting for an active", foNames[i], n.exitErr)
-			default:
+			if err := n.Alive(); err != nil {
+				gone = err
+				return true, nil
 			}
 			s, ok := n.foStatus()
 			if ok && s.Role == "active" && (alone || (!s.Failover.Degraded && (s.Failover.Peer == "alive" || s.Failover.Peer == "late") &&
 				p.passiveCurrent(1-i))) {
-				return i
+				active = i
+				return true, nil
 			}
 		}
-		time.Sleep(pollEvery)
+		return false, nil
+	})
+	if gone != nil || err != nil {
+		p.dump(t)
+		t.Fatalf("waiting for an active: %v", errors.Join(gone, err))
 	}
-	p.dump(t)
-	t.Fatalf("no node other than %d became active in time", not)
-	return -1
+	return active
 }
 
 func (p *foPair) waitActive(t *testing.T, not int) int { return p.waitActiveAlone(t, not, false) }
@@ -204,7 +188,7 @@ func (p *foPair) dump(t *testing.T) {
 	for i := range 2 {
 		if n := p.nodes[i]; n != nil {
 			_, body := n.get("/status")
-			out := n.out.String()
+			out := n.Log()
 			if len(out) > 6000 {
 				out = out[len(out)-6000:]
 			}
@@ -251,7 +235,11 @@ func (p *foPair) checkAcked(t *testing.T, l *load, active int) {
 
 func freeUDPPort(t *testing.T) string {
 	t.Helper()
-	return reservePort(t, func(addr string) (io.Closer, error) { return net.ListenPacket("udp", addr) })
+	_, udp, err := harness.FreeLoopback(0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return udp[0]
 }
 
 // linkCert makes one certificate for 127.0.0.1, installs it as both
@@ -386,13 +374,13 @@ exit 0
 	stop := p.runLoad(t, &l, 4)
 	old := p.waitActive(t, -1)
 	p.nodes[old].waitFor(t, 30*time.Second, "deliveries", func() bool { return ackedCount(&l) >= 50 })
-	if err := p.nodes[old].proc.Signal(syscall.SIGSTOP); err != nil {
+	if err := syscall.Kill(p.nodes[old].PID(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	stopped := true
 	defer func() {
 		if stopped {
-			p.nodes[old].proc.Signal(syscall.SIGCONT)
+			syscall.Kill(p.nodes[old].PID(), syscall.SIGCONT)
 		}
 	}()
 	nu := p.waitActiveAlone(t, old, true)
@@ -420,7 +408,7 @@ exit 0
 		}
 		staleAcked <- err
 	}()
-	if err := p.nodes[old].proc.Signal(syscall.SIGCONT); err != nil {
+	if err := syscall.Kill(p.nodes[old].PID(), syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	stopped = false
@@ -456,7 +444,7 @@ func TestFailoverFenceFailsOrHangs(t *testing.T) {
 			}
 			p.nodes[0].kill(t)
 			b := p.nodes[1]
-			var s foStatus
+			var s admin.Status
 			b.waitFor(t, 30*time.Second, "the passive to report two failed fencing attempts", func() bool {
 				s, _ = b.foStatus()
 				return strings.Contains(s.Failover.Reason, "fencing failed") && strings.Contains(s.Failover.Reason, tc.want) &&
@@ -520,7 +508,7 @@ func TestFailoverHeartbeatPaths(t *testing.T) {
 	}
 	defer conn.Close()
 	na := p.nodes[0]
-	var s foStatus
+	var s admin.Status
 	na.waitFor(t, 30*time.Second, "a to count the forged heartbeat as refused", func() bool {
 		conn.Write(msg)
 		s, _ = na.foStatus()
@@ -553,7 +541,7 @@ func TestSwitchoverUnderLoad(t *testing.T) {
 	stop := p.runLoad(t, &l, 4)
 	old := p.waitActive(t, -1)
 	p.nodes[old].waitFor(t, 30*time.Second, "deliveries", func() bool { return ackedCount(&l) >= 100 })
-	out, stderr, code := runTwinbox(t, p.bin, hermeticEnv(), "switchover", "--admin", p.nodes[old].adm)
+	out, stderr, code := runTwinbox(t, p.bin, harness.Env(), "switchover", "--admin", p.nodes[old].adm)
 	if code != 0 {
 		t.Fatalf("twinbox switchover: exit %d: %s%s", code, out, stderr)
 	}
@@ -588,12 +576,12 @@ func TestOperatorRoleCommands(t *testing.T) {
 	}
 	cli := func(i int, args ...string) (string, int) {
 		t.Helper()
-		out, stderr, code := runTwinbox(t, p.bin, hermeticEnv(), append(args, "--admin", p.nodes[i].adm)...)
+		out, stderr, code := runTwinbox(t, p.bin, harness.Env(), append(args, "--admin", p.nodes[i].adm)...)
 		return out + stderr, code
 	}
-	waitRole := func(i int, role string) foStatus {
+	waitRole := func(i int, role string) admin.Status {
 		t.Helper()
-		var s foStatus
+		var s admin.Status
 		p.nodes[i].waitFor(t, 30*time.Second, fmt.Sprintf("node %s to be %s", foNames[i], role), func() bool {
 			s, _ = p.nodes[i].foStatus()
 			return s.Role == role && s.Failover.Role == role && s.Failover.Busy == ""

@@ -1,53 +1,52 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
 	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/twinbox/twinbox/internal/harness"
 )
 
-// Bounds of the harness's waits. Each is the most a healthy node needs
-// many times over; a wait that runs out fails the test.
+// Bounds of the tests' waits. Each is the most a healthy node needs many
+// times over; a wait that runs out fails the test.
 const (
-	startTimeout = 30 * time.Second // serve prints its addresses and answers /healthz
-	userTimeout  = 10 * time.Second // a new user shows in /status
-	stopTimeout  = 20 * time.Second // SIGTERM to exit
-	pollEvery    = 20 * time.Millisecond
+	userTimeout = 10 * time.Second // a new user shows in /status
 )
 
-// node is one `twinbox serve` process on a temporary data directory, every
-// listener on a port the kernel chose.
+// TestMain removes the twinbox binary the tests built (once for the
+// package: harness.Binary).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	harness.RemoveBinary()
+	os.Exit(code)
+}
+
+// buildTwinbox is the twinbox binary the nodes run, built once.
+func buildTwinbox(t *testing.T) string { return harness.MustBinary(t) }
+
+// node is one `twinbox serve` process on a temporary data directory,
+// every listener on a port the kernel chose (harness.Node), with the
+// users the test added.
 type node struct {
+	*harness.Node
 	bin, data                           string
 	imap, imaps, smtp, smtps, lmtp, adm string // host:port
 	nats                                string // host:port, on a node of a pair
-	proc                                *os.Process
 	users                               map[string]string
-	out                                 *syncBuffer // stdout and stderr
-	exited                              chan struct{}
-	killed                              bool  // by the test, with SIGKILL
-	exitErr                             error // set before exited closes
 }
 
 // startNode runs `bin serve` and returns once /healthz answers 200. On
@@ -62,219 +61,86 @@ func startNode(t *testing.T, bin string) *node {
 // flags (a pair's role and link), as startNode does.
 func startNodeIn(t *testing.T, bin, data string, extra []string, env ...string) *node {
 	t.Helper()
-	n := &node{bin: bin, data: data, users: map[string]string{}, out: &syncBuffer{}, exited: make(chan struct{})}
-	args := append([]string{"serve", "--data", n.data,
+	hn := &harness.Node{Name: filepath.Base(data), Bin: bin, Data: data, LogPath: filepath.Join(t.TempDir(), "serve.log"),
+		Env: append(harness.Env(), env...)}
+	hn.Args = append([]string{"serve", "--data", data,
 		"--imap-addr", "127.0.0.1:0", "--imaps-addr", "127.0.0.1:0",
 		"--smtp-addr", "127.0.0.1:0", "--smtps-addr", "127.0.0.1:0",
 		"--lmtp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(hermeticEnv(), env...)
-	paired := slices.Contains(extra, "--role")
-	cmd.Stderr = n.out
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.proc = cmd.Process
-
-	// The address lines go to addrs; everything, addresses included, goes
-	// to the log. Wait runs once stdout is at its end, as StdoutPipe asks.
-	addrs := make(chan map[string]string, 1)
-	go func() {
-		seen := map[string]string{}
-		sent := false
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(n.out, line)
-			if f := strings.Fields(line); !sent && len(f) >= 2 && strings.HasPrefix(line, "  ") {
-				// Once: a node that restarts in place (a resync) prints
-				// its addresses again, the same ones.
-				seen[f[0]] = f[1]
-				if want := map[bool]int{false: 6, true: 7}[paired]; len(seen) == want {
-					addrs <- seen
-					sent = true
-				}
-			}
-		}
-		io.Copy(io.Discard, stdout)
-		n.exitErr = cmd.Wait()
-		close(n.exited)
-	}()
-
-	t.Cleanup(func() {
-		n.stop(t, cmd.Process)
-		if t.Failed() {
-			t.Logf("twinbox serve output:\n%s", n.out.String())
-		}
-	})
-
-	select {
-	case a := <-addrs:
-		n.imap, n.imaps, n.smtp, n.smtps, n.lmtp, n.adm = a["imap"], a["imaps"], a["smtp"], a["smtps"], a["lmtp"], a["admin"]
-		n.nats = a["nats"]
-	case <-n.exited:
-		t.Fatalf("twinbox serve exited before serving: %v", n.exitErr)
-	case <-time.After(startTimeout):
-		t.Fatalf("twinbox serve printed no addresses in %v", startTimeout)
-	}
-	for name, a := range map[string]string{"imap": n.imap, "imaps": n.imaps, "smtp": n.smtp, "smtps": n.smtps, "lmtp": n.lmtp, "admin": n.adm} {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			t.Fatalf("twinbox serve: %s address %q: %v", name, a, err)
-		}
-	}
-	n.waitFor(t, startTimeout, "/healthz to answer 200", func() bool {
-		code, _ := n.get("/healthz")
-		return code == http.StatusOK
-	})
-	return n
+	harness.StartNode(t, hn)
+	a := hn.Addrs
+	return &node{Node: hn, bin: bin, data: data, users: map[string]string{},
+		imap: a["imap"], imaps: a["imaps"], smtp: a["smtp"], smtps: a["smtps"], lmtp: a["lmtp"], adm: a["admin"], nats: a["nats"]}
 }
 
-// stop sends SIGTERM and waits for a clean exit; a node that does not
-// exit in time is killed and fails the test.
-func (n *node) stop(t *testing.T, p *os.Process) {
-	select {
-	case <-n.exited:
-		if !n.killed {
-			t.Errorf("twinbox serve exited before the test ended: %v", n.exitErr)
-		}
-		return
-	default:
-	}
-	if err := p.Signal(syscall.SIGTERM); err != nil {
-		t.Errorf("SIGTERM: %v", err)
-	}
-	select {
-	case <-n.exited:
-		if n.exitErr != nil {
-			t.Errorf("twinbox serve after SIGTERM: %v, want exit 0", n.exitErr)
-		}
-	case <-time.After(stopTimeout):
-		p.Kill()
-		<-n.exited
-		t.Errorf("twinbox serve did not exit within %v of SIGTERM", stopTimeout)
+// stop sends SIGTERM and waits for a clean exit.
+func (n *node) stop(t *testing.T) {
+	t.Helper()
+	if err := n.Stop(); err != nil {
+		t.Error(err)
 	}
 }
 
 // kill stops the node with SIGKILL, as a crash would, and waits for it.
 func (n *node) kill(t *testing.T) {
 	t.Helper()
-	n.killed = true
-	if err := n.proc.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-n.exited
-}
-
-// hermeticEnv is the test's environment without TWINBOX_* settings, so a
-// developer's own configuration does not leak into the node.
-func hermeticEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "TWINBOX_") {
-			env = append(env, kv)
-		}
-	}
-	return env
+	n.Kill()
 }
 
 // waitFor polls cond until it holds, failing the test after timeout or
 // when the node exits.
 func (n *node) waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(pollEvery)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", timeout, what)
-		}
-		select {
-		case <-n.exited:
-			t.Fatalf("twinbox serve exited (%v) while waiting for %s", n.exitErr, what)
-		case <-tick.C:
-		}
+	if err := n.WaitFor(t.Context(), timeout, what, func() (bool, error) { return cond(), nil }); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // get fetches a path of the admin server; code 0 means no answer.
 func (n *node) get(path string) (int, []byte) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + n.adm + path)
+	code, body, err := n.Get(context.Background(), path)
 	if err != nil {
 		return 0, nil
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, nil
-	}
-	return resp.StatusCode, body
+	return code, body
 }
 
 // metrics reads /metrics: the value of every sample without labels whose
 // name starts with twinbox_.
 func (n *node) metrics(t *testing.T) map[string]float64 {
 	t.Helper()
-	code, body := n.get("/metrics")
-	if code != http.StatusOK {
-		t.Fatalf("GET /metrics on %s: %d", n.adm, code)
+	m, err := n.Metrics(t.Context())
+	if err != nil {
+		t.Fatal(err)
 	}
-	out := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
-		name, value, ok := strings.Cut(line, " ")
-		if !ok || !strings.HasPrefix(name, "twinbox_") || strings.Contains(name, "{") {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			t.Fatalf("/metrics line %q: %v", line, err)
-		}
-		out[name] = v
-	}
-	return out
-}
-
-// nodeStatus is the part of /status the tests read.
-type nodeStatus struct {
-	Users int `json:"users"`
+	return m
 }
 
 // addUser runs `twinbox user add` as an operator does and waits until the
 // running node counts the user.
 func (n *node) addUser(t *testing.T, name, password string) {
 	t.Helper()
-	cmd := exec.Command(n.bin, "user", "add", name, "--data", n.data)
-	cmd.Env = hermeticEnv()
-	cmd.Stdin = strings.NewReader(password + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("twinbox user add %s: %v\n%s", name, err, out)
+	if err := n.AddUser(t.Context(), name, password, 0); err != nil {
+		t.Fatal(err)
 	}
 	n.users[name] = password
 	want := len(n.users)
 	n.waitFor(t, userTimeout, fmt.Sprintf("/status to count %d users", want), func() bool {
-		code, body := n.get("/status")
-		var st nodeStatus
-		return code == http.StatusOK && json.Unmarshal(body, &st) == nil && st.Users == want
+		st, err := n.Status(t.Context())
+		return err == nil && st.Users == want
 	})
 }
-
-// certFile is the self-signed certificate the node made on start.
-func (n *node) certFile() string { return filepath.Join(n.data, "tls", "cert.pem") }
 
 // tlsConfig trusts the node's certificate and nothing else.
 func (n *node) tlsConfig(t *testing.T) *tls.Config {
 	t.Helper()
-	pem, err := os.ReadFile(n.certFile())
+	pem, err := os.ReadFile(n.CertFile())
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		t.Fatalf("%s holds no certificate", n.certFile())
+		t.Fatalf("%s holds no certificate", n.CertFile())
 	}
 	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
 }
@@ -374,7 +240,7 @@ func run(t *testing.T, timeout time.Duration, env []string, stdin []byte, name s
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(hermeticEnv(), env...)
+	cmd.Env = append(harness.Env(), env...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

@@ -4,9 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -18,34 +15,21 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/twinbox/twinbox/internal/harness"
 )
 
 const linkPassword = "pair-link-secret"
 
-// freePort returns a loopback address nothing listens on now, for the
-// active's NATS server, which must keep its address across a restart so
-// that the passive finds it again.
+// freePort returns a loopback address nothing listens on now, for an
+// address a node must keep across a restart (harness.FreeLoopback).
 func freePort(t *testing.T) string {
 	t.Helper()
-	return reservePort(t, func(addr string) (io.Closer, error) { return net.Listen("tcp", addr) })
-}
-
-// reservePort finds a loopback port that is free now, below Linux's
-// ephemeral range (32768 and up): a port the system hands out for ":0"
-// (our own listeners, other tests' clients) can be taken again before the
-// node binds it, as happened when a node's IMAPS listener took the port
-// picked for its peer's NATS server.
-func reservePort(t *testing.T, listen func(addr string) (io.Closer, error)) string {
-	t.Helper()
-	for range 200 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
-		if l, err := listen(addr); err == nil {
-			l.Close()
-			return addr
-		}
+	tcp, _, err := harness.FreeLoopback(1, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port between 20000 and 32000")
-	return ""
+	return tcp[0]
 }
 
 // pairNodes starts (or restarts, on the same data directories) an active
@@ -438,21 +422,19 @@ func TestPairNewPassiveResyncs(t *testing.T) {
 	l.run(t, func() string { return p.active.smtp }, 4, 25, nil)
 	sameDigest(t, p.active, p.passive)
 	p.active.waitFor(t, 30*time.Second, "the active to trim its log", func() bool {
-		_, body := p.active.get("/status")
-		var st struct {
-			Replication struct {
-				LogFirst uint64 `json:"log_first"`
-			} `json:"replication"`
-		}
-		return json.Unmarshal(body, &st) == nil && st.Replication.LogFirst > 10
+		st, err := p.active.Status(t.Context())
+		return err == nil && st.Replication != nil && st.Replication.LogFirst > 10
 	})
 	// A new passive on an empty data directory (a replaced disk).
-	p.passive.stop(t, p.passive.proc)
-	p.passive.killed = true // stopped on purpose; cleanup must not stop it again
+	p.passive.stop(t)
 	p.passData = t.TempDir()
 	p.startPassive(t)
-	if !strings.Contains(p.passive.out.String(), "resync") {
-		t.Errorf("the new passive did not resync:\n%s", p.passive.out.String())
+	p.passive.waitFor(t, 60*time.Second, "the new passive to rebuild its store from the active's", func() bool {
+		st, err := p.passive.Status(t.Context())
+		return err == nil && st.Replication != nil && st.Replication.Resyncs >= 1
+	})
+	if !strings.Contains(p.passive.Log(), "resync:") {
+		t.Errorf("the new passive's output shows no resync progress:\n%s", p.passive.Log())
 	}
 	p.passive.addUser(t, "alice", "alice-pw") // its passwd-file is new too
 	p.passive.addUser(t, "bob", "bob-pw")
@@ -469,14 +451,13 @@ func TestReplayRebuildsTheLiveStore(t *testing.T) {
 	var l load
 	l.run(t, func() string { return p.active.smtp }, 4, 50, nil)
 	live := sameDigest(t, p.active, p.passive)
-	r := run(t, 60*time.Second, hermeticEnv(), nil, p.bin, "verify", "--admin", p.active.adm, "--peer", p.passive.adm)
+	r := run(t, 60*time.Second, harness.Env(), nil, p.bin, "verify", "--admin", p.active.adm, "--peer", p.passive.adm)
 	if r.code != 0 || !strings.Contains(string(r.stdout), "identical") {
 		t.Errorf("verify --peer: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	for _, n := range []*node{p.passive, p.active} {
-		n.stop(t, n.proc)
-		n.killed = true // stopped on purpose
-		r := run(t, 120*time.Second, hermeticEnv(), nil, p.bin, "replay", "--data", n.data, "--json")
+		n.stop(t)
+		r := run(t, 120*time.Second, harness.Env(), nil, p.bin, "replay", "--data", n.data, "--json")
 		var out struct {
 			Applied uint64 `json:"applied"`
 			Digest  string `json:"digest"`

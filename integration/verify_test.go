@@ -15,21 +15,11 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+
 	"github.com/twinbox/twinbox/dedupe"
 	"github.com/twinbox/twinbox/internal/testmail"
 	"github.com/twinbox/twinbox/store"
 )
-
-// buildTwinbox builds cmd/twinbox once per test binary.
-func buildTwinbox(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "twinbox")
-	cmd := exec.Command("go", "build", "-o", bin, "../cmd/twinbox")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // runTwinbox runs the binary and returns its stdout, stderr and exit code.
 func runTwinbox(t *testing.T, bin string, env []string, args ...string) (string, string, int) {

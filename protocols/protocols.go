@@ -18,7 +18,7 @@ var (
 
 // Writer makes changes. Write admits op (field checks and this node's
 // limits), commits it and returns its result once the change is durable as
-// DESIGN.md promises an acknowledgement is; only then may a client be told
+// docs/architecture.md promises an acknowledgement is; only then may a client be told
 // OK. An error that wraps ErrUnavailable is temporary.
 //
 // A Result's Err (the operation was refused by the store's state, such as a

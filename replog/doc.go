@@ -1,4 +1,4 @@
-// Package replog is the ordered write log of a Twinbox pair (DESIGN.md,
+// Package replog is the ordered write log of a Twinbox pair (docs/architecture.md,
 // replog/): store operations become log entries (format version, epoch,
 // sequence, operation) in a local JetStream file stream, streamed to the
 // passive node, which appends them at the same sequence numbers and

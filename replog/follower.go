@@ -23,8 +23,9 @@ type FollowerOptions struct {
 	Epoch uint64
 	// Batch is how many entries are fetched, appended and applied at once.
 	Batch int
-	// OnApplied, if set, is told of every applied entry, in log order.
-	OnApplied func(e *Entry, res *store.Result)
+	// OnApplied, if set, is told of every applied entry, in log order
+	// (with a nil tag).
+	OnApplied AppliedFunc
 	// DivergedDir is where a diverged tail of the local log is set aside
 	// (ErrDiverged); "" means the system's temporary directory.
 	DivergedDir string
@@ -466,7 +467,7 @@ func (f *Follower) apply(ctx context.Context, whole []Entry) error {
 	}
 	if f.opts.OnApplied != nil {
 		for i := range whole {
-			f.opts.OnApplied(&whole[i], &results[i])
+			f.opts.OnApplied(&whole[i], &results[i], nil)
 		}
 	}
 	return nil

@@ -31,9 +31,10 @@ type LogOptions struct {
 // sequence numbers are the log's. Append fsyncs (the server runs with
 // SyncAlways) before it returns.
 type Log struct {
-	nc *nats.Conn
-	js jetstream.JetStream
-	st jetstream.Stream
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	st   jetstream.Stream
+	opts LogOptions
 }
 
 // Connect opens an in-process client connection to a node's own server.
@@ -58,6 +59,16 @@ func OpenLog(ctx context.Context, nc *nats.Conn, opts *LogOptions) (*Log, error)
 	if err != nil {
 		return nil, err
 	}
+	l := &Log{nc: nc, js: js, opts: o}
+	if err := l.open(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// open creates or opens the stream, refusing weakened durability.
+func (l *Log) open(ctx context.Context) error {
+	o, js := l.opts, l.js
 	cfg := jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "Twinbox write log",
@@ -74,19 +85,31 @@ func OpenLog(ctx context.Context, nc *nats.Conn, opts *LogOptions) (*Log, error)
 	}
 	st, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("replog: log stream: %w", err)
+		return fmt.Errorf("replog: log stream: %w", err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("replog: log stream: %w", err)
+		return fmt.Errorf("replog: log stream: %w", err)
 	}
 	if info.Config.PersistMode != jetstream.DefaultPersistMode {
-		return nil, fmt.Errorf("%w: stream %s persist mode is %v", ErrWeakDurable, StreamName, info.Config.PersistMode)
+		return fmt.Errorf("%w: stream %s persist mode is %v", ErrWeakDurable, StreamName, info.Config.PersistMode)
 	}
 	if info.Config.Storage != jetstream.FileStorage {
-		return nil, fmt.Errorf("%w: stream %s is not on disk", ErrWeakDurable, StreamName)
+		return fmt.Errorf("%w: stream %s is not on disk", ErrWeakDurable, StreamName)
 	}
-	return &Log{nc: nc, js: js, st: st}, nil
+	l.st = st
+	return nil
+}
+
+// Reset deletes every entry of the log and starts it afresh, empty: for a
+// node whose store was replaced by a checkpoint of the active's (the
+// entries it held are before the checkpoint, or diverged from it). Nothing
+// may use the log meanwhile.
+func (l *Log) Reset(ctx context.Context) error {
+	if err := l.js.DeleteStream(ctx, StreamName); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("replog: reset the log: %w", err)
+	}
+	return l.open(ctx)
 }
 
 // State is the span of the log held locally: the first and last entries

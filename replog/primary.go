@@ -30,11 +30,16 @@ type PrimaryOptions struct {
 	// PeerTimeout bounds the wait for the passive; 0 means
 	// DefaultPeerTimeout.
 	PeerTimeout time.Duration
-	// OnApplied, if set, is told of every applied entry, in log order
-	// within a commit.
-	OnApplied func(e *Entry, res *store.Result)
+	// OnApplied, if set, is told of every applied entry in log order:
+	// the log's tail applied by NewPrimary, then every commit's (under
+	// the commit's lock, so it must be quick and must not call back).
+	OnApplied AppliedFunc
 	Logger    *slog.Logger
 }
+
+// AppliedFunc is told of an entry applied to the store, with its result
+// and the tag its writer gave it (CommitTagged; nil otherwise).
+type AppliedFunc func(e *Entry, res *store.Result, tag any)
 
 // Committed is the outcome of one operation of a commit.
 type Committed struct {
@@ -121,7 +126,7 @@ func NewPrimary(ctx context.Context, l *Log, st *store.Store, nc *nats.Conn, opt
 // next sequence to write and the log's last record. An empty log (a new
 // node, or a standalone node's store now replicated) starts after the
 // store's position.
-func catchUp(ctx context.Context, l *Log, st *store.Store, onApplied func(*Entry, *store.Result)) (next, lastRecord uint64, err error) {
+func catchUp(ctx context.Context, l *Log, st *store.Store, onApplied AppliedFunc) (next, lastRecord uint64, err error) {
 	state, err := l.State(ctx)
 	if err != nil {
 		return 0, 0, err
@@ -142,7 +147,7 @@ func catchUp(ctx context.Context, l *Log, st *store.Store, onApplied func(*Entry
 			return fmt.Errorf("replog: catch up entry %d: %w", e.Seq, err)
 		}
 		if onApplied != nil {
-			onApplied(e, &res[0])
+			onApplied(e, &res[0], nil)
 		}
 		return nil
 	})
@@ -184,6 +189,13 @@ func (p *Primary) PeerPosition() (uint64, time.Time) {
 // and a restart replays its tail. The error reports a failure of the log or
 // store, in which case nothing of the batch was acknowledged.
 func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, error) {
+	return p.CommitTagged(ctx, ops, nil)
+}
+
+// CommitTagged is Commit with a tag per operation (or nil), handed back
+// to OnApplied with the operation's entry: the caller's own value (who
+// made the change), never logged nor sent.
+func (p *Primary) CommitTagged(ctx context.Context, ops []store.Op, tags []any) ([]Committed, error) {
 	p.mu.Lock()
 	if p.broken != nil {
 		p.mu.Unlock()
@@ -226,13 +238,16 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 		return nil, err
 	}
 	p.next, p.lastRecord, p.lastEpoch = seq, last, p.opts.Epoch
-	p.mu.Unlock()
-
 	if p.opts.OnApplied != nil {
 		for i := range applied {
-			p.opts.OnApplied(&applied[i], &results[i])
+			var tag any
+			if i < len(tags) {
+				tag = tags[i]
+			}
+			p.opts.OnApplied(&applied[i], &results[i], tag)
 		}
 	}
+	p.mu.Unlock()
 	out := make([]Committed, len(results))
 	for i, r := range results {
 		out[i] = Committed{Result: r, Seq: applied[i].Seq}

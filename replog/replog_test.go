@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/twinbox/twinbox/dedupe"
+	"github.com/twinbox/twinbox/internal/poll"
 	"github.com/twinbox/twinbox/replog"
 	"github.com/twinbox/twinbox/store"
 )
@@ -90,17 +91,6 @@ func commit(t *testing.T, p *replog.Primary, ops ...store.Op) []replog.Committed
 	return res
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func digest(t *testing.T, st *store.Store) store.Digest {
 	t.Helper()
 	d, err := st.Digest()
@@ -143,7 +133,7 @@ func TestPairReplicatesAndConfirms(t *testing.T) {
 		}
 	}
 	// Confirmed means durable in the passive's log; the store follows.
-	eventually(t, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
+	poll.Eventually(t, 20*time.Second, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
 	if da, db := digest(t, a.st), digest(t, b.st); da.Store != db.Store {
 		t.Fatalf("digests differ at %d: %x vs %x", da.Applied, da.Store, db.Store)
 	}
@@ -182,7 +172,7 @@ func TestPairReplicatesAndConfirms(t *testing.T) {
 	defer stop2()
 	go f2.Run(fctx2)
 	commit(t, p, deliver(101))
-	eventually(t, "the passive to catch up", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
+	poll.Eventually(t, 20*time.Second, "the passive to catch up", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
 	if da, db := digest(t, a.st), digest(t, b.st); da.Store != db.Store {
 		t.Fatalf("digests differ after catch-up")
 	}
@@ -312,7 +302,7 @@ func TestLargeMessageReplicates(t *testing.T) {
 	if err := p.WaitPeer(ctx, res[0].Seq); err != nil {
 		t.Fatalf("50 MB message not confirmed: %v", err)
 	}
-	eventually(t, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
+	poll.Eventually(t, 20*time.Second, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
 	msgs, err := b.st.Messages("alice", "INBOX", nil)
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("passive: %v %v", msgs, err)
@@ -355,7 +345,7 @@ func TestBodyTravelsOnce(t *testing.T) {
 	if n1, n2 := len(first.Encode()), len(second.Encode()); n2 > 1000 || n1 < 1000 {
 		t.Errorf("entries of %d and %d bytes", n1, n2)
 	}
-	eventually(t, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
+	poll.Eventually(t, 20*time.Second, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
 	if da, db := digest(t, a.st), digest(t, b.st); da.Store != db.Store {
 		t.Fatal("digests differ")
 	}
@@ -388,7 +378,7 @@ func TestCollectThenRedeliverInOneCommit(t *testing.T) {
 	if res[0].Collected == 0 {
 		t.Fatalf("the Collect collected nothing: %+v", res[0].Result)
 	}
-	eventually(t, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
+	poll.Eventually(t, 20*time.Second, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
 	if da, db := digest(t, a.st), digest(t, b.st); da.Store != db.Store {
 		t.Fatal("digests differ")
 	}
@@ -414,7 +404,7 @@ func TestResyncFromCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	stop, err := replog.ServeResync(a.nc, a.st, nil)
+	stop, err := replog.ServeResync(a.nc, a.st, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,7 +453,7 @@ func TestResyncFromCheckpoint(t *testing.T) {
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go f2.Run(fctx)
-	eventually(t, "the resynced passive to catch up", func() bool { return st.AppliedSeq() == a.st.AppliedSeq() })
+	poll.Eventually(t, 20*time.Second, "the resynced passive to catch up", func() bool { return st.AppliedSeq() == a.st.AppliedSeq() })
 	if da, db := digest(t, a.st), digest(t, st); da.Store != db.Store {
 		t.Fatal("digests differ after resync")
 	}

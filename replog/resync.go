@@ -41,8 +41,10 @@ type resyncReply struct {
 }
 
 // ServeResync answers the passive's resync requests on nc, a connection to
-// the active's own server, until the returned stop is called.
-func ServeResync(nc *nats.Conn, st *store.Store, lg *slog.Logger) (stop func(), err error) {
+// the active's own server, until the returned stop is called. Checkpoints
+// are made in tmpDir ("" means the system's temporary directory), which
+// must be on the store's file system for Pebble to hard-link its files.
+func ServeResync(nc *nats.Conn, st *store.Store, tmpDir string, lg *slog.Logger) (stop func(), err error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
@@ -54,7 +56,7 @@ func ServeResync(nc *nats.Conn, st *store.Store, lg *slog.Logger) (stop func(), 
 		}
 		go func() {
 			defer busy.Store(false)
-			r, err := prepareResync(nc, st)
+			r, err := prepareResync(nc, st, tmpDir)
 			if err != nil {
 				lg.Error("prepare a resync", "err", err)
 				r = resyncReply{Error: err.Error()}
@@ -76,10 +78,10 @@ func reply(m *nats.Msg, r resyncReply) {
 }
 
 // prepareResync checkpoints the store and uploads the files.
-func prepareResync(nc *nats.Conn, st *store.Store) (resyncReply, error) {
+func prepareResync(nc *nats.Conn, st *store.Store, tmpDir string) (resyncReply, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
-	tmp, err := os.MkdirTemp("", "twinbox-checkpoint-")
+	tmp, err := os.MkdirTemp(tmpDir, "checkpoint-")
 	if err != nil {
 		return resyncReply{}, err
 	}

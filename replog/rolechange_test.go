@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twinbox/twinbox/internal/poll"
 	"github.com/twinbox/twinbox/replog"
 	"github.com/twinbox/twinbox/store"
 )
@@ -99,7 +100,7 @@ func TestRoleChangeSetsAsideDivergedTail(t *testing.T) {
 	// a follows b: its tail is set aside, nothing applied over it.
 	dir := t.TempDir()
 	fa, wait := runFollower(t, a, b, &replog.FollowerOptions{DivergedDir: dir, Epoch: 1})
-	eventually(t, "the follower to stop by itself", func() bool { return fa.Status().Err != nil })
+	poll.Eventually(t, 20*time.Second, "the follower to stop by itself", func() bool { return fa.Status().Err != nil })
 	err = wait()
 	if !errors.Is(err, replog.ErrDiverged) {
 		t.Fatalf("following the new active: %v, want ErrDiverged", err)
@@ -139,12 +140,12 @@ func TestFollowerCatchesUpAcrossEpochs(t *testing.T) {
 	for i := 2; i < 10; i++ {
 		commit(t, pa, deliver(i))
 	}
-	eventually(t, "both passives", func() bool { return b.st.AppliedSeq() == 10 && c.st.AppliedSeq() == 10 })
+	poll.Eventually(t, 20*time.Second, "both passives", func() bool { return b.st.AppliedSeq() == 10 && c.st.AppliedSeq() == 10 })
 	stopC()
 	for i := 10; i < 15; i++ {
 		commit(t, pa, deliver(i))
 	}
-	eventually(t, "b", func() bool { return b.st.AppliedSeq() == 15 })
+	poll.Eventually(t, 20*time.Second, "b", func() bool { return b.st.AppliedSeq() == 15 })
 	stopB()
 	pa.Close()
 	pb, err := replog.NewPrimary(ctx, b.log, b.st, b.nc, &replog.PrimaryOptions{Epoch: 2, Async: true})
@@ -156,7 +157,7 @@ func TestFollowerCatchesUpAcrossEpochs(t *testing.T) {
 		commit(t, pb, deliver(i))
 	}
 	runFollower(t, c, b, nil)
-	eventually(t, "c to follow b across the epochs", func() bool { return c.st.AppliedSeq() == 20 })
+	poll.Eventually(t, 20*time.Second, "c to follow b across the epochs", func() bool { return c.st.AppliedSeq() == 20 })
 	if db, dc := digest(t, b.st), digest(t, c.st); db.Store != dc.Store {
 		t.Fatal("digests differ")
 	}

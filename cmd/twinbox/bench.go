@@ -10,7 +10,10 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/twinbox/twinbox/failover"
+	"github.com/twinbox/twinbox/internal/bench"
 	"github.com/twinbox/twinbox/internal/loadgen"
 )
 
@@ -228,4 +231,106 @@ func writeReport(w io.Writer, rep interface{ WriteText(io.Writer) error }, asJSO
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(rep)
+}
+
+func runBenchReplication(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench replication", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sessions := fs.Int("sessions", loadgen.DefaultSessions, "concurrent LMTP sessions, one connection each")
+	size := fs.Int("size", loadgen.DefaultMessageSize, "message size in bytes, headers included")
+	duration := fs.Duration("duration", 20*time.Second, "length of each timed delivery run")
+	rcpts := fs.String("rcpts", "1,50", "recipient counts of the timed runs, comma-separated (each 1 to 50)")
+	linkCount := fs.Int("link-count", 500, "messages of 50 recipients sent to measure the link bytes per message")
+	catchup := fs.Int("catchup", 2000, "messages delivered while the passive is down, for the catch-up phase")
+	asJSON := fs.Bool("json", false, "print the report as one JSON object")
+	keep := fs.Bool("keep", false, "keep the temporary data directories and the nodes' logs")
+	pin := fs.String("pin", "", "NODE/PASSIVE/LOAD: CPU lists for the standalone and active, the passive, and the load generator (see above)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, bench.ReplicationUsage)
+		fs.PrintDefaults()
+	}
+	if help, err := parseFlags(fs, args, "bench replication"); help || err != nil {
+		return err
+	}
+	rc, err := bench.ParseRcpts(*rcpts)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	pn, err := bench.ParsePin(*pin)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cfg := bench.ReplicationConfig{
+		Sessions: *sessions, Size: *size, Duration: *duration, Rcpts: rc,
+		LinkCount: *linkCount, Catchup: *catchup, Keep: *keep, Pin: pn, Log: stderr,
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if cfg.Bin, err = twinboxBin(ctx, "TWINBOX_BENCH_BIN"); err != nil {
+		return fmt.Errorf("bench replication: %w", err)
+	}
+
+	rep, err := bench.Replication(ctx, cfg)
+	if rep == nil {
+		return err
+	}
+	if werr := writeReport(stdout, rep, *asJSON); werr != nil {
+		return errors.Join(err, werr)
+	}
+	return err
+}
+
+func runBenchFailover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench failover", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := bench.FailoverConfig{Log: stderr}
+	fs.IntVar(&cfg.Rounds, "rounds", 20, "how many times the active is killed")
+	fs.IntVar(&cfg.Sessions, "sessions", 4, "concurrent SMTP sessions, each delivering to a user of its own")
+	fs.IntVar(&cfg.Size, "size", 2048, "message size in bytes, headers included")
+	fs.DurationVar(&cfg.Keepalive, "keepalive", failover.DefaultKeepalive, "the nodes' heartbeat interval")
+	fs.DurationVar(&cfg.Warntime, "warntime", failover.DefaultWarntime, "the nodes' warntime")
+	fs.DurationVar(&cfg.Deadtime, "deadtime", failover.DefaultDeadtime, "the nodes' deadtime: the peer is dead when silent this long")
+	fs.DurationVar(&cfg.Initdead, "initdead", failover.DefaultInitdead, "the nodes' deadtime at boot")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the temporary data directories and the nodes' logs")
+	asJSON := fs.Bool("json", false, "print the report as one JSON object")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, bench.FailoverUsage)
+		fs.PrintDefaults()
+	}
+	if help, err := parseFlags(fs, args, "bench failover"); help || err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	var err error
+	if cfg.Bin, err = twinboxBin(ctx, "TWINBOX_BENCH_BIN"); err != nil {
+		return fmt.Errorf("bench failover: %w", err)
+	}
+	rep, err := bench.Failover(ctx, cfg)
+	if rep == nil {
+		return err
+	}
+	if werr := writeReport(stdout, rep, *asJSON); werr != nil {
+		return errors.Join(err, werr)
+	}
+	return err
+}
+
+// twinboxBin returns the twinbox binary to start nodes from: the one the
+// environment variable names (a test points it at a twinbox it built, as
+// the test binary itself cannot serve), else this executable.
+func twinboxBin(ctx context.Context, env string) (string, error) {
+	bin := os.Getenv(env)
+	if bin == "" {
+		var err error
+		if bin, err = os.Executable(); err != nil {
+			return "", fmt.Errorf("the twinbox binary: %w", err)
+		}
+	}
+	if err := bench.CheckBinary(ctx, bin); err != nil {
+		return "", err
+	}
+	return bin, nil
 }

@@ -9,6 +9,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/twinbox/twinbox/internal/bench"
+	"github.com/twinbox/twinbox/internal/harness"
 )
 
 func TestBenchFailoverUsage(t *testing.T) {
@@ -37,14 +40,14 @@ func TestBenchFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts twinbox processes and kills them")
 	}
-	t.Setenv("TWINBOX_BENCH_BIN", buildTwinbox(t))
+	t.Setenv("TWINBOX_BENCH_BIN", harness.MustBinary(t))
 	var out, errOut bytes.Buffer
 	err := run(t.Context(), []string{"bench", "failover", "--json", "--rounds", "2", "--sessions", "2"}, &out, &errOut)
 	t.Logf("progress:\n%s", errOut.String())
 	if err != nil {
 		t.Fatalf("bench failover: %v\n%s", err, out.String())
 	}
-	var rep foReport
+	var rep bench.FailoverReport
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
@@ -81,21 +84,5 @@ func TestBenchFailover(t *testing.T) {
 	}
 	if _, err := os.Stat(m[1]); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s is still there (%v)", m[1], err)
-	}
-}
-
-func TestSpreadOf(t *testing.T) {
-	for _, tc := range []struct {
-		in          []float64
-		median, max float64
-	}{
-		{nil, 0, 0},
-		{[]float64{3}, 3, 3},
-		{[]float64{3, 1, 2}, 2, 3},
-		{[]float64{4, 1, 3, 2}, 2.5, 4},
-	} {
-		if got := spreadOf(tc.in); got.Median != tc.median || got.Max != tc.max {
-			t.Errorf("spreadOf(%v) = %+v, want median %v max %v", tc.in, got, tc.median, tc.max)
-		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/twinbox/twinbox/internal/bench"
 )
 
 func TestBenchReplicationUsage(t *testing.T) {
@@ -76,7 +78,7 @@ func TestBenchReplication(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench replication: %v\n%s", err, out.String())
 	}
-	var rep replReport
+	var rep bench.ReplicationReport
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +20,8 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/twinbox/twinbox/failover"
+	"github.com/twinbox/twinbox/failover/fence"
+	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/store"
 )
 
@@ -88,7 +95,7 @@ type config struct {
 	LogLevel        string        `toml:"log_level"`
 }
 
-// Defaults (DESIGN.md, "Command line and defaults").
+// Defaults (README.md, "Configuration"; twinbox.example.toml).
 func defaultConfig() config {
 	host, _ := os.Hostname()
 	return config{
@@ -485,10 +492,84 @@ func (c *config) fenceOptions() (map[string]string, error) {
 	return opts, nil
 }
 
-// writeHint is where a passive's refusals tell clients to write.
-func (c *config) writeHint() string {
-	if c.ServiceAddr != "" {
-		return c.ServiceAddr
+// pairConfig is the node's configuration for package pair, with the
+// fence device built (and returned when it is the manual one, which the
+// operator confirms through the admin server). users lists the users the
+// store must have; progress gets a resync's progress lines.
+func (c *config) pairConfig(tlsConf *tls.Config, log *slog.Logger, progress io.Writer, users func() []string) (pair.Config, *fence.Manual, error) {
+	pc := pair.Config{
+		Dir: c.Data, Name: c.NodeName, Role: pair.Role(c.Role),
+		MaxMessageSize: c.MaxMessageSize, StoreCache: c.StoreCache, CacheBytes: c.CacheSize,
+		NATSAddr: c.NATSAddr, PeerNATS: c.PeerNATS, LinkUser: c.LinkUser, LinkPassword: c.LinkPassword,
+		Async: c.ReplicationMode == "async", PeerTimeout: c.PeerTimeout, Epoch: uint64(c.Epoch),
+		LogKeep: uint64(c.LogKeep), LogTrimEvery: c.LogTrimEvery, WriteHint: c.ServiceAddr,
+		CollectEvery: c.CollectEvery, CollectGrace: c.CollectGrace, ShutdownTimeout: c.ShutdownTimeout,
+		Users: users, Progress: progress, Logger: log,
 	}
-	return "the active node"
+	if c.LinkTLS {
+		pc.LinkTLS = tlsConf
+		if c.LinkCA != "" {
+			pem, err := os.ReadFile(c.LinkCA)
+			if err != nil {
+				return pair.Config{}, nil, fmt.Errorf("link_ca: %w", err)
+			}
+			pc.LinkCA = x509.NewCertPool()
+			if !pc.LinkCA.AppendCertsFromPEM(pem) {
+				return pair.Config{}, nil, fmt.Errorf("link_ca: no certificate in %s", c.LinkCA)
+			}
+		}
+	}
+	if !c.Failover {
+		return pc, nil, nil
+	}
+	key, err := c.heartbeatKey()
+	if err != nil {
+		return pair.Config{}, nil, err
+	}
+	dev, manual, err := c.fenceDevice()
+	if err != nil {
+		return pair.Config{}, nil, fmt.Errorf("fence_agent: %w", err)
+	}
+	pc.Failover = &pair.FailoverConfig{
+		PeerName: c.PeerName, HeartbeatAddr: c.HeartbeatAddr, PeerHeartbeat: c.PeerHeartbeat, Key: key,
+		Keepalive: c.Keepalive, Warntime: c.Warntime, Deadtime: c.Deadtime, Initdead: c.Initdead,
+		FenceDelay: c.FenceDelay, Device: c.FenceAgent,
+		OnPromote: c.OnPromote, OnDemote: c.OnDemote, HookTimeout: c.HookTimeout, AutoFailback: c.AutoFailback,
+	}
+	if dev != nil {
+		pc.Failover.Fencer = deviceFencer{dev, c.FenceTimeout}
+	}
+	return pc, manual, nil
+}
+
+// deviceFencer fences with a device and the configured timeout.
+type deviceFencer struct {
+	dev     fence.Device
+	timeout time.Duration
+}
+
+func (f deviceFencer) Fence(ctx context.Context) error { return fence.Fence(ctx, f.dev, f.timeout) }
+
+// fenceDevice builds the configured fence device: a fence-agents
+// program, or a built-in one.
+func (c *config) fenceDevice() (fence.Device, *fence.Manual, error) {
+	opts, err := c.fenceOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	switch c.FenceAgent {
+	case "":
+		return nil, nil, nil
+	case "manual":
+		m := &fence.Manual{}
+		return m, m, nil
+	case "docker":
+		d, err := fence.NewDockerFromOptions(opts)
+		return d, nil, err
+	case "process":
+		d, err := fence.NewProcessFromOptions(opts)
+		return d, nil, err
+	}
+	a, err := fence.NewAgent(c.FenceAgent, opts, c.FenceTimeout)
+	return a, nil, err
 }

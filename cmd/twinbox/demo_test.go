@@ -5,10 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +17,10 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/twinbox/twinbox/internal/admin"
+	"github.com/twinbox/twinbox/internal/harness"
+	"github.com/twinbox/twinbox/internal/poll"
 )
 
 // syncBuffer is a bytes.Buffer the demo writes to while the test reads.
@@ -36,34 +39,6 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-// buildTwinbox builds this command for the tests that start nodes (the
-// test binary cannot serve).
-func buildTwinbox(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "twinbox")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// waitUntil polls cond every 50 ms until it holds, failing the test after
-// timeout with what and cond's last error.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s: %v", timeout, what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func TestDemoUsage(t *testing.T) {
@@ -137,13 +112,13 @@ func parseDemo(t *testing.T, out string) (map[string]*demoNode, string) {
 	return nodes, active
 }
 
-func failoverRoleAt(admin string) (string, error) {
-	resp, err := http.Get("http://" + admin + "/status")
+func failoverRoleAt(addr string) (string, error) {
+	resp, err := http.Get("http://" + addr + "/status")
 	if err != nil {
 		return "", err
 	}
 	defer resp.Body.Close()
-	var st status
+	var st admin.Status
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		return "", err
 	}
@@ -153,14 +128,16 @@ func failoverRoleAt(admin string) (string, error) {
 	return st.Failover.Role, nil
 }
 
+// deliver sends one message over plain SMTP.
 func deliver(addr, to, id string) error {
-	c, err := dialSMTP(context.Background(), addr)
+	c, err := smtp.Dial(addr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	var buf bytes.Buffer
-	return sendMessage(c, "test@example.com", to, foMessage(&buf, id, to, 1024))
+	c.CommandTimeout, c.SubmissionTimeout = 10*time.Second, 10*time.Second
+	msg := fmt.Sprintf("Message-ID: <%s>\r\nFrom: test@example.com\r\nTo: %s\r\nSubject: demo\r\n\r\nhello\r\n", id, to)
+	return c.SendMail("test@example.com", []string{to}, strings.NewReader(msg))
 }
 
 // TestDemo runs `twinbox demo` as a person would: it reads the printed
@@ -172,7 +149,7 @@ func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two twinbox processes")
 	}
-	t.Setenv("TWINBOX_DEMO_BIN", buildTwinbox(t))
+	t.Setenv("TWINBOX_DEMO_BIN", harness.MustBinary(t))
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	var out, errOut syncBuffer
@@ -193,7 +170,7 @@ func TestDemo(t *testing.T) {
 			t.Logf("demo output:\n%s\n%s", out.String(), errOut.String())
 		}
 	})
-	waitUntil(t, 90*time.Second, "the demo's banner", func() error {
+	poll.EventuallyNil(t, 90*time.Second, "the demo's banner", func() error {
 		select {
 		case err := <-errc:
 			t.Fatalf("the demo ended before its banner: %v", err)
@@ -229,14 +206,14 @@ func TestDemo(t *testing.T) {
 	if err := syscall.Kill(active.pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 60*time.Second, "node "+otherName+" to be active and take mail", func() error {
+	poll.EventuallyNil(t, 60*time.Second, "node "+otherName+" to be active and take mail", func() error {
 		if role, err := failoverRoleAt(other.admin); err != nil || role != "active" {
 			return errors.New("role " + role)
 		}
 		return deliver(other.smtp, "demo@localhost", "after@test")
 	})
 	found := map[string]int{}
-	if err := imapMessageIDs(ctx, other.imap, "demo", "pw-of-demo", found); err != nil {
+	if err := harness.MessageIDs(ctx, other.imap, "demo", "pw-of-demo", found); err != nil {
 		t.Fatal(err)
 	}
 	if found["before@test"] != 1 || found["after@test"] != 1 || found["refused@test"] != 0 {
@@ -245,7 +222,7 @@ func TestDemo(t *testing.T) {
 
 	// The killed node comes back, as the passive.
 	var back int
-	waitUntil(t, 90*time.Second, "node "+activeName+" back as the passive", func() error {
+	poll.EventuallyNil(t, 90*time.Second, "node "+activeName+" back as the passive", func() error {
 		m := regexp.MustCompile(`node ` + activeName + ` is back, pid (\d+)`).FindStringSubmatch(out.String())
 		if m == nil {
 			return errors.New("not back yet")

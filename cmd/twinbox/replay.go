@@ -4,15 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,9 +17,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/replog"
 	"github.com/twinbox/twinbox/store"
 )
@@ -164,8 +160,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("%w: replay: --export %s: the file exists; replay does not overwrite it", errUsage, *export)
 		}
 	}
-	natsDir := filepath.Join(*data, "nats")
-	if fi, err := os.Stat(filepath.Join(natsDir, server.JetStreamStoreDir)); err != nil || !fi.IsDir() {
+	natsDir := pair.Layout(*data).Log()
+	if !replog.HasLog(natsDir) {
 		return fmt.Errorf("%w: replay: no log in %s (replay reads a stopped pair node's data directory: --data)", errUsage, natsDir)
 	}
 	if *out != "" {
@@ -215,7 +211,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	ok := false
 	defer func() { cleanup(ok) }()
-	st, err := store.Open(ctx, storeDir(outDir), nil)
+	st, err := store.Open(ctx, pair.Layout(outDir).Store(), nil)
 	if err != nil {
 		return fmt.Errorf("replay: new store: %w", err)
 	}
@@ -285,7 +281,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintf(stdout, "mailboxes  %d\n", len(rep.Mailboxes))
 	fmt.Fprintf(stdout, "digest     %s\n", rep.Digest)
 	if rep.Out != "" {
-		fmt.Fprintf(stdout, "store      %s\n", storeDir(rep.Out))
+		fmt.Fprintf(stdout, "store      %s\n", pair.Layout(rep.Out).Store())
 	}
 	if rep.Export != nil {
 		fmt.Fprintf(stdout, "exported   %d messages of %s to %s\n", rep.Export.Messages, rep.Export.Mailbox, rep.Export.File)
@@ -308,7 +304,7 @@ func checkEmptyDir(dir string) error {
 		return err
 	}
 	if len(names) > 0 {
-		if _, err := os.Stat(storeDir(dir)); err == nil {
+		if _, err := os.Stat(pair.Layout(dir).Store()); err == nil {
 			return fmt.Errorf("holds a store already; replay builds a new one")
 		}
 		return fmt.Errorf("not empty; replay builds a new store in a new or empty directory")
@@ -338,7 +334,7 @@ func makeOutDir(out string) (dir string, cleanup func(ok bool), err error) {
 		case made:
 			os.RemoveAll(out)
 		default:
-			os.RemoveAll(storeDir(out))
+			os.RemoveAll(pair.Layout(out).Store())
 		}
 	}, nil
 }
@@ -346,7 +342,7 @@ func makeOutDir(out string) (dir string, cleanup func(ok bool), err error) {
 // lockNode takes the lock a running node holds on its store, if the data
 // directory has a store. The returned func releases it.
 func lockNode(data string) (func(), error) {
-	dir := storeDir(data)
+	dir := pair.Layout(data).Store()
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return func() {}, nil // a log without a store: no node runs here
 	}
@@ -357,48 +353,17 @@ func lockNode(data string) (func(), error) {
 	return func() { l.Close() }, nil
 }
 
-// openLogOffline starts a private NATS server on a stopped node's log
-// directory (loopback, a user and password made for this run, never
-// shown) and opens the log. It does not create a log where there is none.
+// openLogOffline opens a stopped node's log (replog.OpenOffline); a
+// directory without one is a usage error.
 func openLogOffline(ctx context.Context, natsDir string) (*replog.Log, func(), error) {
-	var pw [16]byte
-	rand.Read(pw[:])
-	user, pass := "replay", hex.EncodeToString(pw[:])
-	srv, err := replog.StartServer(replog.ServerOptions{Name: "twinbox-replay", Dir: natsDir,
-		Addr: "127.0.0.1:0", User: user, Password: pass})
-	if err != nil {
-		return nil, nil, fmt.Errorf("replay: start the log's NATS server on %s: %w", natsDir, err)
-	}
-	nc, err := replog.Connect(srv, user, pass, "twinbox-replay")
-	closeAll := func() {
-		if nc != nil {
-			nc.Close()
-		}
-		srv.Shutdown()
-		srv.WaitForShutdown()
+	lg, closeLog, err := replog.OpenOffline(ctx, natsDir)
+	if errors.Is(err, replog.ErrNoLog) {
+		return nil, nil, fmt.Errorf("%w: replay: %v", errUsage, err)
 	}
 	if err != nil {
-		closeAll()
 		return nil, nil, fmt.Errorf("replay: %w", err)
 	}
-	js, err := jetstream.New(nc)
-	if err == nil {
-		_, err = js.Stream(ctx, replog.StreamName)
-	}
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		closeAll()
-		return nil, nil, fmt.Errorf("%w: replay: %s holds no Twinbox log (stream %s)", errUsage, natsDir, replog.StreamName)
-	}
-	if err != nil {
-		closeAll()
-		return nil, nil, fmt.Errorf("replay: log in %s: %w", natsDir, err)
-	}
-	lg, err := replog.OpenLog(ctx, nc, nil)
-	if err != nil {
-		closeAll()
-		return nil, nil, fmt.Errorf("replay: %w", err)
-	}
-	return lg, closeAll, nil
+	return lg, closeLog, nil
 }
 
 // replayInto applies the operations of the log's entries 1..end in order

@@ -18,6 +18,7 @@ import (
 
 	"github.com/twinbox/twinbox/dedupe"
 	"github.com/twinbox/twinbox/internal/testmail"
+	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/replog"
 	"github.com/twinbox/twinbox/store"
 )
@@ -39,7 +40,7 @@ type pairNode struct {
 func startPairNode(t *testing.T, data string, epoch uint64) *pairNode {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, storeDir(data), nil)
+	st, err := store.Open(ctx, pair.Layout(data).Store(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +387,7 @@ func TestReplay(t *testing.T) {
 		if _, _, err := runCmd(t, "replay", "--data", f.data, "--out", dir); err != nil {
 			t.Fatal(err)
 		}
-		st, err := store.Open(context.Background(), storeDir(dir), &store.Options{ReadOnly: true})
+		st, err := store.Open(context.Background(), pair.Layout(dir).Store(), &store.Options{ReadOnly: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -469,7 +470,7 @@ func TestReplay(t *testing.T) {
 	})
 
 	t.Run("running node", func(t *testing.T) {
-		st, err := store.Open(context.Background(), storeDir(f.data), nil)
+		st, err := store.Open(context.Background(), pair.Layout(f.data).Store(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -502,7 +503,7 @@ func TestReplayPartialLog(t *testing.T) {
 		first uint64
 	}{
 		{"started after an existing store", func(t *testing.T, data string) {
-			st, err := store.Open(ctx, storeDir(data), nil)
+			st, err := store.Open(ctx, pair.Layout(data).Store(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/emersion/go-imap/v2/imapclient"
 	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/twinbox/twinbox/internal/admin"
 )
 
 // startServe runs `twinbox serve` in-process on ports the kernel picks and
@@ -69,12 +71,12 @@ func get(t *testing.T, url string) string {
 
 func TestServeAdminAndShutdown(t *testing.T) {
 	addrs, stop, done := startServe(t)
-	admin := "http://" + addrs["admin"]
-	if body := get(t, admin+"/healthz"); body != "ok\n" {
+	adminURL := "http://" + addrs["admin"]
+	if body := get(t, adminURL+"/healthz"); body != "ok\n" {
 		t.Errorf("/healthz: %q", body)
 	}
-	var st status
-	if err := json.Unmarshal([]byte(get(t, admin+"/status")), &st); err != nil {
+	var st admin.Status
+	if err := json.Unmarshal([]byte(get(t, adminURL+"/status")), &st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Role != "standalone" || st.Listeners["imap"] != addrs["imap"] {
@@ -103,7 +105,7 @@ func TestServeAdminAndShutdown(t *testing.T) {
 		t.Error("login of an unknown user succeeded")
 	}
 	ic0.Close()
-	metrics := get(t, admin+"/metrics")
+	metrics := get(t, adminURL+"/metrics")
 	for _, name := range []string{"twinbox_deliveries_total", "twinbox_imap_sessions", "twinbox_store_disk_bytes",
 		"twinbox_cache_hits_total", "twinbox_login_failures_total", "twinbox_command_duration_seconds", "go_goroutines"} {
 		if !strings.Contains(metrics, name) {
@@ -177,14 +179,14 @@ func TestServeRefusesBadConfig(t *testing.T) {
 // and what its replication costs, from /status's figures.
 func TestPrintStatusOfAPair(t *testing.T) {
 	for _, c := range []struct {
-		st   status
+		st   admin.Status
 		want []string
 	}{
-		{status{Node: "a", Role: "active", Applied: 12, Replication: &pairStatus{Epoch: 2, LogFirst: 1, LogLast: 12,
+		{admin.Status{Node: "a", Role: "active", Applied: 12, Replication: &admin.Replication{Epoch: 2, LogFirst: 1, LogLast: 12,
 			PeerPosition: 10, Lag: 2, PeerSeen: "5ms ago", Mode: "sync", Appends: 4, AppendSeconds: 0.004, PeerWaits: 8, PeerWaitSeconds: 0.016}},
 			[]string{"log         epoch 2, entries 1..12", "passive     at 10 (lag 2 entries, last heard 5ms ago), sync replication",
 				"log writes  4 appends, 1.00 ms each on average", "confirms    8 waits for the passive, 2.00 ms each on average"}},
-		{status{Node: "b", Role: "passive", Applied: 12, Replication: &pairStatus{Epoch: 2, LogFirst: 1, LogLast: 12,
+		{admin.Status{Node: "b", Role: "passive", Applied: 12, Replication: &admin.Replication{Epoch: 2, LogFirst: 1, LogLast: 12,
 			PeerPosition: 12, Takes: 3, TakeSeconds: 0.0045, Error: "connection lost"}},
 			[]string{"following   durable up to 12", "batches     3 made durable here, 1.50 ms each on average", "problem     connection lost"}},
 	} {

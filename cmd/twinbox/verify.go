@@ -10,11 +10,11 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/store"
 )
 
@@ -33,9 +33,6 @@ for up to --timeout), then compares them there. Identical: prints
 first mailbox (by user, then name) that differs or exists on one side only,
 and both store sums; or, when no common position came in time, where each
 node is.`
-
-// storeDir is where the Pebble store lives inside a node's data directory.
-func storeDir(data string) string { return filepath.Join(data, "store") }
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
@@ -65,7 +62,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if set["admin"] || set["timeout"] {
 		return fmt.Errorf("%w: verify: --admin and --timeout go with --peer", errUsage)
 	}
-	dir := storeDir(*data)
+	dir := pair.Layout(*data).Store()
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("verify: no store at %s: %w", dir, err)
 	}

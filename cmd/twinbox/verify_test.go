@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/twinbox/twinbox/dedupe"
+	"github.com/twinbox/twinbox/internal/admin"
 	"github.com/twinbox/twinbox/internal/testmail"
+	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/store"
 )
 
@@ -24,7 +26,7 @@ import (
 func seedStore(t *testing.T, data string) store.Digest {
 	t.Helper()
 	ctx := context.Background()
-	s, err := store.Open(ctx, storeDir(data), nil)
+	s, err := store.Open(ctx, pair.Layout(data).Store(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +84,7 @@ func TestVerifyCommandErrors(t *testing.T) {
 	// A running node holds the store's lock: verify says so.
 	data := t.TempDir()
 	seedStore(t, data)
-	s, err := store.Open(context.Background(), storeDir(data), nil)
+	s, err := store.Open(context.Background(), pair.Layout(data).Store(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +164,8 @@ func TestVerifyPeerIdentical(t *testing.T) {
 		if _, err := st.ApplyNext(ctx, 1e18, peerBase()...); err != nil {
 			t.Fatal(err)
 		}
-		srv := httptest.NewServer(adminHandler(newMetrics(), func() status { return status{} }, st.Digest, func() error { return nil }, nil))
+		srv := httptest.NewServer(admin.Handler(admin.Options{Metrics: admin.NewMetrics(),
+			Status: func() admin.Status { return admin.Status{} }, Digest: st.Digest, Healthy: func() error { return nil }}))
 		t.Cleanup(srv.Close)
 		addrs = append(addrs, srv.Listener.Addr().String())
 	}

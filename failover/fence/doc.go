@@ -1,4 +1,4 @@
-// Package fence is STONITH for a twinbox pair (DESIGN.md, failover/): it
+// Package fence is STONITH for a twinbox pair (docs/architecture.md, failover/): it
 // powers the peer off before this node promotes itself, through a fence
 // device, and confirms it.
 //

@@ -1,5 +1,5 @@
 // Package heartbeat carries authenticated, replay-protected heartbeats
-// between the two nodes of a pair over independent paths (DESIGN.md,
+// between the two nodes of a pair over independent paths (docs/architecture.md,
 // failover/), as Linux-HA Heartbeat does with authkeys and redundant
 // rings. It moves opaque payloads and does not interpret them: the
 // failover package puts its own state in Message.Payload.

@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/twinbox/twinbox/internal/poll"
 	"github.com/twinbox/twinbox/protocols/internal/prototest"
 )
 
@@ -142,7 +143,7 @@ func TestKickSaysByeAndKeepsServing(t *testing.T) {
 	if _, err := clients[1].Idle(); err != nil {
 		t.Fatal(err)
 	}
-	prototest.Eventually(t, "both sessions counted", func() bool { return e.IMAP.Sessions() == 2 })
+	poll.Eventually(t, 10*time.Second, "both sessions counted", func() bool { return e.IMAP.Sessions() == 2 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -159,7 +160,7 @@ func TestKickSaysByeAndKeepsServing(t *testing.T) {
 			t.Errorf("session %d got no BYE with the reason; it read:\n%s", i, wires[i].String())
 		}
 	}
-	prototest.Eventually(t, "kicked sessions gone", func() bool { return e.IMAP.Sessions() == 0 })
+	poll.Eventually(t, 10*time.Second, "kicked sessions gone", func() bool { return e.IMAP.Sessions() == 0 })
 
 	c := login(t, e, "alice", nil)
 	sel, err := c.Select("INBOX", nil).Wait()

@@ -13,6 +13,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/twinbox/twinbox/internal/poll"
 	"github.com/twinbox/twinbox/protocols/internal/prototest"
 )
 
@@ -62,7 +63,7 @@ func TestDrainClosesSessionsProperlyAndServesAgain(t *testing.T) {
 	greeted := dialRaw(t, e.SMTPAddr) // no EHLO yet
 	busy := inData(t, e.SMTPAddr, "EHLO busy.test", "alice@localhost")
 	io.WriteString(busy.conn, "Subject: in flight\r\n\r\nstarted before the drain\r\n")
-	prototest.Eventually(t, "both sessions counted", func() bool { return e.SMTP.Sessions() == 2 })
+	poll.Eventually(t, 10*time.Second, "both sessions counted", func() bool { return e.SMTP.Sessions() == 2 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -158,13 +159,13 @@ func TestLMTPDrainAnswersEachRecipientThen421(t *testing.T) {
 	e := prototest.Start(t, nil)
 	c := inData(t, e.LMTPAddr, "LHLO client.test", "alice@localhost", "bob@localhost")
 	io.WriteString(c.conn, "Subject: lmtp in flight\r\n\r\nhello\r\n")
-	prototest.Eventually(t, "the session counted", func() bool { return e.LMTP.Sessions() == 1 })
+	poll.Eventually(t, 10*time.Second, "the session counted", func() bool { return e.LMTP.Sessions() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- e.LMTP.Drain(ctx) }()
 	// No idle session shows that the drain began: new connections do.
-	prototest.Eventually(t, "the drain to begin", func() bool {
+	poll.Eventually(t, 10*time.Second, "the drain to begin", func() bool {
 		return strings.HasPrefix(greeting(t, e.LMTPAddr), "421 4.3.0 ")
 	})
 	for i, l := range []string{c.cmd("."), c.reply()} {

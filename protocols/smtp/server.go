@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
@@ -83,6 +84,27 @@ type Server struct {
 	closing   bool
 	draining  int            // calls of Drain in progress
 	turning   sync.WaitGroup // connections being turned away with 421
+
+	// readOnly, when set, refuses transactions at MAIL FROM (a passive),
+	// before the sender transfers the message.
+	readOnly atomic.Pointer[gosmtp.SMTPError]
+}
+
+// SetReadOnly turns the read-only mode on or off while serving: on a
+// read-only node (a passive) MAIL FROM is answered 451, naming hint
+// (where to deliver instead), so the sender retries or tries its next MX
+// without transferring the message. Transactions already past MAIL FROM
+// meet the node's own refusal at DATA.
+func (s *Server) SetReadOnly(readOnly bool, hint string) {
+	if !readOnly {
+		s.readOnly.Store(nil)
+		return
+	}
+	msg := "This node is a read-only replica; deliver to the active"
+	if hint != "" {
+		msg += " (" + hint + ")"
+	}
+	s.readOnly.Store(&gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: msg + "; try again later"})
 }
 
 // New returns a Server.

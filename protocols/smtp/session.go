@@ -58,6 +58,9 @@ func (s *session) Mail(from string, _ *gosmtp.MailOptions) error {
 	if s.closed {
 		return errShuttingDown
 	}
+	if ro := s.srv.readOnly.Load(); ro != nil {
+		return ro
+	}
 	s.inTx = true
 	s.from = from
 	s.txAt = time.Now()

@@ -15,6 +15,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/twinbox/twinbox/internal/poll"
 	"github.com/twinbox/twinbox/protocols/internal/prototest"
 	"github.com/twinbox/twinbox/protocols/users"
 	"github.com/twinbox/twinbox/store"
@@ -277,7 +278,7 @@ func TestSMTPBadInput(t *testing.T) {
 		c.conn.Close()
 		// Once the server has noticed (its session count falls), nothing
 		// may have been written.
-		prototest.Eventually(t, "the server to drop the session", func() bool { return e.SMTP.Sessions() == 0 })
+		poll.Eventually(t, 10*time.Second, "the server to drop the session", func() bool { return e.SMTP.Sessions() == 0 })
 		if got := e.Node.Store().AppliedSeq(); got != before {
 			t.Errorf("applied sequence moved from %d to %d", before, got)
 		}

@@ -1,6 +1,6 @@
 // Package users holds the users a node serves, read from a passwd-file in
 // Dovecot's passwd-file format, so that an existing Dovecot user list works
-// as it is (DESIGN.md, protocols/).
+// as it is (docs/architecture.md, protocols/).
 //
 // # File format
 //

@@ -1,5 +1,5 @@
-// Package prototest starts a real node for protocol tests: a Pebble store
-// in a temporary directory behind the node's group commit, a passwd-file
+// Package prototest starts a real node for protocol tests: a standalone
+// pair.Pair (a Pebble store in a temporary directory behind group commit), a passwd-file
 // with users, and the IMAP, SMTP and LMTP servers on loopback ports the
 // kernel picks.
 package prototest
@@ -14,11 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twinbox/twinbox/internal/node"
+	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/protocols/imap"
 	"github.com/twinbox/twinbox/protocols/smtp"
 	"github.com/twinbox/twinbox/protocols/users"
-	"github.com/twinbox/twinbox/store"
 )
 
 // Password is every test user's password.
@@ -26,7 +25,7 @@ const Password = "pw-secret"
 
 // Env is a running node.
 type Env struct {
-	Node               *node.Local
+	Node               *pair.Pair
 	IMAP               *imap.Server
 	SMTP, LMTP         *smtp.Server
 	IMAPAddr, SMTPAddr string
@@ -77,9 +76,7 @@ func Start(tb testing.TB, o *Options) *Env {
 	}
 	dirUsers := users.Directory{File: pw, Guard: e.Guard}
 	ctx := context.Background()
-	e.Node, err = node.Open(ctx, filepath.Join(dir, "store"), &node.Options{
-		Store: &store.Options{MaxMessageSize: o.MaxMessageSize}, Logger: log,
-	})
+	e.Node, err = pair.Open(ctx, pair.Config{Dir: filepath.Join(dir, "node"), MaxMessageSize: o.MaxMessageSize, Logger: log})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -89,7 +86,6 @@ func Start(tb testing.TB, o *Options) *Env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e.Node.SetNotify(e.IMAP)
 	newSMTP := func(lmtp bool) *smtp.Server {
 		s, err := smtp.New(&smtp.Options{Reader: e.Node, Writer: e.Node, Users: dirUsers, LMTP: lmtp,
 			Hostname: "mx.test", LocalDomains: []string{"localhost", "example.test"},
@@ -100,6 +96,7 @@ func Start(tb testing.TB, o *Options) *Env {
 		return s
 	}
 	e.SMTP, e.LMTP = newSMTP(false), newSMTP(true)
+	e.Node.Attach(e.IMAP, e.SMTP, e.LMTP)
 	var wg sync.WaitGroup
 	serve := func(f func(net.Listener) error, host string) string {
 		if host == "" {
@@ -133,18 +130,6 @@ func Start(tb testing.TB, o *Options) *Env {
 		}
 	})
 	return e
-}
-
-// Eventually polls cond until it holds or the bound passes.
-func Eventually(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 type tbWriter struct{ tb testing.TB }

@@ -1,4 +1,6 @@
-package main
+// Package tlscert loads a node's TLS certificate, or makes a self-signed
+// one on first start.
+package tlscert
 
 import (
 	"crypto/ecdsa"
@@ -20,16 +22,16 @@ import (
 	"time"
 )
 
-// loadTLS loads the configured certificate, or makes a self-signed one in
-// DATA/tls on first start (and reuses it afterwards), so that STARTTLS and
-// the implicit-TLS ports work out of the box.
-func loadTLS(c *config, log *slog.Logger) (*tls.Config, error) {
-	cert, key := c.TLSCert, c.TLSKey
+// Load loads the certificate and key PEM files, or when certFile is
+// empty makes a self-signed certificate for host in dir on first use (and
+// reuses it afterwards), so that STARTTLS and the implicit-TLS ports work
+// out of the box.
+func Load(certFile, keyFile, dir, host string, log *slog.Logger) (*tls.Config, error) {
+	cert, key := certFile, keyFile
 	if cert == "" {
-		dir := filepath.Join(c.Data, "tls")
 		cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 		if _, err := os.Stat(cert); errors.Is(err, os.ErrNotExist) {
-			if err := selfSigned(dir, cert, key, c.Hostname); err != nil {
+			if err := SelfSigned(dir, cert, key, host); err != nil {
 				return nil, fmt.Errorf("make a self-signed certificate: %w", err)
 			}
 			log.Info("made a self-signed certificate; set tls_cert and tls_key for a real one", "cert", cert)
@@ -44,7 +46,9 @@ func loadTLS(c *config, log *slog.Logger) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
 }
 
-func selfSigned(dir, certFile, keyFile, host string) error {
+// SelfSigned makes a self-signed certificate for host (and localhost,
+// 127.0.0.1, ::1) in certFile and keyFile, creating dir.
+func SelfSigned(dir, certFile, keyFile, host string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}

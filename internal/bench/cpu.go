@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/twinbox/twinbox/internal/harness"
 	"github.com/twinbox/twinbox/internal/loadgen"
 )
 
@@ -60,15 +61,15 @@ func selfCPU() time.Duration {
 // cpuMeter measures the processor time of some nodes and of this process
 // over a timed run.
 type cpuMeter struct {
-	nodes  []*benchNode
+	nodes  []*harness.Node
 	before []time.Duration
 	self   time.Duration
 }
 
-func startCPU(nodes ...*benchNode) *cpuMeter {
+func startCPU(nodes ...*harness.Node) *cpuMeter {
 	m := &cpuMeter{nodes: nodes, self: selfCPU()}
 	for _, n := range nodes {
-		t, _ := n.cpu()
+		t, _ := nodeCPU(n)
 		m.before = append(m.before, t)
 	}
 	return m
@@ -93,7 +94,7 @@ func (m *cpuMeter) used(r *loadgen.DeliveryResult) cpuUsed {
 	total := selfCPU() - m.self
 	u.self = per(total)
 	for i, n := range m.nodes {
-		t, err := n.cpu()
+		t, err := nodeCPU(n)
 		if err != nil {
 			u.nodes = append(u.nodes, 0)
 			continue
@@ -107,12 +108,13 @@ func (m *cpuMeter) used(r *loadgen.DeliveryResult) cpuUsed {
 	return u
 }
 
-// cpu is the node process's processor time so far.
-func (n *benchNode) cpu() (time.Duration, error) {
-	if n.cmd == nil || n.cmd.Process == nil {
-		return 0, fmt.Errorf("the %s node is not running", n.name)
+// nodeCPU is the node process's processor time so far.
+func nodeCPU(n *harness.Node) (time.Duration, error) {
+	pid := n.PID()
+	if pid == 0 {
+		return 0, fmt.Errorf("the %s node is not running", n.Name)
 	}
-	return procCPU(n.cmd.Process.Pid)
+	return procCPU(pid)
 }
 
 // cpuList parses a taskset(1) CPU list ("0", "0-3", "0,2-3") and checks
@@ -172,11 +174,12 @@ func pinSelf(list string) error {
 
 // peakRSS is the node process's peak resident memory in MiB (VmHWM in
 // /proc/PID/status), or 0 when it cannot be read.
-func (n *benchNode) peakRSS() float64 {
-	if n.cmd == nil || n.cmd.Process == nil {
+func peakRSS(n *harness.Node) float64 {
+	pid := n.PID()
+	if pid == 0 {
 		return 0
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}

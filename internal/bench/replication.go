@@ -1,18 +1,13 @@
-package main
+package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"maps"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,17 +16,18 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/twinbox/twinbox/internal/admin"
+	"github.com/twinbox/twinbox/internal/harness"
 	"github.com/twinbox/twinbox/internal/loadgen"
-	"github.com/twinbox/twinbox/store"
 )
 
-const benchReplicationUsage = `usage: twinbox bench replication [--sessions 16] [--size 10240] [--duration 20s]
+// ReplicationUsage is `twinbox bench replication -h`.
+const ReplicationUsage = `usage: twinbox bench replication [--sessions 16] [--size 10240] [--duration 20s]
        [--rcpts 1,50] [--link-count 500] [--catchup 2000] [--pin NODE/PASSIVE/LOAD]
        [--json] [--keep]
 
@@ -76,13 +72,13 @@ const (
 	replLagEvery     = 100 * time.Millisecond
 	replUsers        = 50  // user1..user50 on every node
 	replLinkRcpts    = 50  // recipients per message of the link-bytes phase
-	replLinkRatioMax = 1.2 // DESIGN.md: link bytes per message at most 1.2× the message
+	replLinkRatioMax = 1.2 // the design's goal: link bytes per message at most 1.2× the message
 	replUserCost     = 4   // bcrypt cost of the bench users: nobody logs in
 	replPassword     = "bench-password"
 )
 
-// replBenchConfig is what `twinbox bench replication` runs.
-type replBenchConfig struct {
+// ReplicationConfig is what `twinbox bench replication` runs.
+type ReplicationConfig struct {
 	Bin       string // the twinbox binary to start nodes from
 	Sessions  int
 	Size      int
@@ -91,19 +87,19 @@ type replBenchConfig struct {
 	LinkCount int
 	Catchup   int
 	Keep      bool
-	Pin       *replPin  // nil: every process on every core
+	Pin       *Pin      // nil: every process on every core
 	Log       io.Writer // progress lines (stderr)
 }
 
-// replPin is where --pin puts the processes: taskset(1) CPU lists.
-type replPin struct {
+// Pin is where --pin puts the processes: taskset(1) CPU lists.
+type Pin struct {
 	Node    string `json:"node"`    // the standalone and the active
 	Passive string `json:"passive"` // the passive
 	Load    string `json:"load"`    // the bench itself, the load generator
 }
 
-// parsePin reads NODE/PASSIVE/LOAD; each list must be one taskset takes.
-func parsePin(s string) (*replPin, error) {
+// ParsePin reads NODE/PASSIVE/LOAD; each list must be one taskset takes.
+func ParsePin(s string) (*Pin, error) {
 	if s == "" {
 		return nil, nil
 	}
@@ -116,11 +112,11 @@ func parsePin(s string) (*replPin, error) {
 			return nil, fmt.Errorf("--pin %q: %v", s, err)
 		}
 	}
-	return &replPin{Node: f[0], Passive: f[1], Load: f[2]}, nil
+	return &Pin{Node: f[0], Passive: f[1], Load: f[2]}, nil
 }
 
 // validate reports every problem at once.
-func (c *replBenchConfig) validate() error {
+func (c *ReplicationConfig) Validate() error {
 	var errs []error
 	if c.Sessions < 1 {
 		errs = append(errs, fmt.Errorf("--sessions %d: want at least 1", c.Sessions))
@@ -148,7 +144,7 @@ func (c *replBenchConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-func parseRcpts(s string) ([]int, error) {
+func ParseRcpts(s string) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
@@ -164,71 +160,16 @@ func parseRcpts(s string) ([]int, error) {
 	return out, nil
 }
 
-func runBenchReplication(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench replication", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sessions := fs.Int("sessions", loadgen.DefaultSessions, "concurrent LMTP sessions, one connection each")
-	size := fs.Int("size", loadgen.DefaultMessageSize, "message size in bytes, headers included")
-	duration := fs.Duration("duration", 20*time.Second, "length of each timed delivery run")
-	rcpts := fs.String("rcpts", "1,50", "recipient counts of the timed runs, comma-separated (each 1 to 50)")
-	linkCount := fs.Int("link-count", 500, "messages of 50 recipients sent to measure the link bytes per message")
-	catchup := fs.Int("catchup", 2000, "messages delivered while the passive is down, for the catch-up phase")
-	asJSON := fs.Bool("json", false, "print the report as one JSON object")
-	keep := fs.Bool("keep", false, "keep the temporary data directories and the nodes' logs")
-	pin := fs.String("pin", "", "NODE/PASSIVE/LOAD: CPU lists for the standalone and active, the passive, and the load generator (see above)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, benchReplicationUsage)
-		fs.PrintDefaults()
-	}
-	if help, err := parseFlags(fs, args, "bench replication"); help || err != nil {
-		return err
-	}
-	rc, err := parseRcpts(*rcpts)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	pn, err := parsePin(*pin)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	cfg := replBenchConfig{
-		Sessions: *sessions, Size: *size, Duration: *duration, Rcpts: rc,
-		LinkCount: *linkCount, Catchup: *catchup, Keep: *keep, Pin: pn, Log: stderr,
-	}
-	if err := cfg.validate(); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	// The nodes run this binary; a test points TWINBOX_BENCH_BIN at a
-	// twinbox it built, as the test binary itself cannot serve.
-	if cfg.Bin = os.Getenv("TWINBOX_BENCH_BIN"); cfg.Bin == "" {
-		if cfg.Bin, err = os.Executable(); err != nil {
-			return fmt.Errorf("bench replication: the twinbox binary: %w", err)
-		}
-	}
-	if err := checkTwinboxBinary(ctx, cfg.Bin); err != nil {
-		return fmt.Errorf("bench replication: %w", err)
-	}
-
-	rep, err := benchReplication(ctx, cfg)
-	if rep == nil {
-		return err
-	}
-	if werr := writeReport(stdout, rep, *asJSON); werr != nil {
-		return errors.Join(err, werr)
-	}
-	return err
-}
-
-// checkTwinboxBinary makes sure bin is twinbox before the bench starts
+// CheckBinary makes sure bin is twinbox before the bench starts
 // nodes from it: started as `serve`, another program (a test binary, whose
 // os.Executable this is under go test) would do something else entirely,
 // such as run the tests that run the bench again. --help is safe to ask of
 // a test binary too: it prints its flags and exits.
-func checkTwinboxBinary(ctx context.Context, bin string) error {
+func CheckBinary(ctx context.Context, bin string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--help")
-	cmd.Env = benchEnv()
+	cmd.Env = harness.Env()
 	out, _ := cmd.CombinedOutput()
 	if !bytes.Contains(out, []byte("twinbox: a two-node mail store")) {
 		return fmt.Errorf("%s is not a twinbox binary (its --help does not say so); set TWINBOX_BENCH_BIN to one", bin)
@@ -236,13 +177,13 @@ func checkTwinboxBinary(ctx context.Context, bin string) error {
 	return nil
 }
 
-// replReport is what `twinbox bench replication` measured.
-type replReport struct {
-	Machine   replMachine     `json:"machine"`
+// ReplicationReport is what `twinbox bench replication` measured.
+type ReplicationReport struct {
+	Machine   Machine         `json:"machine"`
 	Sessions  int             `json:"sessions"`
 	Size      int             `json:"message_size"`
 	Duration  float64         `json:"duration_s"`
-	Pin       *replPin        `json:"pin,omitempty"`
+	Pin       *Pin            `json:"pin,omitempty"`
 	Delivery  []*replDelivery `json:"delivery"`
 	Link      *replLink       `json:"link,omitempty"`
 	Catchup   *replCatchup    `json:"catchup,omitempty"`
@@ -250,7 +191,7 @@ type replReport struct {
 	Completed bool            `json:"completed"` // every phase ran
 }
 
-type replMachine struct {
+type Machine struct {
 	CPUs  int    `json:"cpus"`
 	Model string `json:"cpu_model,omitempty"`
 	Go    string `json:"go"`
@@ -281,7 +222,7 @@ type replDelivery struct {
 	// own timings over the replicated run.
 	Wait replWait `json:"wait"`
 	// PeakRSS is each node's peak resident memory (VmHWM) in MiB, read
-	// after its timed run: DESIGN's "resident size under load".
+	// after its timed run: the design's "resident size under load".
 	PeakRSS replRSS `json:"peak_rss_mib"`
 }
 
@@ -306,7 +247,7 @@ type replWait struct {
 }
 
 // waitBetween computes replWait from the nodes' /status before and after.
-func waitBetween(a0, a1, p0, p1 *status) replWait {
+func waitBetween(a0, a1, p0, p1 *admin.Status) replWait {
 	var w replWait
 	if a0.Replication == nil || a1.Replication == nil || p0.Replication == nil || p1.Replication == nil {
 		return w
@@ -411,17 +352,17 @@ type replCatchup struct {
 
 // benchReplication runs every phase. It returns the report so far with an
 // error when a phase failed, and stops every node it started.
-func benchReplication(ctx context.Context, cfg replBenchConfig) (rep *replReport, err error) {
+func Replication(ctx context.Context, cfg ReplicationConfig) (rep *ReplicationReport, err error) {
 	start := time.Now()
 	root, err := os.MkdirTemp("", "twinbox-bench-replication-")
 	if err != nil {
 		return nil, fmt.Errorf("bench replication: %w", err)
 	}
-	b := &replBench{cfg: cfg, root: root, http: &http.Client{Timeout: 10 * time.Second}, began: start}
+	b := &replBench{cfg: cfg, root: root, began: start}
 	pw := make([]byte, 16)
 	rand.Read(pw)
 	b.linkPassword = hex.EncodeToString(pw)
-	rep = &replReport{Machine: machineInfo(), Sessions: cfg.Sessions, Size: cfg.Size, Duration: cfg.Duration.Seconds(), Pin: cfg.Pin}
+	rep = &ReplicationReport{Machine: machine(), Sessions: cfg.Sessions, Size: cfg.Size, Duration: cfg.Duration.Seconds(), Pin: cfg.Pin}
 	if cfg.Pin != nil {
 		if err := pinSelf(cfg.Pin.Load); err != nil {
 			return rep, fmt.Errorf("bench replication: --pin: %w", err)
@@ -450,12 +391,11 @@ func benchReplication(ctx context.Context, cfg replBenchConfig) (rep *replReport
 
 // replBench is one run: its nodes, its directory, its link password.
 type replBench struct {
-	cfg          replBenchConfig
+	cfg          ReplicationConfig
 	root         string
 	linkPassword string
-	http         *http.Client
 	began        time.Time
-	nodes        []*benchNode // every node started, in order
+	nodes        []*harness.Node // every node started, in order
 }
 
 func (b *replBench) logf(format string, args ...any) {
@@ -465,7 +405,7 @@ func (b *replBench) logf(format string, args ...any) {
 	}
 }
 
-func (b *replBench) run(ctx context.Context, rep *replReport) error {
+func (b *replBench) run(ctx context.Context, rep *ReplicationReport) error {
 	cfg := b.cfg
 	b.logf("nodes in %s, binary %s", b.root, cfg.Bin)
 
@@ -473,12 +413,12 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 	// each recipient count on new nodes: a store that took more mail in an
 	// earlier run (the standalone takes several times what the active
 	// does) would be slower for reasons of its own.
-	var solo, active, passive *benchNode
+	var solo, active, passive *harness.Node
 	for i, r := range cfg.Rcpts {
 		if i > 0 {
-			for _, n := range []*benchNode{solo, passive, active} {
-				b.logf("stopping the %s node", n.name)
-				if err := n.stop(); err != nil {
+			for _, n := range []*harness.Node{solo, passive, active} {
+				b.logf("stopping the %s node", n.Name)
+				if err := n.Stop(); err != nil {
 					return err
 				}
 			}
@@ -489,7 +429,7 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 		}
 		d := &replDelivery{Recipients: r}
 		rep.Delivery = append(rep.Delivery, d)
-		if _, err := b.waitCaughtUp(ctx, active, passive); err != nil {
+		if _, err := waitCaughtUp(ctx, active, passive); err != nil {
 			return err
 		}
 		b.logf("LMTP, %d recipient(s), %v against the standalone", r, cfg.Duration)
@@ -499,8 +439,8 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 		}
 		used := cpu.used(d.Standalone)
 		d.CPU.Standalone, d.CPU.StandaloneLoad, d.CPU.StandaloneBusy = used.nodes[0], used.self, used.busy
-		d.PeakRSS.Standalone = solo.peakRSS()
-		activeBefore, before, err := b.statuses(ctx, active, passive)
+		d.PeakRSS.Standalone = peakRSS(solo)
+		activeBefore, before, err := statuses(ctx, active, passive)
 		if err != nil {
 			return err
 		}
@@ -514,16 +454,16 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 		if err == nil {
 			used := cpu.used(d.Replicated)
 			d.CPU.Active, d.CPU.Passive, d.CPU.ReplicatedLoad, d.CPU.ReplicatedBusy = used.nodes[0], used.nodes[1], used.self, used.busy
-			d.PeakRSS.Active, d.PeakRSS.Passive = active.peakRSS(), passive.peakRSS()
+			d.PeakRSS.Active, d.PeakRSS.Passive = peakRSS(active), peakRSS(passive)
 		}
 		d.Lag = <-lagc
 		if err != nil {
 			return err
 		}
-		if _, err := b.waitCaughtUp(ctx, active, passive); err != nil {
+		if _, err := waitCaughtUp(ctx, active, passive); err != nil {
 			return err
 		}
-		activeAfter, after, err := b.statuses(ctx, active, passive)
+		activeAfter, after, err := statuses(ctx, active, passive)
 		if err != nil {
 			return err
 		}
@@ -539,11 +479,11 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 	}
 
 	// 2. Link bytes per 50-recipient message, by count, on a quiet pair.
-	if _, err := b.waitCaughtUp(ctx, active, passive); err != nil {
+	if _, err := waitCaughtUp(ctx, active, passive); err != nil {
 		return err
 	}
 	b.logf("link bytes: %d messages of %d recipients through the active", cfg.LinkCount, replLinkRcpts)
-	before, err := b.status(ctx, passive)
+	before, err := passive.Status(ctx)
 	if err != nil {
 		return err
 	}
@@ -551,10 +491,10 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 	if err != nil {
 		return err
 	}
-	if _, err := b.waitCaughtUp(ctx, active, passive); err != nil {
+	if _, err := waitCaughtUp(ctx, active, passive); err != nil {
 		return err
 	}
-	after, err := b.status(ctx, passive)
+	after, err := passive.Status(ctx)
 	if err != nil {
 		return err
 	}
@@ -570,9 +510,9 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 
 	// The first nodes are done; stop them before the catch-up pair so
 	// that it has the machine to itself.
-	for _, n := range []*benchNode{solo, passive, active} {
-		b.logf("stopping the %s node", n.name)
-		if err := n.stop(); err != nil {
+	for _, n := range []*harness.Node{solo, passive, active} {
+		b.logf("stopping the %s node", n.Name)
+		if err := n.Stop(); err != nil {
 			return err
 		}
 	}
@@ -589,19 +529,19 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 	if err := b.waitUsers(ctx, active); err != nil {
 		return err
 	}
-	from, err := b.waitCaughtUp(ctx, active, passive)
+	from, err := waitCaughtUp(ctx, active, passive)
 	if err != nil {
 		return err
 	}
 	b.logf("catch-up: passive stopped; %d messages to the active", cfg.Catchup)
-	if err := passive.stop(); err != nil {
+	if err := passive.Stop(); err != nil {
 		return err
 	}
 	res, err = b.deliver(ctx, active, 1, loadgen.Limits{Count: int64(cfg.Catchup)})
 	if err != nil {
 		return err
 	}
-	target, err := b.status(ctx, active)
+	target, err := active.Status(ctx)
 	if err != nil {
 		return err
 	}
@@ -609,13 +549,13 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 	rep.Catchup = c
 	b.logf("catch-up: passive started again, %d entries behind", c.To-c.From)
 	t0 := time.Now()
-	if passive, err = passive.restart(ctx, b.http); err != nil {
+	if err = passive.Restart(ctx); err != nil {
 		return err
 	}
 	c.StartupSec = time.Since(t0).Seconds()
-	var last *status
-	err = b.waitFor(ctx, replSyncTimeout, "the restarted passive to reach the active's position", passive, func() (bool, error) {
-		st, err := b.status(ctx, passive)
+	var last *admin.Status
+	err = passive.WaitFor(ctx, replSyncTimeout, "the restarted passive to reach the active's position", func() (bool, error) {
+		st, err := passive.Status(ctx)
 		if err != nil {
 			return false, nil // it may be busy; the bound decides
 		}
@@ -631,11 +571,11 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 	c.LinkBytes = linkBytes(last)
 	c.EntriesPerSec = float64(c.Entries) / took.Seconds()
 	c.MBPerSec = float64(c.LinkBytes) / took.Seconds() / 1e6
-	da, err := b.digest(ctx, active)
+	da, err := active.Digest(ctx)
 	if err != nil {
 		return err
 	}
-	dp, err := b.digest(ctx, passive)
+	dp, err := passive.Digest(ctx)
 	if err != nil {
 		return err
 	}
@@ -647,7 +587,7 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 	b.logf("catch-up: the disk's and loopback's limits, %v each", limitRun)
 	var err1, err2 error
 	c.DiskSyncMBPerSec, err1 = diskSyncMBps(b.root)
-	c.LoopbackTLSMBPerSec, err2 = loopbackTLSMBps(filepath.Join(active.data, "tls"))
+	c.LoopbackTLSMBPerSec, err2 = loopbackTLSMBps(filepath.Join(active.Data, "tls"))
 	if err := errors.Join(err1, err2); err != nil {
 		b.logf("catch-up limits: %v", err)
 	}
@@ -655,26 +595,26 @@ func (b *replBench) run(ctx context.Context, rep *replReport) error {
 }
 
 // deliver runs the LMTP load against n and checks that n is still up.
-func (b *replBench) deliver(ctx context.Context, n *benchNode, rcpts int, limits loadgen.Limits) (*loadgen.DeliveryResult, error) {
+func (b *replBench) deliver(ctx context.Context, n *harness.Node, rcpts int, limits loadgen.Limits) (*loadgen.DeliveryResult, error) {
 	res, err := loadgen.RunDelivery(ctx, loadgen.DeliveryConfig{
-		Conn: loadgen.Conn{Target: n.addrs["lmtp"]}, Limits: limits, LMTP: true,
+		Conn: loadgen.Conn{Target: n.Addrs["lmtp"]}, Limits: limits, LMTP: true,
 		Sessions: b.cfg.Sessions, MessageSize: b.cfg.Size, Recipients: rcpts,
 		Users: loadgen.Users{Count: replUsers},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("LMTP to the %s node: %w%s", n.name, err, n.exitNote())
+		return nil, fmt.Errorf("LMTP to the %s node: %w%s", n.Name, err, exitNote(n))
 	}
 	if res.Interrupted {
 		return res, fmt.Errorf("interrupted; the numbers so far are partial")
 	}
-	if err := n.alive(); err != nil {
+	if err := n.Alive(); err != nil {
 		return res, err
 	}
 	return res, nil
 }
 
 // sampleLag polls both nodes' /status every 100 ms until ctx ends.
-func (b *replBench) sampleLag(ctx context.Context, active, passive *benchNode) replLag {
+func (b *replBench) sampleLag(ctx context.Context, active, passive *harness.Node) replLag {
 	var out replLag
 	var logLag, applied []uint64
 	t := time.NewTicker(replLagEvery)
@@ -688,14 +628,14 @@ func (b *replBench) sampleLag(ctx context.Context, active, passive *benchNode) r
 			return out
 		case <-t.C:
 		}
-		a, err := b.status(ctx, active)
+		a, err := active.Status(ctx)
 		if err != nil || a.Replication == nil {
 			if ctx.Err() == nil {
 				out.Errors++
 			}
 			continue
 		}
-		p, err := b.status(ctx, passive)
+		p, err := passive.Status(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				out.Errors++
@@ -723,7 +663,7 @@ func maxP99(v []uint64) (uint64, uint64) {
 
 func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
 
-func linkBytes(st *status) uint64 {
+func linkBytes(st *admin.Status) uint64 {
 	if st.Replication == nil {
 		return 0
 	}
@@ -732,14 +672,14 @@ func linkBytes(st *status) uint64 {
 
 // waitCaughtUp waits until the passive has applied everything the active
 // has, and returns that position.
-func (b *replBench) waitCaughtUp(ctx context.Context, active, passive *benchNode) (uint64, error) {
+func waitCaughtUp(ctx context.Context, active, passive *harness.Node) (uint64, error) {
 	var pos uint64
-	err := b.waitFor(ctx, replSyncTimeout, "the passive to reach the active's position", passive, func() (bool, error) {
-		a, err := b.status(ctx, active)
+	err := passive.WaitFor(ctx, replSyncTimeout, "the passive to reach the active's position", func() (bool, error) {
+		a, err := active.Status(ctx)
 		if err != nil {
 			return false, err
 		}
-		p, err := b.status(ctx, passive)
+		p, err := passive.Status(ctx)
 		if err != nil {
 			return false, err
 		}
@@ -751,9 +691,9 @@ func (b *replBench) waitCaughtUp(ctx context.Context, active, passive *benchNode
 
 // waitUsers waits until every bench user is in n's store (a user added to
 // the passwd-file is created in the store within a second).
-func (b *replBench) waitUsers(ctx context.Context, n *benchNode) error {
-	return b.waitFor(ctx, replUserTimeout, fmt.Sprintf("user1..user%d in the store", replUsers), n, func() (bool, error) {
-		d, err := b.digest(ctx, n)
+func (b *replBench) waitUsers(ctx context.Context, n *harness.Node) error {
+	return n.WaitFor(ctx, replUserTimeout, fmt.Sprintf("user1..user%d in the store", replUsers), func() (bool, error) {
+		d, err := n.Digest(ctx)
 		if err != nil {
 			return false, err
 		}
@@ -770,104 +710,34 @@ func (b *replBench) waitUsers(ctx context.Context, n *benchNode) error {
 	})
 }
 
-// waitFor polls cond every 20 ms until it holds. It gives up after
-// timeout, when ctx ends or when one of the nodes exits; cond's last error
-// is part of the timeout's.
-func (b *replBench) waitFor(ctx context.Context, timeout time.Duration, what string, n *benchNode, cond func() (bool, error), others ...*benchNode) error {
-	deadline := time.Now().Add(timeout)
-	t := time.NewTicker(replPoll)
-	defer t.Stop()
-	for {
-		ok, err := cond()
-		if ok {
-			return nil
-		}
-		for _, m := range append([]*benchNode{n}, others...) {
-			if aerr := m.alive(); aerr != nil {
-				return fmt.Errorf("waiting for %s: %w", what, aerr)
-			}
-		}
-		if time.Now().After(deadline) {
-			if err != nil {
-				return fmt.Errorf("waited %v for %s: %w", timeout, what, err)
-			}
-			return fmt.Errorf("waited %v for %s", timeout, what)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("interrupted while waiting for %s", what)
-		case <-t.C:
-		}
+// exitNote says why a node is gone, if it exited without being asked to.
+func exitNote(n *harness.Node) string {
+	if err := n.Alive(); err != nil {
+		return " (" + err.Error() + ")"
 	}
+	return ""
 }
 
 // statuses reads the active's /status and then the passive's.
-func (b *replBench) statuses(ctx context.Context, active, passive *benchNode) (*status, *status, error) {
-	a, err := b.status(ctx, active)
+func statuses(ctx context.Context, active, passive *harness.Node) (*admin.Status, *admin.Status, error) {
+	a, err := active.Status(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := b.status(ctx, passive)
+	p, err := passive.Status(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	return a, p, nil
 }
 
-func (b *replBench) status(ctx context.Context, n *benchNode) (*status, error) {
-	var st status
-	if err := b.getJSON(ctx, n, "/status", &st); err != nil {
-		return nil, err
-	}
-	return &st, nil
-}
-
-func (b *replBench) digest(ctx context.Context, n *benchNode) (*store.Digest, error) {
-	var d store.Digest
-	if err := b.getJSON(ctx, n, "/digest", &d); err != nil {
-		return nil, err
-	}
-	return &d, nil
-}
-
-func (b *replBench) getJSON(ctx context.Context, n *benchNode, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+n.addrs["admin"]+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := b.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s node %s: %w", n.name, path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("%s node %s: %w", n.name, path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s node %s: %s: %s", n.name, path, resp.Status, bytes.TrimSpace(body))
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("%s node %s: %w", n.name, path, err)
-	}
-	return nil
-}
-
 // start runs `twinbox serve` on a new data directory under the bench's
 // root, every listener on a port the kernel picks.
-func (b *replBench) start(ctx context.Context, name string, extra []string) (*benchNode, error) {
-	n := &benchNode{
-		name: name, bin: b.cfg.Bin, data: filepath.Join(b.root, name), cpus: b.cpus(name),
-		logPath: filepath.Join(b.root, name+".log"),
-		paired:  slices.Contains(extra, "--role"),
-		env:     append(benchEnv(), "TWINBOX_LINK_PASSWORD="+b.linkPassword),
-	}
-	n.args = append([]string{"serve", "--data", n.data, "--node-name", name,
-		"--imap-addr", "127.0.0.1:0", "--imaps-addr", "127.0.0.1:0",
-		"--smtp-addr", "127.0.0.1:0", "--smtps-addr", "127.0.0.1:0",
-		"--lmtp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, extra...)
+func (b *replBench) start(ctx context.Context, name string, extra []string) (*harness.Node, error) {
+	n := harness.NewNode(b.cfg.Bin, b.root, name, extra, "TWINBOX_LINK_PASSWORD="+b.linkPassword)
+	n.CPUs = b.cpus(name)
 	b.nodes = append(b.nodes, n)
-	if err := n.start(ctx, b.http); err != nil {
+	if err := n.Start(ctx); err != nil {
 		return nil, err
 	}
 	return n, nil
@@ -887,7 +757,7 @@ func (b *replBench) cpus(name string) string {
 	}
 }
 
-func (b *replBench) startSoloAndPair(ctx context.Context, prefix string) (solo, active, passive *benchNode, err error) {
+func (b *replBench) startSoloAndPair(ctx context.Context, prefix string) (solo, active, passive *harness.Node, err error) {
 	if solo, err = b.start(ctx, prefix+"standalone", nil); err != nil {
 		return nil, nil, nil, err
 	}
@@ -897,7 +767,7 @@ func (b *replBench) startSoloAndPair(ctx context.Context, prefix string) (solo, 
 	if err := b.addUsers(ctx, solo, active, passive); err != nil {
 		return nil, nil, nil, err
 	}
-	for _, n := range []*benchNode{solo, active} {
+	for _, n := range []*harness.Node{solo, active} {
 		if err := b.waitUsers(ctx, n); err != nil {
 			return nil, nil, nil, err
 		}
@@ -907,15 +777,15 @@ func (b *replBench) startSoloAndPair(ctx context.Context, prefix string) (solo, 
 
 // startPair starts an active and a passive that follows it over TLS,
 // trusting the active's own certificate.
-func (b *replBench) startPair(ctx context.Context, label, mode string) (*benchNode, *benchNode, error) {
+func (b *replBench) startPair(ctx context.Context, label, mode string) (*harness.Node, *harness.Node, error) {
 	active, err := b.start(ctx, label+"-active", []string{"--role", "active",
 		"--nats-addr", "127.0.0.1:0", "--replication-mode", mode})
 	if err != nil {
 		return nil, nil, err
 	}
 	passive, err := b.start(ctx, label+"-passive", []string{"--role", "passive",
-		"--nats-addr", "127.0.0.1:0", "--peer-nats", active.addrs["nats"],
-		"--link-ca", filepath.Join(active.data, "tls", "cert.pem")})
+		"--nats-addr", "127.0.0.1:0", "--peer-nats", active.Addrs["nats"],
+		"--link-ca", filepath.Join(active.Data, "tls", "cert.pem")})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -924,19 +794,19 @@ func (b *replBench) startPair(ctx context.Context, label, mode string) (*benchNo
 
 // addUsers adds user1..user50 to each node's passwd-file with `twinbox
 // user add`, as an operator does, the nodes in parallel.
-func (b *replBench) addUsers(ctx context.Context, nodes ...*benchNode) error {
+func (b *replBench) addUsers(ctx context.Context, nodes ...*harness.Node) error {
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
 	for i, n := range nodes {
 		wg.Go(func() {
 			for u := range replUsers {
 				name := loadgen.Users{Prefix: loadgen.DefaultUserPrefix}.Name(u)
-				cmd := exec.CommandContext(ctx, b.cfg.Bin, "user", "add", name, "--data", n.data,
+				cmd := exec.CommandContext(ctx, b.cfg.Bin, "user", "add", name, "--data", n.Data,
 					"--cost", strconv.Itoa(replUserCost))
-				cmd.Env = benchEnv()
+				cmd.Env = harness.Env()
 				cmd.Stdin = strings.NewReader(replPassword + "\n")
 				if out, err := cmd.CombinedOutput(); err != nil {
-					errs[i] = fmt.Errorf("twinbox user add %s --data %s: %v\n%s", name, n.data, err, out)
+					errs[i] = fmt.Errorf("twinbox user add %s --data %s: %v\n%s", name, n.Data, err, out)
 					return
 				}
 			}
@@ -950,219 +820,19 @@ func (b *replBench) addUsers(ctx context.Context, nodes ...*benchNode) error {
 func (b *replBench) stopAll() error {
 	var errs []error
 	for _, n := range slices.Backward(b.nodes) {
-		if n.cmd != nil && !n.stopped {
-			b.logf("stopping the %s node", n.name)
+		if n.Running() {
+			b.logf("stopping the %s node", n.Name)
 		}
-		if err := n.stop(); err != nil {
+		if err := n.Stop(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// benchEnv is this process's environment without TWINBOX_* settings, so
-// that the operator's own configuration does not reach the nodes.
-func benchEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "TWINBOX_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-// benchNode is one `twinbox serve` process.
-type benchNode struct {
-	name, bin, data, logPath string
-	cpus                     string // a taskset(1) CPU list; "" runs anywhere
-	args, env                []string
-	paired                   bool
-
-	cmd     *exec.Cmd
-	addrs   map[string]string
-	exited  chan struct{}
-	exitErr error // set before exited closes
-	stopped bool  // stop was called: the exit was asked for
-}
-
-// start runs the process and returns once it printed its addresses and
-// answers /healthz; on failure the process is stopped and the error holds
-// the end of its log.
-func (n *benchNode) start(ctx context.Context, hc *http.Client) error {
-	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(n.bin, n.args...)
-	if n.cpus != "" { // taskset execs the node: the process is the node's
-		cmd = exec.Command("taskset", append([]string{"--cpu-list", n.cpus, n.bin}, n.args...)...)
-	}
-	cmd.Env = n.env
-	cmd.Stderr = logf
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		logf.Close()
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start the %s node: %w", n.name, err)
-	}
-	n.cmd, n.stopped, n.exited, n.exitErr = cmd, false, make(chan struct{}), nil
-	addrs := make(chan map[string]string, 1)
-	go func() {
-		seen := map[string]string{}
-		sent := false
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(logf, line)
-			if f := strings.Fields(line); len(f) >= 2 && strings.HasPrefix(line, "  ") {
-				seen[f[0]] = f[1]
-			}
-			if !sent && seen["lmtp"] != "" && seen["admin"] != "" && (!n.paired || seen["nats"] != "") {
-				addrs <- maps.Clone(seen) // seen goes on: a node that restarts itself prints its addresses again
-				sent = true
-			}
-		}
-		io.Copy(io.Discard, stdout)
-		n.exitErr = cmd.Wait()
-		logf.Close()
-		close(n.exited)
-	}()
-	fail := func(err error) error {
-		n.stop()
-		return fmt.Errorf("the %s node did not come up: %w%s", n.name, err, n.logTail())
-	}
-	select {
-	case n.addrs = <-addrs:
-	case <-n.exited:
-		n.stopped = true // nothing left to stop
-		return fmt.Errorf("the %s node exited before serving: %v%s", n.name, n.exitErr, n.logTail())
-	case <-time.After(replStartTimeout):
-		return fail(fmt.Errorf("no addresses printed in %v", replStartTimeout))
-	case <-ctx.Done():
-		return fail(errors.New("interrupted"))
-	}
-	deadline := time.Now().Add(replStartTimeout)
-	for {
-		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+n.addrs["admin"]+"/healthz", nil)
-		if resp, err := hc.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if err := n.alive(); err != nil {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fail(fmt.Errorf("/healthz did not answer 200 in %v", replStartTimeout))
-		}
-		select {
-		case <-ctx.Done():
-			return fail(errors.New("interrupted"))
-		case <-time.After(replPoll):
-		}
-	}
-}
-
-// restart stops the node if it runs and starts it again on the same data
-// directory and with the same flags.
-func (n *benchNode) restart(ctx context.Context, hc *http.Client) (*benchNode, error) {
-	if err := n.stop(); err != nil {
-		return nil, err
-	}
-	return n, n.start(ctx, hc)
-}
-
-// alive returns an error, with the end of the log, if the node exited
-// without being asked to.
-func (n *benchNode) alive() error {
-	select {
-	case <-n.exited:
-		if !n.stopped {
-			return fmt.Errorf("the %s node exited: %v%s", n.name, n.exitErr, n.logTail())
-		}
-	default:
-	}
-	return nil
-}
-
-func (n *benchNode) exitNote() string {
-	if err := n.alive(); err != nil {
-		return " (" + err.Error() + ")"
-	}
-	return ""
-}
-
-// stop sends SIGTERM and waits for the process to exit, killing it after
-// replStopTimeout. A node that exits other than with status 0 is an error.
-func (n *benchNode) stop() error {
-	if n.cmd == nil || n.stopped {
-		return nil
-	}
-	n.stopped = true
-	select {
-	case <-n.exited:
-		// Gone already: Ctrl-C on a terminal reaches the nodes too, and
-		// they shut down by themselves.
-		if n.exitErr != nil {
-			return fmt.Errorf("the %s node had exited: %v%s", n.name, n.exitErr, n.logTail())
-		}
-		return nil
-	default:
-	}
-	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		n.cmd.Process.Kill()
-	}
-	select {
-	case <-n.exited:
-	case <-time.After(replStopTimeout):
-		n.cmd.Process.Kill()
-		<-n.exited
-		return fmt.Errorf("the %s node did not exit within %v of SIGTERM; killed%s", n.name, replStopTimeout, n.logTail())
-	}
-	if n.exitErr != nil {
-		return fmt.Errorf("the %s node after SIGTERM: %v, want exit 0%s", n.name, n.exitErr, n.logTail())
-	}
-	return nil
-}
-
-// logTail returns the last lines of the node's log, to quote in an error.
-func (n *benchNode) logTail() string {
-	const maxBytes, maxLines = 4096, 20
-	f, err := os.Open(n.logPath)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := max(0, fi.Size()-maxBytes)
-	buf := make([]byte, fi.Size()-off)
-	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(buf), "\n"), "\n")
-	if off > 0 && len(lines) > 1 {
-		lines = lines[1:] // the first is cut
-	}
-	if len(lines) > maxLines {
-		lines = lines[len(lines)-maxLines:]
-	}
-	if len(lines) == 1 && lines[0] == "" {
-		return "\n(its log " + n.logPath + " is empty)"
-	}
-	return "\nlast lines of its log (" + n.logPath + "):\n  " + strings.Join(lines, "\n  ")
-}
-
-// machineInfo describes where the numbers were measured.
-func machineInfo() replMachine {
-	m := replMachine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Date: time.Now().UTC().Format("2006-01-02 15:04 UTC")}
+// machine describes where the numbers were measured.
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Date: time.Now().UTC().Format("2006-01-02 15:04 UTC")}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for line := range strings.Lines(string(b)) {
 			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
@@ -1175,7 +845,7 @@ func machineInfo() replMachine {
 }
 
 // WriteText prints the report as a table for a person.
-func (r *replReport) WriteText(w io.Writer) error {
+func (r *ReplicationReport) WriteText(w io.Writer) error {
 	var b strings.Builder
 	model := r.Machine.Model
 	if model == "" {

@@ -1,10 +1,11 @@
-package main
+package bench
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -16,17 +17,17 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-smtp"
 
 	"github.com/twinbox/twinbox/failover"
+	"github.com/twinbox/twinbox/internal/harness"
 )
 
-const benchFailoverUsage = `usage: twinbox bench failover [--rounds 20] [--sessions 4] [--size 2048] [--json] [--keep]
+// FailoverUsage is `twinbox bench failover -h`.
+const FailoverUsage = `usage: twinbox bench failover [--rounds 20] [--sessions 4] [--size 2048] [--json] [--keep]
        [--keepalive 200ms] [--warntime 1s] [--deadtime 1.5s] [--initdead 10s]
 
-Measures DESIGN.md's failover promise on this machine: the time from the
+Measures the failover promise (docs/architecture.md) on this machine: the time from the
 active's death to the first successful IMAP login and SMTP 250 on the new
 active, and the messages lost, which must be none.
 
@@ -62,6 +63,9 @@ Flags:`
 // Bounds and pace of the failover bench; the bounds are many times what
 // a healthy pair needs on a loaded machine.
 const (
+	// ElectTimeout bounds a pair's first election (initdead is 10 s; the
+	// election is at once).
+	ElectTimeout      = 60 * time.Second
 	foPoll            = 10 * time.Millisecond // the takeover's probes; a session's pause before the other node
 	foTakeoverTimeout = 60 * time.Second      // from the kill to IMAP and SMTP on the other node
 	foRejoinTimeout   = 180 * time.Second     // the killed node back and caught up (a resync included)
@@ -70,8 +74,8 @@ const (
 	foDomain          = "localhost"
 )
 
-// foBenchConfig is what `twinbox bench failover` runs.
-type foBenchConfig struct {
+// FailoverConfig is what `twinbox bench failover` runs.
+type FailoverConfig struct {
 	Bin                                     string
 	Rounds, Sessions, Size                  int
 	Keepalive, Warntime, Deadtime, Initdead time.Duration
@@ -80,7 +84,7 @@ type foBenchConfig struct {
 }
 
 // validate reports every problem at once.
-func (c *foBenchConfig) validate() error {
+func (c *FailoverConfig) Validate() error {
 	var errs []error
 	if c.Rounds < 1 {
 		errs = append(errs, fmt.Errorf("--rounds %d: want at least 1", c.Rounds))
@@ -99,58 +103,21 @@ func (c *foBenchConfig) validate() error {
 }
 
 // timingFlags are the serve flags of the configured timings.
-func (c *foBenchConfig) timingFlags() []string {
+func (c *FailoverConfig) timingFlags() []string {
 	return []string{"--keepalive", c.Keepalive.String(), "--warntime", c.Warntime.String(),
 		"--deadtime", c.Deadtime.String(), "--initdead", c.Initdead.String()}
 }
 
-func (c *foBenchConfig) defaultTimings() bool {
+func (c *FailoverConfig) defaultTimings() bool {
 	return c.Keepalive == failover.DefaultKeepalive && c.Warntime == failover.DefaultWarntime &&
 		c.Deadtime == failover.DefaultDeadtime && c.Initdead == failover.DefaultInitdead
 }
 
-func runBenchFailover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench failover", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg := foBenchConfig{Log: stderr}
-	fs.IntVar(&cfg.Rounds, "rounds", 20, "how many times the active is killed")
-	fs.IntVar(&cfg.Sessions, "sessions", 4, "concurrent SMTP sessions, each delivering to a user of its own")
-	fs.IntVar(&cfg.Size, "size", 2048, "message size in bytes, headers included")
-	fs.DurationVar(&cfg.Keepalive, "keepalive", failover.DefaultKeepalive, "the nodes' heartbeat interval")
-	fs.DurationVar(&cfg.Warntime, "warntime", failover.DefaultWarntime, "the nodes' warntime")
-	fs.DurationVar(&cfg.Deadtime, "deadtime", failover.DefaultDeadtime, "the nodes' deadtime: the peer is dead when silent this long")
-	fs.DurationVar(&cfg.Initdead, "initdead", failover.DefaultInitdead, "the nodes' deadtime at boot")
-	fs.BoolVar(&cfg.Keep, "keep", false, "keep the temporary data directories and the nodes' logs")
-	asJSON := fs.Bool("json", false, "print the report as one JSON object")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, benchFailoverUsage)
-		fs.PrintDefaults()
-	}
-	if help, err := parseFlags(fs, args, "bench failover"); help || err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	var err error
-	if cfg.Bin, err = twinboxBin(ctx, "TWINBOX_BENCH_BIN"); err != nil {
-		return fmt.Errorf("bench failover: %w", err)
-	}
-	rep, err := benchFailover(ctx, cfg)
-	if rep == nil {
-		return err
-	}
-	if werr := writeReport(stdout, rep, *asJSON); werr != nil {
-		return errors.Join(err, werr)
-	}
-	return err
-}
-
-// foReport is what `twinbox bench failover` measured.
-type foReport struct {
-	Machine  replMachine `json:"machine"`
-	Sessions int         `json:"sessions"`
-	Size     int         `json:"message_size"`
+// FailoverReport is what `twinbox bench failover` measured.
+type FailoverReport struct {
+	Machine  Machine `json:"machine"`
+	Sessions int     `json:"sessions"`
+	Size     int     `json:"message_size"`
 	Timing   struct {
 		Keepalive string `json:"keepalive"`
 		Warntime  string `json:"warntime"`
@@ -210,8 +177,8 @@ func spreadOf(v []float64) foSpread {
 
 // foBench is one run: its pair, its load, which node is active.
 type foBench struct {
-	cfg    foBenchConfig
-	pair   *loopPair
+	cfg    FailoverConfig
+	pair   *harness.Pair
 	load   *foLoad
 	active int
 	began  time.Time
@@ -226,9 +193,9 @@ func (b *foBench) logf(format string, args ...any) {
 
 // benchFailover runs the bench. It returns the report so far with an
 // error when something failed, and stops every node it started.
-func benchFailover(ctx context.Context, cfg foBenchConfig) (rep *foReport, err error) {
+func Failover(ctx context.Context, cfg FailoverConfig) (rep *FailoverReport, err error) {
 	b := &foBench{cfg: cfg, began: time.Now()}
-	rep = &foReport{Machine: machineInfo(), Sessions: cfg.Sessions, Size: cfg.Size}
+	rep = &FailoverReport{Machine: machine(), Sessions: cfg.Sessions, Size: cfg.Size}
 	rep.Timing.Keepalive, rep.Timing.Warntime = cfg.Keepalive.String(), cfg.Warntime.String()
 	rep.Timing.Deadtime, rep.Timing.Initdead = cfg.Deadtime.String(), cfg.Initdead.String()
 	rep.Timing.Defaults = cfg.defaultTimings()
@@ -241,7 +208,7 @@ func benchFailover(ctx context.Context, cfg foBenchConfig) (rep *foReport, err e
 			b.load.stop()
 		}
 		if b.pair != nil {
-			if serr := b.pair.stop(); serr != nil {
+			if serr := b.pair.Stop(); serr != nil {
 				err = errors.Join(err, serr)
 			}
 		}
@@ -271,9 +238,9 @@ func benchFailover(ctx context.Context, cfg foBenchConfig) (rep *foReport, err e
 	return rep, nil
 }
 
-func (b *foBench) run(ctx context.Context, root string, rep *foReport) error {
+func (b *foBench) run(ctx context.Context, root string, rep *FailoverReport) error {
 	cfg := b.cfg
-	p, err := newLoopPair(cfg.Bin, root, cfg.timingFlags())
+	p, err := harness.NewPair(cfg.Bin, root, cfg.timingFlags())
 	if err != nil {
 		return err
 	}
@@ -282,18 +249,18 @@ func (b *foBench) run(ctx context.Context, root string, rep *foReport) error {
 	for i := range users {
 		users[i] = fmt.Sprintf("fo%d", i+1)
 		// The default bcrypt cost: a login costs what a real one does.
-		if err := p.addUser(users[i], foPassword, 0); err != nil {
+		if err := p.AddUser(users[i], foPassword, 0); err != nil {
 			return err
 		}
 	}
 	b.logf("starting nodes a and b")
-	if err := p.start(ctx); err != nil {
+	if err := p.Start(ctx); err != nil {
 		return err
 	}
-	if b.active, err = p.waitActive(ctx, demoElectTimeout); err != nil {
+	if b.active, _, err = p.WaitActive(ctx, ElectTimeout); err != nil {
 		return err
 	}
-	b.logf("node %s is active; waiting for the %d users in its store", p.names[b.active], len(users))
+	b.logf("node %s is active; waiting for the %d users in its store", p.Names[b.active], len(users))
 	if err := b.waitUsers(ctx, users); err != nil {
 		return err
 	}
@@ -316,29 +283,29 @@ func (b *foBench) run(ctx context.Context, root string, rep *foReport) error {
 	b.load.stop()
 	rep.Attempted, rep.Acked = b.load.attempts.Load(), int64(len(b.load.acks))
 	b.logf("load stopped: %d acknowledged of %d sent; waiting for the passive to catch up", rep.Acked, rep.Attempted)
-	active, passive := p.nodes[b.active], p.nodes[1-b.active]
-	if _, err := p.rb.waitCaughtUp(ctx, active, passive); err != nil {
+	active, passive := p.Nodes[b.active], p.Nodes[1-b.active]
+	if _, err := waitCaughtUp(ctx, active, passive); err != nil {
 		return err
 	}
-	da, err := p.rb.digest(ctx, active)
+	da, err := active.Digest(ctx)
 	if err != nil {
 		return err
 	}
-	dp, err := p.rb.digest(ctx, passive)
+	dp, err := passive.Digest(ctx)
 	if err != nil {
 		return err
 	}
 	rep.Position, rep.DigestsEqual = da.Applied, da.Applied == dp.Applied && da.Store == dp.Store
-	b.logf("looking for every message over IMAP on node %s", p.names[b.active])
+	b.logf("looking for every message over IMAP on node %s", p.Names[b.active])
 	return b.count(ctx, users, rep)
 }
 
 // waitUsers waits until every bench user is in the active's store.
 func (b *foBench) waitUsers(ctx context.Context, users []string) error {
 	p := b.pair
-	n := p.nodes[b.active]
-	return p.rb.waitFor(ctx, replUserTimeout, "the bench users in the active's store", n, func() (bool, error) {
-		d, err := p.rb.digest(ctx, n)
+	n := p.Nodes[b.active]
+	return n.WaitFor(ctx, replUserTimeout, "the bench users in the active's store", func() (bool, error) {
+		d, err := n.Digest(ctx)
 		if err != nil {
 			return false, err
 		}
@@ -360,20 +327,20 @@ func (b *foBench) waitUsers(ctx context.Context, users []string) error {
 func (b *foBench) round(ctx context.Context, r int) (*foRound, error) {
 	p, l := b.pair, b.load
 	a, s := b.active, 1-b.active
-	dead, survivor := p.nodes[a], p.nodes[s]
-	rd := &foRound{N: r, Killed: p.names[a], NewActive: p.names[s]}
+	dead, survivor := p.Nodes[a], p.Nodes[s]
+	rd := &foRound{N: r, Killed: p.Names[a], NewActive: p.Names[s]}
 
 	// Under load: a 250 from the active since the round began.
 	since := time.Now()
-	if err := p.rb.waitFor(ctx, foTakeoverTimeout, "a delivery to the active", dead, func() (bool, error) {
+	if err := dead.WaitFor(ctx, foTakeoverTimeout, "a delivery to the active", func() (bool, error) {
 		_, ok := l.firstAck(a, since)
 		return ok, nil
 	}); err != nil {
 		return nil, err
 	}
-	pid := dead.cmd.Process.Pid
+	pid := dead.PID()
 	killed := time.Now()
-	if err := dead.cmd.Process.Kill(); err != nil {
+	if err := dead.KillNow(); err != nil {
 		return nil, fmt.Errorf("SIGKILL to node %s: %w", rd.Killed, err)
 	}
 	b.logf("round %d: SIGKILL to the active, node %s (pid %d)", r, rd.Killed, pid)
@@ -383,16 +350,16 @@ func (b *foBench) round(ctx context.Context, r int) (*foRound, error) {
 	deadline := killed.Add(foTakeoverTimeout)
 	var lastErr error
 	for {
-		if v, err := p.view(ctx, s); err == nil && v.role == "active" {
-			rd.Epoch = v.epoch
-			if lastErr = imapLoginSelect(ctx, survivor.addrs["imap"], l.users[0], foPassword); lastErr == nil {
+		if v, err := p.View(ctx, s); err == nil && v.Role == "active" {
+			rd.Epoch = v.Epoch
+			if lastErr = imapLoginSelect(ctx, survivor.Addrs["imap"], l.users[0], foPassword); lastErr == nil {
 				rd.IMAPSec = time.Since(killed).Seconds()
 				break
 			}
 		} else if err != nil {
 			lastErr = err
 		}
-		if err := survivor.alive(); err != nil {
+		if err := survivor.Alive(); err != nil {
 			return rd, err
 		}
 		if time.Now().After(deadline) {
@@ -404,7 +371,7 @@ func (b *foBench) round(ctx context.Context, r int) (*foRound, error) {
 	}
 	// The first 250 from it.
 	var smtpAt time.Time
-	if err := p.rb.waitFor(ctx, time.Until(deadline), "a 250 from the new active", survivor, func() (bool, error) {
+	if err := survivor.WaitFor(ctx, time.Until(deadline), "a 250 from the new active", func() (bool, error) {
 		at, ok := l.firstAck(s, killed)
 		smtpAt = at
 		return ok, nil
@@ -417,27 +384,27 @@ func (b *foBench) round(ctx context.Context, r int) (*foRound, error) {
 
 	// The killed node again, on its data: it joins as the passive.
 	select {
-	case <-dead.exited:
+	case <-dead.Exited():
 	case <-time.After(foTakeoverTimeout):
 		return rd, fmt.Errorf("node %s still running %v after SIGKILL", rd.Killed, foTakeoverTimeout)
 	}
 	restarted := time.Now()
-	if err := dead.start(ctx, p.rb.http); err != nil {
+	if err := dead.Start(ctx); err != nil {
 		return rd, err
 	}
 	// Both ways: the active acknowledges with the passive again, and the
 	// passive has heard the active (until then it would wait initdead, not
 	// deadtime, before taking over) say it is no longer ahead of it (until
 	// then it would not take over at all: outdated).
-	err := p.rb.waitFor(ctx, foRejoinTimeout, fmt.Sprintf("node %s to acknowledge with node %s again", rd.NewActive, rd.Killed), survivor, func() (bool, error) {
-		st, err := p.rb.status(ctx, survivor)
+	err := survivor.WaitFor(ctx, foRejoinTimeout, fmt.Sprintf("node %s to acknowledge with node %s again", rd.NewActive, rd.Killed), func() (bool, error) {
+		st, err := survivor.Status(ctx)
 		if err != nil {
 			return false, err
 		}
 		if f := st.Failover; f == nil || f.Role != "active" || f.Degraded || f.Peer != "alive" || f.PeerRole != "passive" {
 			return false, nil
 		}
-		st, err = p.rb.status(ctx, dead)
+		st, err = dead.Status(ctx)
 		if err != nil {
 			return false, err
 		}
@@ -453,12 +420,12 @@ func (b *foBench) round(ctx context.Context, r int) (*foRound, error) {
 }
 
 // count looks for every message in the users' INBOXes on the active.
-func (b *foBench) count(ctx context.Context, users []string, rep *foReport) error {
-	addr := b.pair.nodes[b.active].addrs["imap"]
+func (b *foBench) count(ctx context.Context, users []string, rep *FailoverReport) error {
+	addr := b.pair.Nodes[b.active].Addrs["imap"]
 	found := map[string]int{}
 	for _, u := range users {
-		if err := imapMessageIDs(ctx, addr, u, foPassword, found); err != nil {
-			return fmt.Errorf("count the messages of %s on node %s: %w", u, b.pair.names[b.active], err)
+		if err := harness.MessageIDs(ctx, addr, u, foPassword, found); err != nil {
+			return fmt.Errorf("count the messages of %s on node %s: %w", u, b.pair.Names[b.active], err)
 		}
 	}
 	acked := make(map[string]bool, len(b.load.acks))
@@ -496,64 +463,13 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // imapLoginSelect logs in and selects INBOX on a new connection.
 func imapLoginSelect(ctx context.Context, addr, user, password string) error {
-	c, err := imapDial(ctx, addr, user, password, foIOTimeout)
+	c, err := harness.IMAPDial(ctx, addr, user, password, foIOTimeout)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
 		return fmt.Errorf("SELECT INBOX: %w", err)
-	}
-	return c.Logout().Wait()
-}
-
-// imapDial connects and logs in; the whole connection must be done
-// within timeout.
-func imapDial(ctx context.Context, addr, user, password string, timeout time.Duration) (*imapclient.Client, error) {
-	conn, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	conn.SetDeadline(time.Now().Add(timeout))
-	c := imapclient.New(conn, nil)
-	if err := c.WaitGreeting(); err != nil {
-		c.Close()
-		return nil, err
-	}
-	if err := c.Login(user, password).Wait(); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("LOGIN %s: %w", user, err)
-	}
-	return c, nil
-}
-
-// imapMessageIDs adds the Message-IDs in user's INBOX to found, counting
-// each.
-func imapMessageIDs(ctx context.Context, addr, user, password string, found map[string]int) error {
-	c, err := imapDial(ctx, addr, user, password, 5*time.Minute)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	sel, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
-	if err != nil {
-		return fmt.Errorf("EXAMINE INBOX: %w", err)
-	}
-	if sel.NumMessages == 0 {
-		return c.Logout().Wait()
-	}
-	msgs, err := c.Fetch(imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}}, &imap.FetchOptions{Envelope: true}).Collect()
-	if err != nil {
-		return fmt.Errorf("FETCH 1:* ENVELOPE: %w", err)
-	}
-	if len(msgs) != int(sel.NumMessages) {
-		return fmt.Errorf("FETCH 1:* returned %d messages, SELECT said %d", len(msgs), sel.NumMessages)
-	}
-	for _, m := range msgs {
-		if m.Envelope == nil {
-			return fmt.Errorf("message %d: no envelope", m.SeqNum)
-		}
-		found[strings.Trim(m.Envelope.MessageID, "<> ")]++
 	}
 	return c.Logout().Wait()
 }
@@ -580,11 +496,11 @@ type foAck struct {
 }
 
 // startFoLoad starts one session per user, each first trying node first.
-func startFoLoad(ctx context.Context, p *loopPair, users []string, size, first int) *foLoad {
+func startFoLoad(ctx context.Context, p *harness.Pair, users []string, size, first int) *foLoad {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &foLoad{users: users, size: size, tag: randomHex(4), cancel: cancel}
-	for i, n := range p.nodes {
-		l.addrs[i] = n.addrs["smtp"]
+	for i, n := range p.Nodes {
+		l.addrs[i] = n.Addrs["smtp"]
 	}
 	for i := range users {
 		l.wg.Go(func() { l.session(ctx, i, first) })
@@ -703,7 +619,7 @@ func foMessage(buf *bytes.Buffer, id, to string, size int) []byte {
 }
 
 // WriteText prints the report for a person.
-func (r *foReport) WriteText(w io.Writer) error {
+func (r *FailoverReport) WriteText(w io.Writer) error {
 	var b strings.Builder
 	model := r.Machine.Model
 	if model == "" {
@@ -753,4 +669,10 @@ func (r *foReport) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "\ntotal %.1f s\n", r.TotalSec)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"crypto/tls"
@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// The limits a catch-up is compared with (DESIGN.md: "catch-up speed
+// The limits a catch-up is compared with (the design asks for "catch-up speed
 // against the disk and loopback limits"): how fast this machine's disk
 // takes fsynced writes in the bench's directory, and how fast loopback
 // carries a TLS stream, each measured for limitRun.
