@@ -64,8 +64,23 @@
 // or removed line misses at once, and its entry is dropped when the file
 // is re-read.
 //
-// Guard adds, in front of it for the protocols, waits after failures and
-// counters; its failure counts are bounded in number (oldest dropped).
+// # Logins: Guard
+//
+// Guard, in front of a File for the protocols, limits the guessing rate
+// per remote address (IPv6 by /64) and per user. After failures, a login
+// waits for its turn before the password is checked: checks for the same
+// address or user start at least the current delay apart (BaseDelay
+// doubling with each consecutive failure, up to MaxDelay), so parallel
+// guesses queue instead of running side by side, and one whose turn is
+// further than MaxDelay away is refused unchecked (ErrThrottled). The right
+// password after failures waits exactly as a wrong one would, so no answer
+// comes sooner for being right. The ctx given to Check must end when the
+// client goes: a login whose client has gone is never checked
+// (ErrAbandoned) and its wait ends at once, so no session outlives its
+// client. A failed answer is also held back by the next delay, as
+// Dovecot's auth_failure_delay does. A success resets both counts. The
+// counts are bounded in number (oldest dropped) and forgotten after
+// ForgetAfter; time and the wait are injectable for tests.
 //
 // # Editing
 //
