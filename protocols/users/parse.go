@@ -13,16 +13,24 @@ import (
 const MaxFileSize = 64 << 20
 
 // Sentinel errors; wrapped errors name the file, the line or the user.
+// Every login that does not succeed returns an error wrapping
+// ErrAuthFailed; ErrDisabled, ErrThrottled and ErrAbandoned say why,
+// for logs only: a client must not be told which.
 var (
 	ErrAuthFailed = errors.New("users: authentication failed")
 	ErrExists     = errors.New("users: user already exists")
 	ErrNotFound   = errors.New("users: no such user")
-	ErrMalformed  = errors.New("users: malformed passwd-file")
-	ErrScheme     = errors.New("users: unsupported password scheme")
-	ErrPassword   = errors.New("users: unacceptable password")
-	ErrDisabled   = errors.New("users: user disabled by an unreadable passwd-file line")
-	ErrThrottled  = errors.New("users: too many failed logins; try again later")
-	ErrAbandoned  = errors.New("users: login abandoned by the client")
+	// ErrMalformed: a passwd-file line, or the file, cannot be read.
+	ErrMalformed = errors.New("users: malformed passwd-file")
+	// ErrScheme: a password scheme twinbox does not read or write.
+	ErrScheme   = errors.New("users: unsupported password scheme")
+	ErrPassword = errors.New("users: unacceptable password")
+	// ErrDisabled: the user's line cannot be read (File.Problems).
+	ErrDisabled = errors.New("users: user disabled by an unreadable passwd-file line")
+	// ErrThrottled: refused unchecked, the guard's queue being full.
+	ErrThrottled = errors.New("users: too many failed logins; try again later")
+	// ErrAbandoned: not checked, the client having gone (ctx done).
+	ErrAbandoned = errors.New("users: login abandoned by the client")
 )
 
 // ParseError names the line of a passwd-file that could not be read.

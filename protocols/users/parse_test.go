@@ -17,6 +17,22 @@ import (
 // hashA is a doveadm-made {BLF-CRYPT} hash of "correct horse battery staple".
 const hashA = "$2y$05$Jegg/PFGOxuhlfqnmfzaP.cbQRxiblZUuNQuvCJDkYOywkFiRCYtC"
 
+// yescryptHash is "yes crypt pw" hashed by Debian 12's crypt(3) (libxcrypt,
+// the $y$ default of /etc/shadow), which Dovecot's {CRYPT} calls:
+// doveadm pw -t verifies it.
+const yescryptHash = "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$R4NZVsLUH3Z9Ni5R0Xp43uEC4jh.zIueRiE.XKHmzA4"
+
+// A shadow-style yescrypt hash under {CRYPT} logs in.
+func TestYescrypt(t *testing.T) {
+	v, err := parseField("{CRYPT}" + yescryptHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.verify([]byte("yes crypt pw")) || v.verify([]byte("yes crypt pw ")) {
+		t.Error("yescrypt does not tell the right password from a wrong one")
+	}
+}
+
 func TestParseLines(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -41,6 +57,8 @@ func TestParseLines(t *testing.T) {
 		{name: "domain user", file: "alice@example.org:{BLF-CRYPT}" + hashA + "\n", users: []string{"alice@example.org"}},
 		{name: "sha512-crypt", file: "alice:{SHA512-CRYPT}$6$BIQnJv5woJxHQptF$ig1gzVFN2Ps2PYN2ieCw9FdJLUYQdoJPgn2mit4FMnoJLMTaw/N3HxOkIp6G.WLtso5MgyfUD817Vj9XcJe751\n", users: []string{"alice"}},
 		{name: "plain", file: "# x\n\nbob:{PLAIN}secret\n", users: []string{"bob"}},
+		{name: "yescrypt", file: "bob:{CRYPT}" + yescryptHash + "\n", users: []string{"bob"}},
+		{name: "yescrypt too dear", file: "bob:{CRYPT}$y$jJT$F5Jx5fExrKuPp53xLKQ..1$R4NZVsLUH3Z9Ni5R0Xp43uEC4jh.zIueRiE.XKHmzA4\n", users: []string{"bob"}, disabled: []string{"bob"}, want: ErrMalformed, wantMsg: `yescrypt parameters "jJT" ask for more than 1024 MiB`},
 
 		{name: "no colon", file: "# c\nalice\n", want: ErrMalformed, wantMsg: "p:2: no ':' after the user name"},
 		{name: "empty user", file: ":{BLF-CRYPT}" + hashA + "\n", want: ErrMalformed, wantMsg: "p:1: store: invalid name"},
@@ -189,6 +207,34 @@ func FuzzParse(f *testing.F) {
 			if (c.v == nil) != (c.err != nil) {
 				t.Fatalf("user %q: verifier %v, problem %v", u, c.v, c.err)
 			}
+		}
+	})
+}
+
+// FuzzVerify: a password field that parses never makes verify panic, and
+// no cheap verifier takes both a password and that password changed.
+func FuzzVerify(f *testing.F) {
+	for _, field := range []string{
+		"{SSHA512.HEX}6e519048527db0544cf911d032adc197064f104c4c9c4d1b1b6101a9e6f42a0faae24af5e9c810edf1de70074b8d26ad456193ae940d4f6f0937b23e2ad815cf1ce761bb",
+		"{CRAM-MD5}639a42ba52b0f56e237feb5ee28a71c53054a4fb40d691a61496625a996d6fa2",
+		"{PBKDF2}$1$bD78EnhseaLvDlY6$5000$f85459beb9f1948da6172c32c6c8bb2e09bd6bb0",
+		"{MD5-CRYPT}$1$2nT7uFLw$lQyxsOcPxQA9Bllowb0Z1/",
+		"{SHA256-CRYPT}$5$fTSAjU3MAZymHRiV$6NKX6gmN.q1Mx2AOhqKn3yvijt7HLx3U9uKpQBxgqx5",
+		"{PLAIN.B64}YmFzZTY0IHBsYWlu", "{MD5}5d40d9b8cc10a8658d660ec2e6bad9b1", "$1$eF4sxfH5$zQfWn/SLJj53EUYTFgNhw0",
+	} {
+		f.Add(field, "salted hex")
+	}
+	f.Fuzz(func(t *testing.T, field, password string) {
+		v, err := parseField(field)
+		if err != nil {
+			return
+		}
+		w := v.work()
+		if cheap := w == "digest" || w == "md5crypt" || w == "pbkdf2/1" || strings.HasSuffix(w, "/1000"); !cheap {
+			return
+		}
+		if v.verify([]byte(password)) && v.verify([]byte(password+"\x01")) {
+			t.Fatalf("%s takes %q and %q", field, password, password+"\x01")
 		}
 	})
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/go-crypt/crypt/algorithm/md5crypt"
 	"github.com/go-crypt/crypt/algorithm/scrypt"
 	"github.com/go-crypt/crypt/algorithm/shacrypt"
+	"github.com/go-crypt/x/yescrypt"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -324,11 +325,23 @@ func parseCrypt(raw []byte) (verifier, error) {
 	case strings.HasPrefix(h, "$6$"):
 		return parseSHACrypt(shacrypt.VariantSHA512, "$6$")(raw)
 	case strings.HasPrefix(h, "$y$"):
+		parts := strings.Split(h, "$")
+		if len(parts) != 5 || len(parts[4]) != 43 || badCryptChar(parts[4]) >= 0 {
+			return nil, errors.New("hash is not $y$params$salt$ and 43 characters")
+		}
+		params := parts[2]
+		_, ln, r, err := yescrypt.DecodeSetting([]byte(params))
+		if err != nil {
+			return nil, errors.New("yescrypt parameters are not of the $y$j..$ kind twinbox reads")
+		}
+		// Memory is 128·r·2^ln bytes; bound it as Argon2's.
+		if ln > 30 || 128*r<<ln > maxArgon2Memory<<10 {
+			return nil, fmt.Errorf("yescrypt parameters %q ask for more than %d MiB", shorten(params, 12), maxArgon2Memory>>10)
+		}
 		d, err := scrypt.Decode(h)
 		if err != nil {
 			return nil, err
 		}
-		params, _, _ := strings.Cut(h[3:], "$")
 		return goCrypt{d: d, cost: "yescrypt/" + params}, nil
 	case len(h) == 13 && badCryptChar(h) < 0, strings.HasPrefix(h, "_"):
 		return parseDESCrypt(raw)
