@@ -229,7 +229,11 @@ func (f *File) swap(t *table) bool {
 	if same && slices.EqualFunc(t.problems, old.problems, sameProblem) {
 		return false
 	}
-	for _, p := range t.problems {
+	for i, p := range t.problems {
+		if i == maxLoggedProblems {
+			f.log.Warn("more passwd-file lines cannot be read (twinbox user list names them all)", "more", len(t.problems)-i)
+			break
+		}
 		if p.User == "" {
 			f.log.Warn("passwd-file line cannot be read; it is ignored", "line", p.Line, "err", p)
 		} else {
@@ -257,6 +261,9 @@ func (f *File) swap(t *table) bool {
 	})
 	return true
 }
+
+// maxLoggedProblems bounds the warnings one reload logs.
+const maxLoggedProblems = 20
 
 func sameProblem(a, b *ParseError) bool {
 	return a.Line == b.Line && a.User == b.User && a.Error() == b.Error()

@@ -482,3 +482,27 @@ func TestConcurrentAuthenticateAndReload(t *testing.T) {
 		t.Errorf("%d users, want 8", n)
 	}
 }
+
+// A file of many bad lines logs a bounded number of warnings, and serves
+// its good users.
+func TestManyBadLinesLogBounded(t *testing.T) {
+	path := copyTestdata(t)
+	var b strings.Builder
+	b.WriteString(readFile(t, path))
+	for i := range 500 {
+		fmt.Fprintf(&b, "bad%d:{NOPE}x\n", i)
+	}
+	writeFile(t, path, b.String())
+	var logs strings.Builder
+	f, err := users.Open(path, &users.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "\n"); n != 21 || !strings.Contains(logs.String(), "more=480") {
+		t.Errorf("%d log lines:\n%s", n, logs.String())
+	}
+	if n := len(f.Problems()); n != 500 {
+		t.Errorf("%d problems, want 500", n)
+	}
+	mustAuth(t, f, "bob", "sesame")
+}
