@@ -404,6 +404,8 @@ func registerNodeMetrics(m *metrics, n *node.Local, imapSrv *imap.Server, smtpSr
 	m.counter("twinbox_commit_requests_total", "Writes committed through group commit.", func() float64 { return float64(n.Stats().Commit.Requests) })
 	m.counter("twinbox_login_failures_total", "Failed logins (each was slowed).", func() float64 { return float64(guard.Stats().Failures) })
 	m.counter("twinbox_login_successes_total", "Successful logins.", func() float64 { return float64(guard.Stats().Successes) })
+	m.counter("twinbox_login_throttled_total", "Logins refused unchecked after too many failures.", func() float64 { return float64(guard.Stats().Throttled) })
+	m.counter("twinbox_login_abandoned_total", "Logins not checked because the client left while it waited.", func() float64 { return float64(guard.Stats().Abandoned) })
 }
 
 const statusUsage = `usage: twinbox status [--admin HOST:PORT] [--json]
