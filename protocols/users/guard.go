@@ -164,11 +164,11 @@ func (g *Guard) Check(ctx context.Context, user, password, remote string) error 
 	}
 	if wait > 0 {
 		if err := g.opts.Sleep(ctx, wait); err != nil {
-			return g.abandon(ctx, user, remote)
+			return g.abandon(user, remote, err)
 		}
 	}
-	if ctx.Err() != nil {
-		return g.abandon(ctx, user, remote)
+	if err := context.Cause(ctx); err != nil {
+		return g.abandon(user, remote, err)
 	}
 	err = g.f.Authenticate(user, password)
 	if err == nil {
@@ -228,10 +228,12 @@ func (g *Guard) admit(user, rkey string) (time.Duration, error) {
 	return wait, nil
 }
 
-func (g *Guard) abandon(ctx context.Context, user, remote string) error {
+// abandon counts a login whose client left (why: the context's cause)
+// before its check.
+func (g *Guard) abandon(user, remote string, why error) error {
 	g.abandoned.Add(1)
-	g.log.Debug("login abandoned by the client before its check", "user", user, "remote", remote)
-	return fmt.Errorf("%w: %w: %w", ErrAuthFailed, ErrAbandoned, context.Cause(ctx))
+	g.log.Debug("login abandoned by the client before its check", "user", user, "remote", remote, "why", why)
+	return fmt.Errorf("%w: %w: %w", ErrAuthFailed, ErrAbandoned, why)
 }
 
 // Delay returns how long Check would hold back its answer if user failed

@@ -156,7 +156,7 @@ func TestGuardClientGoneGetsNoCheck(t *testing.T) {
 
 	ft.leave = context.Canceled
 	err := g.Check(ctx, "alice", testdataPasswords["alice"], "192.0.2.1")
-	if !errors.Is(err, users.ErrAbandoned) || !errors.Is(err, users.ErrAuthFailed) {
+	if !errors.Is(err, users.ErrAbandoned) || !errors.Is(err, users.ErrAuthFailed) || !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "%!") {
 		t.Fatalf("Check after the client left = %v, want ErrAbandoned", err)
 	}
 	ft.leave = nil
