@@ -77,6 +77,12 @@ type Users interface {
 	// Check verifies a password; remote is the client's address, so that
 	// failures can be slowed per address. It returns a non-nil error for a
 	// wrong password or unknown user.
+	//
+	// ctx must be cancelled when the client disconnects (derive it from
+	// the connection's lifetime, not context.Background): after failures
+	// Check waits before it verifies, and a cancelled ctx makes it return
+	// at once with an error, without verifying the password, so that a
+	// client that hangs up learns nothing and leaves no session waiting.
 	Check(ctx context.Context, user, password, remote string) error
 }
 

@@ -259,6 +259,8 @@ func (s *server) initAdmin(context.Context) error {
 	s.m.Sessions(map[string]func() int{"imap": s.imap.Sessions, "smtp": s.smtp.Sessions, "lmtp": s.lmtp.Sessions})
 	s.m.Counter("twinbox_login_failures_total", "Failed logins (each was slowed).", func() float64 { return float64(s.guard.Stats().Failures) })
 	s.m.Counter("twinbox_login_successes_total", "Successful logins.", func() float64 { return float64(s.guard.Stats().Successes) })
+	s.m.Counter("twinbox_login_throttled_total", "Logins refused unchecked after too many failures.", func() float64 { return float64(s.guard.Stats().Throttled) })
+	s.m.Counter("twinbox_login_abandoned_total", "Logins not checked because the client left while it waited.", func() float64 { return float64(s.guard.Stats().Abandoned) })
 	s.m.RegisterPair(s.node)
 	o := admin.Options{Metrics: s.m, Status: s.status, Digest: s.node.Digest, Healthy: s.healthy}
 	if s.c.Failover {

@@ -107,7 +107,7 @@ func TestServeAdminAndShutdown(t *testing.T) {
 	ic0.Close()
 	metrics := get(t, adminURL+"/metrics")
 	for _, name := range []string{"twinbox_deliveries_total", "twinbox_imap_sessions", "twinbox_store_disk_bytes",
-		"twinbox_cache_hits_total", "twinbox_login_failures_total", "twinbox_command_duration_seconds", "go_goroutines"} {
+		"twinbox_cache_hits_total", "twinbox_login_failures_total", "twinbox_login_throttled_total", "twinbox_login_abandoned_total", "twinbox_command_duration_seconds", "go_goroutines"} {
 		if !strings.Contains(metrics, name) {
 			t.Errorf("/metrics lacks %s", name)
 		}

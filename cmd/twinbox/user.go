@@ -24,11 +24,14 @@ const userUsage = `usage: twinbox user [flags] add NAME
        twinbox user [flags] list
 
 Edits the passwd-file a node reads its users from (Dovecot's passwd-file
-format with {BLF-CRYPT} hashes, so Dovecot's own file works too). A running
-node picks a change up within a second. add and passwd read the password
-from standard input: typed twice without echo on a terminal, otherwise the
-first line. add creates the file (mode 0600) and its directory.
-Flags may stand before or after the verb and the name.
+format, so Dovecot's own file works too: every scheme doveadm pw writes
+is read). New hashes are {BLF-CRYPT} (bcrypt, cost 10) unless --scheme
+says SHA512-CRYPT, SHA256-CRYPT or ARGON2ID. A running node picks a
+change up within a second. add and passwd read the password from
+standard input: typed twice without echo on a terminal, otherwise the
+first line. add creates the file (mode 0600) and its directory. passwd
+repairs a line the node cannot read (list names them). Flags may stand
+before or after the verb and the name.
 
 Flags:`
 
@@ -37,17 +40,21 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.SetOutput(stderr)
 	data := fs.String("data", envDefault("TWINBOX_DATA", DefaultDataDir), "node data directory (env TWINBOX_DATA)")
 	passwd := fs.String("passwd", envDefault("TWINBOX_PASSWD", ""), "passwd-file (env TWINBOX_PASSWD; default: DATA/passwd)")
-	cost := fs.Int("cost", users.DefaultCost, "bcrypt cost of new password hashes (env TWINBOX_BCRYPT_COST)")
+	scheme := fs.String("scheme", envDefault("TWINBOX_PASSWORD_SCHEME", users.DefaultScheme),
+		"scheme of new password hashes: "+strings.Join(users.Schemes(), ", ")+" (env TWINBOX_PASSWORD_SCHEME)")
+	cost := fs.Int("cost", 0, "cost of new password hashes: bcrypt's cost, SHA-crypt's rounds or Argon2id's passes; 0: the scheme's default (env TWINBOX_PASSWORD_COST, or TWINBOX_BCRYPT_COST)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, userUsage)
 		fs.PrintDefaults()
 	}
-	if v, ok := os.LookupEnv("TWINBOX_BCRYPT_COST"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return fmt.Errorf("%w: TWINBOX_BCRYPT_COST=%q is not a number", errUsage, v)
+	for _, env := range []string{"TWINBOX_BCRYPT_COST", "TWINBOX_PASSWORD_COST"} {
+		if v, ok := os.LookupEnv(env); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%w: %s=%q is not a number", errUsage, env, v)
+			}
+			*cost = n
 		}
-		*cost = n
 	}
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -65,9 +72,9 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if path == "" {
 		path = filepath.Join(*data, "passwd")
 	}
-	edit := &users.EditOptions{Cost: *cost}
+	edit := &users.EditOptions{Scheme: *scheme, Cost: *cost}
 	if err := edit.Validate(); err != nil {
-		return fmt.Errorf("%w: --cost: %v", errUsage, err)
+		return fmt.Errorf("%w: --scheme/--cost: %w", errUsage, err)
 	}
 
 	if verb == "list" {
@@ -165,6 +172,13 @@ func listUsers(path string, stdout, stderr io.Writer) error {
 	}
 	for _, u := range f.Users() {
 		fmt.Fprintln(stdout, u)
+	}
+	for _, p := range f.Problems() {
+		if p.User != "" {
+			fmt.Fprintf(stderr, "warning: %v\n  %s cannot log in until the line is fixed: twinbox user passwd %s\n", p, p.User, p.User)
+		} else {
+			fmt.Fprintf(stderr, "warning: %v\n  the line is ignored\n", p)
+		}
 	}
 	return nil
 }

@@ -93,6 +93,33 @@ func TestUserCommand(t *testing.T) {
 		t.Errorf("user list after del printed %q, want %q", list.String(), want)
 	}
 
+	// Another scheme, by flag and by environment.
+	if _, _, err := userCmd(t, "dave pw\n", "add", "dave", "--data", data, "--scheme", "SHA512-CRYPT", "--cost", "1000"); err != nil {
+		t.Fatalf("user add --scheme: %v", err)
+	}
+	t.Setenv("TWINBOX_PASSWORD_SCHEME", "argon2id")
+	if _, _, err := userCmd(t, "erin pw\n", "add", "erin", "--data", data, "--cost", "1"); err != nil {
+		t.Fatalf("user add with TWINBOX_PASSWORD_SCHEME: %v", err)
+	}
+	content, _ = os.ReadFile(path)
+	if !strings.Contains(string(content), "\ndave:{SHA512-CRYPT}$6$rounds=1000$") || !strings.Contains(string(content), "\nerin:{ARGON2ID}$argon2id$v=19$m=65536,t=1,p=1$") {
+		t.Errorf("passwd-file holds %q", content)
+	}
+	if _, err := f.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	for u, pw := range map[string]string{"dave": "dave pw", "erin": "erin pw"} {
+		if err := f.Authenticate(u, pw); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+	if _, _, err := userCmd(t, "", "del", "dave", "--data", data); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := userCmd(t, "", "del", "erin", "--data", data); err != nil {
+		t.Fatal(err)
+	}
+
 	// The environment names the file.
 	t.Setenv("TWINBOX_PASSWD", path)
 	if out, _, err := userCmd(t, "", "list"); err != nil || out != "bob\ncarol@example.org\n" {
@@ -126,6 +153,8 @@ func TestUserCommandErrors(t *testing.T) {
 		{"name with a space", "pw\n", []string{"add", "a b"}, true, nil, `contains ' '`},
 		{"bad flag", "", []string{"list", "--nope"}, true, nil, "flag provided but not defined: -nope"},
 		{"bad cost", "pw\n", []string{"add", "bob", "--cost", "99"}, true, nil, "Cost 99 is outside"},
+		{"bad scheme", "pw\n", []string{"add", "bob", "--scheme", "PLAIN"}, true, users.ErrScheme, `"PLAIN" is not one twinbox writes`},
+		{"cost below the scheme's", "pw\n", []string{"add", "bob", "--scheme", "sha512-crypt"}, true, nil, "Cost 4 is outside SHA512-CRYPT's 1000 to"},
 		{"empty password", "\n", []string{"add", "bob"}, false, users.ErrPassword, "the password is empty"},
 		{"no stdin", "", []string{"add", "bob"}, false, nil, "no password on standard input"},
 		{"long password", strings.Repeat("p", 73) + "\n", []string{"add", "bob"}, false, users.ErrPassword, "73 bytes long; bcrypt uses at most 72"},
@@ -152,14 +181,22 @@ func TestUserCommandErrors(t *testing.T) {
 		t.Errorf("a refused command changed the file:\n%s", after)
 	}
 
-	// A file that does not parse is named, with its line, and not touched.
-	broken := string(before) + "bob:{SHA512-CRYPT}$6$salt$hash\n"
-	if err := os.WriteFile(path, []byte(broken), 0o600); err != nil {
+	// A line the node cannot read: list names it and its user, who stays
+	// listed; passwd repairs it.
+	bad := string(before) + "bob:{SHA512-CRYPT}$6$salt$hash\n"
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := userCmd(t, "", "--data", data, "list")
-	if want := path + `:2: user "bob": password scheme "{SHA512-CRYPT}" is not supported`; err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("list of a broken file: %v, want %q", err, want)
+	out, errOut, err := userCmd(t, "", "--data", data, "list")
+	if want := path + `:2: user "bob": {SHA512-CRYPT}: hash is not $6$salt$ and 86 characters`; err != nil || out != "alice\nbob\n" ||
+		!strings.Contains(errOut, want) || !strings.Contains(errOut, "twinbox user passwd bob") {
+		t.Errorf("list with a bad line: %v, %q, %q; want %q", err, out, errOut, want)
+	}
+	if _, _, err := userCmd(t, "bob's new\n", "--data", data, "passwd", "bob"); err != nil {
+		t.Fatalf("passwd of a bad line: %v", err)
+	}
+	if _, errOut, err := userCmd(t, "", "--data", data, "list"); err != nil || errOut != "" {
+		t.Errorf("list after the repair: %v, %q", err, errOut)
 	}
 
 	// A missing file: list says so; del and passwd name it.
@@ -172,7 +209,7 @@ func TestUserCommandErrors(t *testing.T) {
 	}
 
 	// -h prints the usage and succeeds.
-	_, errOut, err := userCmd(t, "", "-h")
+	_, errOut, err = userCmd(t, "", "-h")
 	if err != nil || !strings.Contains(errOut, "usage: twinbox user [flags] add NAME") {
 		t.Errorf("user -h: %v, %q", err, errOut)
 	}

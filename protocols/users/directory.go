@@ -21,7 +21,8 @@ func (d Directory) Lookup(user string) bool {
 }
 
 // Check verifies a password through the guard, which slows and counts
-// failures.
+// failures. ctx must be cancelled when the client disconnects (see
+// Guard.Check): a login whose client has gone is not checked.
 func (d Directory) Check(ctx context.Context, user, password, remote string) error {
 	if !d.File.Lookup(user) {
 		d.File.Reload()

@@ -62,7 +62,7 @@ func TestEditKeepsOtherLines(t *testing.T) {
 
 func TestAddToFileWithoutFinalNewline(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "passwd")
-	h, _ := users.HashCost("a", 4)
+	h, _ := users.Hash("a", fast)
 	writeFile(t, path, "# no newline at the end\r\nalice:"+h)
 	if err := users.Add(path, "bob", "b", fast); err != nil {
 		t.Fatal(err)
@@ -131,8 +131,10 @@ func TestEditErrors(t *testing.T) {
 		{"empty name", users.Add(path, "", "x", fast), store.ErrInvalidName, "empty"},
 		{"empty password", users.Add(path, "dave", "", fast), users.ErrPassword, "the password is empty"},
 		{"long password", users.Add(path, "dave", strings.Repeat("x", 73), fast), users.ErrPassword, "73 bytes long; bcrypt uses at most 72"},
+		{"too long for any scheme", users.Add(path, "dave", strings.Repeat("x", 1025), &users.EditOptions{Scheme: "SHA512-CRYPT"}), users.ErrPassword, "1025 bytes long"},
+		{"weak scheme", users.Add(path, "dave", "x", &users.EditOptions{Scheme: "SSHA512"}), users.ErrScheme, `"SSHA512" is not one twinbox writes`},
 		{"NUL in password", users.SetPassword(path, "bob", "a\x00b", fast), users.ErrPassword, "NUL"},
-		{"cost too low", users.Add(path, "dave", "x", &users.EditOptions{Cost: 3}), nil, "Cost 3 is outside"},
+		{"cost too low", users.Add(path, "dave", "x", &users.EditOptions{Cost: 3}), nil, "Cost 3 is outside BLF-CRYPT's 4 to 31"},
 	} {
 		if tc.err == nil || (tc.want != nil && !errors.Is(tc.err, tc.want)) || !strings.Contains(tc.err.Error(), tc.msg) {
 			t.Errorf("%s: error %v, want %v with %q", tc.name, tc.err, tc.want, tc.msg)
@@ -142,16 +144,15 @@ func TestEditErrors(t *testing.T) {
 		t.Errorf("a 72-byte password: %v", err)
 	}
 
-	// A broken file is not edited.
-	broken := readFile(t, path) + "erin:{MD5}x\n"
-	writeFile(t, path, broken)
-	err := users.Add(path, "frank", "f", fast)
-	var pe *users.ParseError
-	if !errors.As(err, &pe) || pe.Line != 11 || !strings.Contains(err.Error(), "fix the file by hand first") {
-		t.Errorf("Add to a broken file: %v", err)
+	// A file with a line that cannot be read is edited; the line stays
+	// as it is.
+	bad := readFile(t, path) + "erin:{MD5}x\n"
+	writeFile(t, path, bad)
+	if err := users.Add(path, "frank", "f", fast); err != nil {
+		t.Errorf("Add to a file with a bad line: %v", err)
 	}
-	if readFile(t, path) != broken {
-		t.Error("a broken file was changed")
+	if got := readFile(t, path); !strings.HasPrefix(got, bad) {
+		t.Errorf("the bad line was changed:\n%s", got)
 	}
 
 	// The directory must exist.
@@ -180,4 +181,47 @@ func TestConcurrentAdd(t *testing.T) {
 		t.Fatalf("%d users after concurrent adds, want %d:\n%s", n, writers*each, readFile(t, path))
 	}
 	mustAuth(t, f, "u7-3", "pw")
+}
+
+// twinbox user passwd repairs a line that cannot be read, and a user
+// named twice; del removes every line of a user.
+func TestSetPasswordRepairs(t *testing.T) {
+	path := copyTestdata(t)
+	good := readFile(t, path)
+	writeFile(t, path, good+"dave:{DES-CRYPT}VaG6xX07td/is:1002:1002::/home/dave\nerin:{PLAIN}one\n# c\nerin:{PLAIN}two\n")
+	f := openFile(t, path)
+	if n := len(f.Problems()); n != 3 {
+		t.Fatalf("%d problems, want 3: %v", n, f.Problems())
+	}
+	mustFail(t, f, "erin", "one")
+	mustFail(t, f, "erin", "two")
+
+	if err := users.SetPassword(path, "dave", "new dave", fast); err != nil {
+		t.Fatal(err)
+	}
+	if err := users.SetPassword(path, "erin", "new erin", &users.EditOptions{Scheme: "SHA512-CRYPT", Cost: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	got := readFile(t, path)
+	lines := strings.Split(strings.TrimPrefix(got, good), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "dave:{BLF-CRYPT}$2y$04$") || !strings.HasSuffix(lines[0], ":1002:1002::/home/dave") ||
+		!strings.HasPrefix(lines[1], "erin:{SHA512-CRYPT}$6$rounds=1000$") || lines[2] != "# c" || lines[3] != "" {
+		t.Fatalf("after passwd:\n%s", got)
+	}
+	if _, err := f.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if p := f.Problems(); len(p) != 0 {
+		t.Errorf("Problems() after the repair = %v", p)
+	}
+	mustAuth(t, f, "dave", "new dave")
+	mustAuth(t, f, "erin", "new erin")
+
+	writeFile(t, path, good+"erin:{PLAIN}one\nerin:{PLAIN}two\n")
+	if err := users.Delete(path, "erin"); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, path); got != good {
+		t.Errorf("after del of a user named twice:\n%s", got)
+	}
 }

@@ -11,20 +11,38 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 )
 
-// DefaultInterval is how often Watch looks at the file.
-const DefaultInterval = time.Second
+// Defaults of Options.
+const (
+	// DefaultInterval is how often Watch looks at the file.
+	DefaultInterval = time.Second
+	// DefaultCacheSize is how many verified logins are remembered.
+	DefaultCacheSize = 10_000
+	// DefaultCacheTTL is how long a verified login is remembered, as
+	// Dovecot's auth_cache_ttl.
+	DefaultCacheTTL = time.Hour
+)
 
 // Options configure Open. A nil *Options means defaults.
 type Options struct {
-	// Logger receives reloads and reload failures; nil discards them.
+	// Logger receives reloads, unreadable lines and reload failures; nil
+	// discards them.
 	Logger *slog.Logger
 	// Interval is Watch's polling period; 0 means DefaultInterval.
 	Interval time.Duration
+	// CacheSize bounds the verified logins remembered, so that a login
+	// with the password that last worked does not pay the hash again; 0
+	// means DefaultCacheSize, a negative size turns the cache off.
+	CacheSize int
+	// CacheTTL is how long a verified login is remembered; 0 means
+	// DefaultCacheTTL.
+	CacheTTL time.Duration
+	// Now replaces the clock of the cache's TTL, for tests; nil means
+	// time.Now.
+	Now func() time.Time
 }
 
 // Validate reports every bad field at once.
@@ -36,6 +54,9 @@ func (o *Options) Validate() error {
 	if o.Interval < 0 {
 		errs = append(errs, fmt.Errorf("users: Options.Interval %v is negative", o.Interval))
 	}
+	if o.CacheTTL < 0 {
+		errs = append(errs, fmt.Errorf("users: Options.CacheTTL %v is negative", o.CacheTTL))
+	}
 	return errors.Join(errs...)
 }
 
@@ -45,6 +66,7 @@ type File struct {
 	path     string
 	log      *slog.Logger
 	interval time.Duration
+	cache    *authCache // nil when off
 
 	// reloadMu serializes Reload; it guards looked, seen and seenErr.
 	reloadMu sync.Mutex
@@ -52,17 +74,25 @@ type File struct {
 	seen     fs.FileInfo // what the last Reload read; nil: no file
 	seenErr  error       // why the file seen could not be used, or nil
 
-	mu     sync.RWMutex
-	hashes map[string][]byte // user → bcrypt hash
-	users  []string          // sorted
-	// dummy is compared against for unknown users, so that they cost as
-	// much time as known ones; nil while there are no users.
-	dummy     []byte
-	dummyCost int
+	snap atomic.Pointer[snapshot]
 }
 
-// Open reads the passwd-file at path. A missing file means no users yet;
-// a file that does not parse is an error.
+// snapshot is what a File serves between two reloads; it is never
+// changed once served.
+type snapshot struct {
+	creds    map[string]credential
+	users    []string // sorted, disabled ones included
+	problems []*ParseError
+	// decoy is verified against for unknown and disabled users, so that
+	// they cost as much time as most known ones: the verifier of a real
+	// user whose hash costs what most users' cost. nil with no users.
+	decoy verifier
+}
+
+// Open reads the passwd-file at path. A missing file means no users yet.
+// A line that cannot be read disables its user only (see Problems); Open
+// fails only for the file as a whole: unreadable, not a regular file,
+// or larger than MaxFileSize.
 func Open(path string, opts *Options) (*File, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -77,12 +107,24 @@ func Open(path string, opts *Options) (*File, error) {
 	if o.Interval == 0 {
 		o.Interval = DefaultInterval
 	}
+	if o.CacheSize == 0 {
+		o.CacheSize = DefaultCacheSize
+	}
+	if o.CacheTTL == 0 {
+		o.CacheTTL = DefaultCacheTTL
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	f := &File{
 		path:     path,
 		log:      o.Logger.With("component", "users", "path", path),
 		interval: o.Interval,
-		hashes:   map[string][]byte{},
 	}
+	if o.CacheSize > 0 {
+		f.cache = newAuthCache(o.CacheSize, o.CacheTTL, o.Now)
+	}
+	f.snap.Store(&snapshot{creds: map[string]credential{}})
 	if _, err := f.Reload(); err != nil {
 		return nil, err
 	}
@@ -92,46 +134,60 @@ func Open(path string, opts *Options) (*File, error) {
 // Path returns the file's path.
 func (f *File) Path() string { return f.path }
 
-// Lookup reports whether user is in the file.
+// Lookup reports whether user is in the file, disabled or not: mail for
+// a user whose password line cannot be read is still delivered.
 func (f *File) Lookup(user string) bool {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	_, ok := f.hashes[user]
+	_, ok := f.snap.Load().creds[user]
 	return ok
 }
 
-// Users returns the user names, sorted. The slice is the caller's.
+// Users returns the user names, sorted, disabled ones included. The
+// slice is the caller's.
 func (f *File) Users() []string {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return slices.Clone(f.users)
+	return slices.Clone(f.snap.Load().users)
 }
 
-// Authenticate checks user's password. It returns ErrAuthFailed for an
-// unknown user and for a wrong password alike, after the same amount of
-// bcrypt work.
+// Problems returns the lines of the file served that cannot be read,
+// in line order. Each disables the user it names (ParseError.User), or,
+// when the user name itself cannot be read, is ignored.
+func (f *File) Problems() []*ParseError {
+	return slices.Clone(f.snap.Load().problems)
+}
+
+// Authenticate checks user's password. It returns an error that wraps
+// ErrAuthFailed for an unknown user, a disabled one (also ErrDisabled)
+// and a wrong password alike, after the same hash work as most users'
+// logins cost. A password verified before against the same password line
+// is answered from the cache, without the hash.
 func (f *File) Authenticate(user, password string) error {
-	f.mu.RLock()
-	hash, ok := f.hashes[user]
-	dummy := f.dummy
-	f.mu.RUnlock()
-	if !ok {
-		if dummy != nil {
-			_ = bcrypt.CompareHashAndPassword(dummy, []byte(password))
+	s := f.snap.Load()
+	c, ok := s.creds[user]
+	if !ok || c.v == nil {
+		if s.decoy != nil {
+			s.decoy.verify([]byte(password))
+		}
+		if ok {
+			return fmt.Errorf("%w: %w (%s:%d)", ErrAuthFailed, ErrDisabled, c.err.Path, c.err.Line)
 		}
 		return ErrAuthFailed
 	}
-	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil {
+	if f.cache != nil && f.cache.hit(user, c.field, password) {
+		return nil
+	}
+	if !c.v.verify([]byte(password)) {
 		return ErrAuthFailed
+	}
+	if f.cache != nil {
+		f.cache.add(user, c.field, password)
 	}
 	return nil
 }
 
 // Reload re-reads the file if its size, modification time or inode changed
-// since the last look. It reports whether the users or their passwords
-// changed. When the file does not parse, the previous content stays in
-// service and Reload returns the error, again on each call until the file
-// changes.
+// since the last look. It reports whether the users or their password
+// lines changed, and logs each line that cannot be read. When the file as
+// a whole cannot be read, the previous content stays in service and Reload
+// returns the error, again on each call until the file changes.
 func (f *File) Reload() (changed bool, err error) {
 	f.reloadMu.Lock()
 	defer f.reloadMu.Unlock()
@@ -159,47 +215,93 @@ func (f *File) Reload() (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	return f.swap(t)
+	return f.swap(t), nil
 }
 
-// maxDummyCost bounds the cost of the dummy hash: a file with an absurd
-// cost must not stall a reload for hours.
-const maxDummyCost = 16
-
-// swap serves t from now on and reports whether it differs from what was
-// served.
-func (f *File) swap(t *table) (bool, error) {
-	hashes := t.hashes()
-	f.mu.RLock()
-	same := maps.EqualFunc(hashes, f.hashes, slices.Equal)
-	dummy, dummyCost := f.dummy, f.dummyCost
-	f.mu.RUnlock()
-	if same {
-		return false, nil
+// swap serves t from now on and reports whether its credentials differ
+// from those served.
+func (f *File) swap(t *table) bool {
+	creds := t.credentials()
+	old := f.snap.Load()
+	same := maps.EqualFunc(creds, old.creds, func(a, b credential) bool {
+		return a.field == b.field && (a.v == nil) == (b.v == nil)
+	})
+	if same && slices.EqualFunc(t.problems, old.problems, sameProblem) {
+		return false
 	}
-	// The dummy costs what the dearest real hash costs. Its password is
-	// never asked for.
-	cost := min(t.maxCost, maxDummyCost)
-	if cost == 0 {
-		dummy, dummyCost = nil, 0
-	} else if cost != dummyCost {
-		h, err := bcrypt.GenerateFromPassword([]byte("twinbox: not a password"), cost)
-		if err != nil {
-			return false, fmt.Errorf("users: dummy bcrypt hash at cost %d: %w", cost, err)
+	for i, p := range t.problems {
+		if i == maxLoggedProblems {
+			f.log.Warn("more passwd-file lines cannot be read (twinbox user list names them all)", "more", len(t.problems)-i)
+			break
 		}
-		dummy, dummyCost = h, cost
+		if p.User == "" {
+			f.log.Warn("passwd-file line cannot be read; it is ignored", "line", p.Line, "err", p)
+		} else {
+			f.log.Warn("passwd-file line cannot be read; that user cannot log in until it is fixed (twinbox user passwd)", "line", p.Line, "user", p.User, "err", p)
+		}
 	}
-	users := slices.Sorted(maps.Keys(hashes))
-	f.mu.Lock()
-	f.hashes, f.users, f.dummy, f.dummyCost = hashes, users, dummy, dummyCost
-	f.mu.Unlock()
-	return true, nil
+	if same {
+		f.snap.Store(&snapshot{creds: old.creds, users: old.users, problems: t.problems, decoy: old.decoy})
+		return false
+	}
+	if f.cache != nil {
+		// Entries are keyed on the password line too; those of a line
+		// no longer served would never match again: free them now.
+		for u, c := range old.creds {
+			if n, ok := creds[u]; !ok || n.field != c.field {
+				f.cache.forget(u)
+			}
+		}
+	}
+	f.snap.Store(&snapshot{
+		creds:    creds,
+		users:    slices.Sorted(maps.Keys(creds)),
+		problems: t.problems,
+		decoy:    pickDecoy(creds),
+	})
+	return true
+}
+
+// maxLoggedProblems bounds the warnings one reload logs.
+const maxLoggedProblems = 20
+
+func sameProblem(a, b *ParseError) bool {
+	return a.Line == b.Line && a.User == b.User && a.Error() == b.Error()
+}
+
+// pickDecoy returns the verifier of a user whose hash costs what most
+// users' hashes cost (the first such user by name, for a stable choice),
+// or nil with no readable user.
+func pickDecoy(creds map[string]credential) verifier {
+	count := map[string]int{}
+	first := map[string]string{}
+	for _, u := range slices.Sorted(maps.Keys(creds)) {
+		c := creds[u]
+		if c.v == nil {
+			continue
+		}
+		w := c.v.work()
+		if count[w] == 0 {
+			first[w] = u
+		}
+		count[w]++
+	}
+	var best string
+	for _, w := range slices.Sorted(maps.Keys(count)) {
+		if count[w] > count[best] {
+			best = w
+		}
+	}
+	if best == "" {
+		return nil
+	}
+	return creds[first[best]].v
 }
 
 // Watch calls onChange with the current users, then polls the file every
 // interval and calls onChange again after each reload that changed the
-// users or their passwords. A file that stops parsing is logged once, and
-// the previous users stay in service. Watch returns when ctx is done; run
+// users or their passwords. A file that cannot be read as a whole is
+// logged once, and the previous users stay in service. Watch returns when ctx is done; run
 // it in a goroutine that the caller owns. onChange may be nil.
 func (f *File) Watch(ctx context.Context, onChange func(users []string)) {
 	if onChange == nil {

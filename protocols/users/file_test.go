@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/twinbox/twinbox/internal/poll"
 	"github.com/twinbox/twinbox/protocols/users"
 )
 
@@ -131,40 +131,39 @@ func TestDovecotFile(t *testing.T) {
 	}
 }
 
-// A line as `doveadm pw -s BLF-CRYPT` would make it, from Go's bcrypt.
+// Lines as `doveadm pw -s SCHEME` would make them, in each scheme Hash
+// writes (TestDoveadmHashes has Dovecot check them).
 func TestHashIsDovecotStyle(t *testing.T) {
-	h, err := users.HashCost("s3cret pass", bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		opts   *users.EditOptions
+		prefix string
+		length int
+	}{
+		{&users.EditOptions{Cost: bcrypt.MinCost}, "{BLF-CRYPT}$2y$04$", len("{BLF-CRYPT}") + 60},
+		{nil, fmt.Sprintf("{BLF-CRYPT}$2y$%02d$", users.DefaultCost), len("{BLF-CRYPT}") + 60},
+		{&users.EditOptions{Scheme: "sha512-crypt"}, "{SHA512-CRYPT}$6$", len("{SHA512-CRYPT}$6$") + 16 + 1 + 86},
+		{&users.EditOptions{Scheme: "SHA512-CRYPT", Cost: 1000}, "{SHA512-CRYPT}$6$rounds=1000$", len("{SHA512-CRYPT}$6$rounds=1000$") + 16 + 1 + 86},
+		{&users.EditOptions{Scheme: "SHA256-CRYPT"}, "{SHA256-CRYPT}$5$", len("{SHA256-CRYPT}$5$") + 16 + 1 + 43},
+		{&users.EditOptions{Scheme: "ARGON2ID", Cost: 1}, "{ARGON2ID}$argon2id$v=19$m=65536,t=1,p=1$", len("{ARGON2ID}$argon2id$v=19$m=65536,t=1,p=1$") + 22 + 1 + 43},
+	} {
+		h, err := users.Hash("s3cret pass", tc.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(h, tc.prefix) || len(h) != tc.length {
+			t.Errorf("Hash(%+v) = %q, want %q and %d characters", tc.opts, h, tc.prefix, tc.length)
+			continue
+		}
+		path := filepath.Join(t.TempDir(), "passwd")
+		writeFile(t, path, "alice:"+h+"::::::\n")
+		f := openFile(t, path)
+		mustAuth(t, f, "alice", "s3cret pass")
+		mustFail(t, f, "alice", "s3cret pas")
 	}
-	if !strings.HasPrefix(h, "{BLF-CRYPT}$2y$04$") || len(h) != len("{BLF-CRYPT}")+60 {
-		t.Fatalf("Hash = %q, want {BLF-CRYPT}$2y$04$ and 53 characters", h)
-	}
-	path := filepath.Join(t.TempDir(), "passwd")
-	writeFile(t, path, "alice:"+h+"::::::\n")
-	f := openFile(t, path)
-	mustAuth(t, f, "alice", "s3cret pass")
-	mustFail(t, f, "alice", "s3cret pas")
-
-	// Dovecot itself accepts the hash, where it is installed.
-	doveadm, err := exec.LookPath("doveadm")
-	if err != nil {
-		t.Log("doveadm not installed: Dovecot's check of the hash skipped")
-		return
-	}
-	out, err := exec.Command(doveadm, "pw", "-t", h, "-p", "s3cret pass").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "verified") {
-		t.Fatalf("doveadm pw -t: %v: %s", err, out)
-	}
-}
-
-func TestHashDefaultCost(t *testing.T) {
-	h, err := users.Hash("x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := fmt.Sprintf("{BLF-CRYPT}$2y$%02d$", users.DefaultCost); !strings.HasPrefix(h, want) {
-		t.Errorf("Hash = %q, want prefix %q", h, want)
+	for _, bad := range []*users.EditOptions{{Scheme: "SHA512"}, {Scheme: "PLAIN"}, {Scheme: "CRAM-MD5"}, {Scheme: "SHA512-CRYPT", Cost: 999}, {Cost: 40}} {
+		if _, err := users.Hash("x", bad); err == nil {
+			t.Errorf("Hash with %+v succeeded", bad)
+		}
 	}
 }
 
@@ -187,17 +186,50 @@ func TestOpenMissingFile(t *testing.T) {
 	mustAuth(t, f, "alice", "pw")
 }
 
-func TestOpenBadFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "passwd")
-	writeFile(t, path, "# users\nalice:{SHA512-CRYPT}$6$x$y\n")
-	_, err := users.Open(path, nil)
-	var pe *users.ParseError
-	if !errors.As(err, &pe) || pe.Line != 2 || !errors.Is(err, users.ErrScheme) {
-		t.Fatalf("Open = %v, want a ParseError at line 2", err)
+// A line twinbox cannot read disables its user, with a warning naming
+// the file and the line; it never stops the file from being served.
+func TestOpenWithBadLines(t *testing.T) {
+	path := copyTestdata(t)
+	good := readFile(t, path)
+	writeFile(t, path, good+"dave:{SHA512-CRYPT}$6$x$y\nerin\nfrank:{NOPE}x:1000\n")
+	var logs strings.Builder
+	f, err := users.Open(path, &users.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatalf("Open of a file with bad lines: %v", err)
 	}
-	want := path + `:2: user "alice": password scheme "{SHA512-CRYPT}" is not supported`
-	if !strings.Contains(err.Error(), want) {
-		t.Errorf("error %q lacks %q", err, want)
+	for u, pw := range testdataPasswords {
+		mustAuth(t, f, u, pw)
+	}
+	if got, want := f.Users(), []string{"alice", "bob", "carol@example.org", "dave", "frank"}; !slices.Equal(got, want) {
+		t.Errorf("Users() = %v, want %v (disabled ones are still users: their mail is delivered)", got, want)
+	}
+	if err := f.Authenticate("dave", "anything"); !errors.Is(err, users.ErrDisabled) || !errors.Is(err, users.ErrAuthFailed) {
+		t.Errorf("Authenticate(dave) = %v, want ErrDisabled", err)
+	}
+	probs := f.Problems()
+	if len(probs) != 3 {
+		t.Fatalf("Problems() = %v", probs)
+	}
+	for i, want := range []struct {
+		line int
+		user string
+		kind error
+		msg  string
+	}{
+		{10, "dave", users.ErrMalformed, path + `:10: user "dave": {SHA512-CRYPT}: hash is not $6$salt$ and 86 characters`},
+		{11, "", users.ErrMalformed, path + ":11: no ':' after the user name"},
+		{12, "frank", users.ErrScheme, path + `:12: user "frank": password scheme "{NOPE}" is not one twinbox reads`},
+	} {
+		p := probs[i]
+		if p.Line != want.line || p.User != want.user || !errors.Is(p, want.kind) || !strings.Contains(p.Error(), want.msg) {
+			t.Errorf("problem %d = %+v (%v), want line %d, user %q, %q", i, p, p, want.line, want.user, want.msg)
+		}
+	}
+	out := logs.String()
+	for _, want := range []string{"level=WARN", "path=" + path, "line=10", "user=dave", "line=11", "line=12"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
 	}
 	if _, err := users.Open(path, &users.Options{Interval: -1}); err == nil || !strings.Contains(err.Error(), "Interval") {
 		t.Errorf("Open with a negative interval = %v", err)
@@ -247,7 +279,7 @@ func TestReloadAfterEdits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := users.HashCost("erin", bcrypt.MinCost)
+	h, _ := users.Hash("erin", fast)
 	if _, err := fmt.Fprintf(fh, "erin:%s\n", h); err != nil {
 		t.Fatal(err)
 	}
@@ -273,44 +305,74 @@ func TestReloadAfterEdits(t *testing.T) {
 	reload(false)
 }
 
-func TestReloadBrokenFileKeepsUsers(t *testing.T) {
+// A bad line appearing disables its user at the next reload; the fix
+// brings it back.
+func TestReloadBadLineDisablesOneUser(t *testing.T) {
 	path := copyTestdata(t)
 	good := readFile(t, path)
 	f := openFile(t, path)
 
-	writeFile(t, path, good+"dave:{PLAIN}dave\n")
+	h, _ := users.Hash("dave", fast)
+	writeFile(t, path, good+"dave:"+h+"\n")
+	if changed, err := f.Reload(); !changed || err != nil {
+		t.Fatalf("Reload = %v, %v", changed, err)
+	}
+	mustAuth(t, f, "dave", "dave")
+
+	writeFile(t, path, good+"dave:{PLAIN-TRUNC}dave\n")
+	changed, err := f.Reload()
+	if !changed || err != nil {
+		t.Fatalf("Reload with a bad line = %v, %v", changed, err)
+	}
+	if p := f.Problems(); len(p) != 1 || p[0].Line != 10 || p[0].User != "dave" {
+		t.Fatalf("Problems() = %v", p)
+	}
+	for u, pw := range testdataPasswords {
+		mustAuth(t, f, u, pw)
+	}
+	if !f.Lookup("dave") {
+		t.Error("a disabled user is no longer known")
+	}
+	mustFail(t, f, "dave", "dave") // the cache does not outlive the line
+
+	writeFile(t, path, good+"dave:"+h+"\n")
+	if changed, err := f.Reload(); !changed || err != nil {
+		t.Fatalf("Reload of the fixed file = %v, %v", changed, err)
+	}
+	if p := f.Problems(); len(p) != 0 {
+		t.Errorf("Problems() after the fix = %v", p)
+	}
+	mustAuth(t, f, "dave", "dave")
+}
+
+// A file that cannot be read as a whole keeps the previous users in
+// service.
+func TestReloadUnreadableFileKeepsUsers(t *testing.T) {
+	path := copyTestdata(t)
+	good := readFile(t, path)
+	f := openFile(t, path)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	for range 2 { // the same error until the file changes
-		changed, err := f.Reload()
-		var pe *users.ParseError
-		if changed || !errors.As(err, &pe) || pe.Line != 10 {
-			t.Fatalf("Reload of a broken file = %v, %v; want a ParseError at line 10", changed, err)
+		if changed, err := f.Reload(); changed || err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("Reload of a directory = %v, %v", changed, err)
 		}
 	}
 	for u, pw := range testdataPasswords {
 		mustAuth(t, f, u, pw)
 	}
-	if f.Lookup("dave") {
-		t.Error("a user of the broken file is served")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
 	}
-
-	h, _ := users.HashCost("dave", bcrypt.MinCost)
-	writeFile(t, path, good+"dave:"+h+"\n")
-	if changed, err := f.Reload(); !changed || err != nil {
-		t.Fatalf("Reload of the fixed file = %v, %v", changed, err)
+	writeFile(t, path, good)
+	if _, err := f.Reload(); err != nil {
+		t.Fatalf("Reload of the file back: %v", err)
 	}
-	mustAuth(t, f, "dave", "dave")
-}
-
-// waitFor polls cond until it holds, for at most 10 s.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	mustAuth(t, f, "alice", testdataPasswords["alice"])
 }
 
 func TestWatch(t *testing.T) {
@@ -344,7 +406,7 @@ func TestWatch(t *testing.T) {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 
-	waitFor(t, "the first call", func() bool { n, _ := last(); return n >= 1 })
+	poll.Eventually(t, 10*time.Second, "the first call", func() bool { n, _ := last(); return n >= 1 })
 	if n, u := last(); n != 1 || len(u) != 3 {
 		t.Fatalf("first call %d: %v", n, u)
 	}
@@ -352,21 +414,21 @@ func TestWatch(t *testing.T) {
 	if err := users.Add(path, "dave", "d", fast); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the call after Add", func() bool { _, u := last(); return slices.Contains(u, "dave") })
+	poll.Eventually(t, 10*time.Second, "the call after Add", func() bool { _, u := last(); return slices.Contains(u, "dave") })
 	n, _ := last()
 
-	// A broken file: no call, the users stay. Then a fix brings a call.
-	replaceFile(t, path, good+"erin\n")
-	waitFor(t, "the broken file to be read", func() bool {
-		_, err := f.Reload()
-		return err != nil
-	})
-	mustAuth(t, f, "dave", "d")
-	if m, _ := last(); m != n {
-		t.Fatalf("%d calls after a broken file, want %d", m, n)
+	// A bad line for dave: a call, dave still listed but disabled, the
+	// others served. Then dave's removal brings a call.
+	replaceFile(t, path, good+"dave:{NOPE}d\n")
+	poll.Eventually(t, 10*time.Second, "the bad line to be read", func() bool { return len(f.Problems()) == 1 })
+	poll.Eventually(t, 10*time.Second, "the call after the bad line", func() bool { m, _ := last(); return m > n })
+	if _, u := last(); !slices.Contains(u, "dave") {
+		t.Errorf("a disabled user left the list: %v", u)
 	}
+	mustFail(t, f, "dave", "d")
+	mustAuth(t, f, "alice", testdataPasswords["alice"])
 	replaceFile(t, path, good)
-	waitFor(t, "the call after the fix", func() bool { _, u := last(); return len(u) == 3 && !slices.Contains(u, "dave") })
+	poll.Eventually(t, 10*time.Second, "the call after the fix", func() bool { _, u := last(); return len(u) == 3 && !slices.Contains(u, "dave") })
 
 	cancel()
 	select {
@@ -408,4 +470,28 @@ func TestConcurrentAuthenticateAndReload(t *testing.T) {
 	if n := len(f.Users()); n != 8 {
 		t.Errorf("%d users, want 8", n)
 	}
+}
+
+// A file of many bad lines logs a bounded number of warnings, and serves
+// its good users.
+func TestManyBadLinesLogBounded(t *testing.T) {
+	path := copyTestdata(t)
+	var b strings.Builder
+	b.WriteString(readFile(t, path))
+	for i := range 500 {
+		fmt.Fprintf(&b, "bad%d:{NOPE}x\n", i)
+	}
+	writeFile(t, path, b.String())
+	var logs strings.Builder
+	f, err := users.Open(path, &users.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "\n"); n != 21 || !strings.Contains(logs.String(), "more=480") {
+		t.Errorf("%d log lines:\n%s", n, logs.String())
+	}
+	if n := len(f.Problems()); n != 500 {
+		t.Errorf("%d problems, want 500", n)
+	}
+	mustAuth(t, f, "bob", "sesame")
 }

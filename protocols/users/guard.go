@@ -23,8 +23,10 @@ const (
 
 // GuardOptions configure NewGuard. A nil *GuardOptions means defaults.
 type GuardOptions struct {
-	// BaseDelay is the wait after a first failure; each consecutive
-	// failure doubles it, up to MaxDelay. 0 means the defaults.
+	// BaseDelay is the delay after a first failure; each consecutive
+	// failure doubles it, up to MaxDelay. 0 means the defaults. A check
+	// that would have to wait longer than MaxDelay for its turn is
+	// refused unchecked.
 	BaseDelay, MaxDelay time.Duration
 	// MaxTracked bounds the remote addresses and, apart, the user names
 	// whose failures are counted; beyond it the least recently failed is
@@ -34,7 +36,8 @@ type GuardOptions struct {
 	// from zero. 0 means DefaultForgetAfter.
 	ForgetAfter time.Duration
 	// Now and Sleep replace the clock and the wait, for tests. Sleep must
-	// return when ctx is done. nil means the real ones.
+	// return ctx's error when ctx is done before the time is up. nil means
+	// the real ones.
 	Now   func() time.Time
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Logger receives failed logins; nil discards them.
@@ -64,21 +67,30 @@ func (o *GuardOptions) Validate() error {
 	return errors.Join(errs...)
 }
 
-// GuardStats counts the logins a Guard checked.
+// GuardStats counts the logins a Guard was asked to check.
 type GuardStats struct {
 	Successes, Failures uint64
+	// Throttled logins were refused unchecked: the wait before their
+	// check would have exceeded MaxDelay.
+	Throttled uint64
+	// Abandoned logins went unchecked: their client left (ctx was done)
+	// before their check.
+	Abandoned uint64
 }
 
-// Guard checks logins against a File and slows failed ones: after a failure
-// it waits before answering, longer with each consecutive failure from the
-// same remote address or for the same user, and a success resets both
-// counts. It is safe for concurrent use.
+// Guard checks logins against a File and limits the guessing rate: after
+// a failure it holds back the answer, and it spaces the checks that
+// follow, longer with each consecutive failure from the same remote
+// address or for the same user; a success resets both counts. Because the
+// wait comes before the check, a client that gives up early gets nothing
+// checked, and a right password after failures waits as long as a wrong
+// one. It is safe for concurrent use.
 type Guard struct {
 	f    *File
 	opts GuardOptions
 	log  *slog.Logger
 
-	successes, failures atomic.Uint64
+	successes, failures, throttled, abandoned atomic.Uint64
 
 	mu      sync.Mutex
 	remotes *strikes // by remote address (IPv6 by /64)
@@ -129,12 +141,37 @@ func NewGuard(f *File, opts *GuardOptions) (*Guard, error) {
 }
 
 // Check authenticates user with password for a client at remote (an
-// address, with or without a port; "" counts by user only). On failure it
-// waits Delay(user, remote), or until ctx is done, and returns
-// ErrAuthFailed.
+// address, with or without a port; "" counts by user only).
+//
+// ctx must be cancelled when the client goes away (its connection
+// closes): Check then returns at once, with an error wrapping ErrAbandoned
+// and ErrAuthFailed, and checks nothing.
+//
+// After failures from remote or for user, Check first waits for its turn:
+// checks for the same address or user start at least Delay apart, so
+// concurrent attempts queue rather than guess in parallel. When the wait
+// would exceed MaxDelay it refuses at once, unchecked, with an error
+// wrapping ErrThrottled and ErrAuthFailed. A failed check returns an
+// error wrapping ErrAuthFailed after holding the answer back by the delay
+// the next attempt will face.
 func (g *Guard) Check(ctx context.Context, user, password, remote string) error {
 	rkey := remoteKey(remote)
-	if err := g.f.Authenticate(user, password); err == nil {
+	wait, err := g.admit(user, rkey)
+	if err != nil {
+		g.throttled.Add(1)
+		g.log.Info("login refused unchecked: too many failures", "user", user, "remote", remote)
+		return err
+	}
+	if wait > 0 {
+		if err := g.opts.Sleep(ctx, wait); err != nil {
+			return g.abandon(user, remote, err)
+		}
+	}
+	if err := context.Cause(ctx); err != nil {
+		return g.abandon(user, remote, err)
+	}
+	err = g.f.Authenticate(user, password)
+	if err == nil {
 		g.successes.Add(1)
 		g.mu.Lock()
 		g.users.reset(user)
@@ -145,28 +182,93 @@ func (g *Guard) Check(ctx context.Context, user, password, remote string) error 
 	g.failures.Add(1)
 	now := g.opts.Now()
 	g.mu.Lock()
-	n := max(g.users.add(user, now, g.opts.ForgetAfter), g.remotes.add(rkey, now, g.opts.ForgetAfter))
-	g.mu.Unlock()
+	n := max(g.users.fail(user, now, g.opts.ForgetAfter), g.remotes.fail(rkey, now, g.opts.ForgetAfter))
 	d := g.delay(n)
-	g.log.Info("login failed", "user", user, "remote", remote, "failures", n, "delay", d)
+	g.users.notBefore(user, now.Add(d))
+	g.remotes.notBefore(rkey, now.Add(d))
+	g.mu.Unlock()
+	g.log.Info("login failed", "user", user, "remote", remote, "failures", n, "delay", d, "err", err)
 	_ = g.opts.Sleep(ctx, d)
-	return ErrAuthFailed
+	return err
 }
 
-// Delay returns how long Check would wait if user failed to log in from
-// remote now.
+// admit returns how long an attempt for user from rkey waits before its
+// check, and reserves its turn; or ErrThrottled when that is above
+// MaxDelay.
+func (g *Guard) admit(user, rkey string) (time.Duration, error) {
+	now := g.opts.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	su := g.users.get(user, now, g.opts.ForgetAfter)
+	sr := g.remotes.get(rkey, now, g.opts.ForgetAfter)
+	n, start := 0, now
+	for _, s := range []*strike{su, sr} {
+		if s != nil {
+			n = max(n, s.n)
+			if s.next.After(start) {
+				start = s.next
+			}
+		}
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	wait := start.Sub(now)
+	if wait > g.opts.MaxDelay {
+		return 0, fmt.Errorf("%w: %w", ErrAuthFailed, ErrThrottled)
+	}
+	// The turn after this one comes a delay later, as if this attempt
+	// failed too; a success resets it.
+	next := start.Add(g.delay(n))
+	for _, s := range []*strike{su, sr} {
+		if s != nil && s.next.Before(next) {
+			s.next = next
+		}
+	}
+	return wait, nil
+}
+
+// abandon counts a login whose client left (why: the context's cause)
+// before its check.
+func (g *Guard) abandon(user, remote string, why error) error {
+	g.abandoned.Add(1)
+	g.log.Debug("login abandoned by the client before its check", "user", user, "remote", remote, "why", why)
+	return fmt.Errorf("%w: %w: %w", ErrAuthFailed, ErrAbandoned, why)
+}
+
+// Delay returns how long Check would hold back its answer if user failed
+// to log in from remote now.
 func (g *Guard) Delay(user, remote string) time.Duration {
 	rkey := remoteKey(remote)
 	now := g.opts.Now()
 	g.mu.Lock()
-	n := max(g.users.count(user, now, g.opts.ForgetAfter), g.remotes.count(rkey, now, g.opts.ForgetAfter))
+	n := max(g.users.get(user, now, g.opts.ForgetAfter).count(), g.remotes.get(rkey, now, g.opts.ForgetAfter).count())
 	g.mu.Unlock()
 	return g.delay(n + 1)
 }
 
+// Wait returns how long a Check for user from remote would wait now
+// before checking the password.
+func (g *Guard) Wait(user, remote string) time.Duration {
+	rkey := remoteKey(remote)
+	now := g.opts.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var wait time.Duration
+	for _, s := range []*strike{g.users.get(user, now, g.opts.ForgetAfter), g.remotes.get(rkey, now, g.opts.ForgetAfter)} {
+		if s != nil && s.n > 0 {
+			wait = max(wait, s.next.Sub(now))
+		}
+	}
+	return wait
+}
+
 // Stats returns the counts of logins checked so far.
 func (g *Guard) Stats() GuardStats {
-	return GuardStats{Successes: g.successes.Load(), Failures: g.failures.Load()}
+	return GuardStats{
+		Successes: g.successes.Load(), Failures: g.failures.Load(),
+		Throttled: g.throttled.Load(), Abandoned: g.abandoned.Load(),
+	}
 }
 
 // delay is the wait after the nth consecutive failure: BaseDelay doubled
@@ -220,47 +322,65 @@ type strikes struct {
 
 type strike struct {
 	key  string
-	n    int
-	last time.Time
+	n    int       // consecutive failures
+	last time.Time // of the last failure
+	next time.Time // the earliest start of the next check
+}
+
+func (s *strike) count() int {
+	if s == nil {
+		return 0
+	}
+	return s.n
 }
 
 func newStrikes(max int) *strikes {
 	return &strikes{max: max, byKey: make(map[string]*list.Element)}
 }
 
-// count returns key's consecutive failures, 0 if the last is older than
-// forget.
-func (c *strikes) count(key string, now time.Time, forget time.Duration) int {
+// get returns key's strike, or nil if it has none or its last failure is
+// older than forget (which is then dropped).
+func (c *strikes) get(key string, now time.Time, forget time.Duration) *strike {
 	e, ok := c.byKey[key]
 	if !ok || key == "" {
-		return 0
+		return nil
 	}
-	f := e.Value.(*strike)
-	if now.Sub(f.last) >= forget {
-		return 0
+	s := e.Value.(*strike)
+	if now.Sub(s.last) >= forget {
+		c.order.Remove(e)
+		delete(c.byKey, key)
+		return nil
 	}
-	return f.n
+	return s
 }
 
-// add records a failure for key and returns its count.
-func (c *strikes) add(key string, now time.Time, forget time.Duration) int {
+// fail records a failure for key and returns its count.
+func (c *strikes) fail(key string, now time.Time, forget time.Duration) int {
 	if key == "" {
 		return 0
 	}
-	n := c.count(key, now, forget) + 1
-	if e, ok := c.byKey[key]; ok {
-		f := e.Value.(*strike)
-		f.n, f.last = n, now
-		c.order.MoveToFront(e)
-		return n
+	if s := c.get(key, now, forget); s != nil {
+		s.n++
+		s.last = now
+		c.order.MoveToFront(c.byKey[key])
+		return s.n
 	}
-	c.byKey[key] = c.order.PushFront(&strike{key: key, n: n, last: now})
+	c.byKey[key] = c.order.PushFront(&strike{key: key, n: 1, last: now})
 	for c.order.Len() > c.max {
 		old := c.order.Back()
 		c.order.Remove(old)
 		delete(c.byKey, old.Value.(*strike).key)
 	}
-	return n
+	return 1
+}
+
+// notBefore makes key's next check start at t or later.
+func (c *strikes) notBefore(key string, t time.Time) {
+	if e, ok := c.byKey[key]; ok {
+		if s := e.Value.(*strike); s.next.Before(t) {
+			s.next = t
+		}
+	}
 }
 
 func (c *strikes) reset(key string) {

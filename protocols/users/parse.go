@@ -3,9 +3,8 @@ package users
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/twinbox/twinbox/store"
 )
@@ -14,20 +13,32 @@ import (
 const MaxFileSize = 64 << 20
 
 // Sentinel errors; wrapped errors name the file, the line or the user.
+// Every login that does not succeed returns an error wrapping
+// ErrAuthFailed; ErrDisabled, ErrThrottled and ErrAbandoned say why,
+// for logs only: a client must not be told which.
 var (
 	ErrAuthFailed = errors.New("users: authentication failed")
 	ErrExists     = errors.New("users: user already exists")
 	ErrNotFound   = errors.New("users: no such user")
-	ErrMalformed  = errors.New("users: malformed passwd-file")
-	ErrScheme     = errors.New("users: unsupported password scheme")
-	ErrPassword   = errors.New("users: unacceptable password")
+	// ErrMalformed: a passwd-file line, or the file, cannot be read.
+	ErrMalformed = errors.New("users: malformed passwd-file")
+	// ErrScheme: a password scheme twinbox does not read or write.
+	ErrScheme   = errors.New("users: unsupported password scheme")
+	ErrPassword = errors.New("users: unacceptable password")
+	// ErrDisabled: the user's line cannot be read (File.Problems).
+	ErrDisabled = errors.New("users: user disabled by an unreadable passwd-file line")
+	// ErrThrottled: refused unchecked, the guard's queue being full.
+	ErrThrottled = errors.New("users: too many failed logins; try again later")
+	// ErrAbandoned: not checked, the client having gone (ctx done).
+	ErrAbandoned = errors.New("users: login abandoned by the client")
 )
 
 // ParseError names the line of a passwd-file that could not be read.
 // It unwraps to ErrMalformed or ErrScheme.
 type ParseError struct {
 	Path string
-	Line int // 1-based
+	Line int    // 1-based
+	User string // the user it disables; "" when the name itself cannot be read
 	Err  error
 }
 
@@ -51,33 +62,50 @@ func malformed(format string, a ...any) error {
 	return &lineError{kind: ErrMalformed, msg: fmt.Sprintf(format, a...)}
 }
 
-// Schemes as written in a passwd-file, between braces.
-const (
-	schemeBcrypt = "BLF-CRYPT"
-	schemeCrypt  = "CRYPT"
-)
-
 // record is one line of a passwd-file.
 type record struct {
 	text string // the line without its ending
 	eol  string // "\n", "\r\n", or "" for a last line without one
-	user string // "" for a comment or blank line
-	hash string // the bcrypt hash, without its {SCHEME}
+	// user is "" for a comment, a blank line, or a line whose user name
+	// cannot be read.
+	user  string
+	field string   // the password field, {SCHEME} included
+	v     verifier // nil when the line cannot be read: user is disabled
 	// pwStart and pwEnd delimit the password field in text.
 	pwStart, pwEnd int
 }
 
-// table is a parsed passwd-file.
-type table struct {
-	records []record
-	index   map[string]int // user → position in records
-	maxCost int            // the highest bcrypt cost in the file, 0 with no users
+// credential is a user's password as served.
+type credential struct {
+	field string   // as written in the file
+	v     verifier // nil: the user is disabled, because of err
+	err   *ParseError
 }
 
-func (t *table) hashes() map[string][]byte {
-	m := make(map[string][]byte, len(t.index))
+// table is a parsed passwd-file.
+type table struct {
+	records  []record
+	index    map[string]int // user → the position of the user's first line
+	problems []*ParseError  // the lines that cannot be read, in order
+}
+
+// credentials returns what the table serves: every user named on a
+// readable-enough line, disabled when that line, or a second line for
+// the same user, cannot be used.
+func (t *table) credentials() map[string]credential {
+	m := make(map[string]credential, len(t.index))
 	for u, i := range t.index {
-		m[u] = []byte(t.records[i].hash)
+		m[u] = credential{field: t.records[i].field, v: t.records[i].v}
+	}
+	for _, p := range t.problems {
+		if p.User == "" {
+			continue
+		}
+		c := m[p.User]
+		if c.err == nil {
+			c.v, c.err = nil, p
+			m[p.User] = c
+		}
 	}
 	return m
 }
@@ -92,7 +120,10 @@ func (t *table) bytes() []byte {
 	return []byte(b.String())
 }
 
-// parse reads a passwd-file; path only names it in errors.
+// parse reads a passwd-file; path only names it in errors. A line that
+// cannot be read is listed in the table's problems and disables its user
+// (or, when not even the user name can be read, is ignored); only a file
+// above MaxFileSize is an error.
 func parse(path string, data []byte) (*table, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("%w: %s is %d bytes, more than the %d allowed", ErrMalformed, path, len(data), MaxFileSize)
@@ -110,25 +141,29 @@ func parse(path string, data []byte) (*table, error) {
 			}
 		}
 		r.text = line
-		if err := r.parse(); err != nil {
-			return nil, &ParseError{Path: path, Line: n, Err: err}
-		}
+		err := r.parse()
 		if r.user != "" {
 			if prev, dup := t.index[r.user]; dup {
-				return nil, &ParseError{Path: path, Line: n, Err: malformed("user %q is already on line %d", r.user, prev+1)}
+				err = malformed("user %q is already on line %d; neither line is used (twinbox user passwd keeps one)", r.user, prev+1)
+				t.problems = append(t.problems, &ParseError{Path: path, Line: prev + 1, User: r.user,
+					Err: malformed("user %q is on line %d again; neither line is used (twinbox user passwd keeps one)", r.user, n)})
+			} else {
+				t.index[r.user] = len(t.records)
 			}
-			t.index[r.user] = len(t.records)
-			if c, _ := bcrypt.Cost([]byte(r.hash)); c > t.maxCost {
-				t.maxCost = c
-			}
+		}
+		if err != nil {
+			t.problems = append(t.problems, &ParseError{Path: path, Line: n, User: r.user, Err: err})
 		}
 		t.records = append(t.records, r)
 	}
+	slices.SortStableFunc(t.problems, func(a, b *ParseError) int { return a.Line - b.Line })
 	return t, nil
 }
 
-// parse fills r's user and password from r.text; a comment or blank line
-// leaves them empty.
+// parse fills r from r.text: the user, the password field and its
+// verifier. A comment or blank line leaves them empty. When the user can
+// be read but the password cannot, the error comes with r.user set and
+// r.v nil.
 func (r *record) parse() error {
 	trimmed := strings.TrimSpace(r.text)
 	if trimmed == "" || strings.HasPrefix(trimmed, "#") {
@@ -136,75 +171,28 @@ func (r *record) parse() error {
 	}
 	user, rest, ok := strings.Cut(r.text, ":")
 	if !ok {
-		return malformed("no ':' after the user name (want user:{BLF-CRYPT}hash)")
+		return malformed("no ':' after the user name (want user:{SCHEME}hash)")
 	}
 	if err := store.ValidUser(user); err != nil {
 		return malformed("%v", err)
 	}
 	pw, _, _ := strings.Cut(rest, ":")
-	hash, err := passwordHash(user, pw)
-	if err != nil {
-		return err
-	}
-	r.user, r.hash = user, hash
+	r.user, r.field = user, pw
 	r.pwStart = len(user) + 1
 	r.pwEnd = r.pwStart + len(pw)
-	return nil
-}
-
-// passwordHash checks user's password field and returns its bcrypt hash.
-func passwordHash(user, field string) (string, error) {
-	if field == "" {
-		return "", malformed("user %q has an empty password field (want {BLF-CRYPT}hash)", user)
+	if pw == "" {
+		return malformed("user %q has an empty password field (want {SCHEME}hash)", user)
 	}
-	if field[0] != '{' {
-		return "", &lineError{kind: ErrScheme, msg: fmt.Sprintf("user %q: password has no {SCHEME} prefix (want {BLF-CRYPT}hash)", user)}
-	}
-	scheme, hash, ok := strings.Cut(field[1:], "}")
-	if !ok {
-		return "", malformed("user %q: password scheme has no closing '}'", user)
-	}
-	switch s := strings.ToUpper(scheme); {
-	case s == schemeBcrypt:
-		if err := checkBcrypt(hash); err != nil {
-			return "", malformed("user %q: {%s}: %v", user, scheme, err)
+	v, err := parseField(pw)
+	if err != nil {
+		var le *lineError
+		if errors.As(err, &le) {
+			le.msg = fmt.Sprintf("user %q: %s", user, le.msg)
+			return le
 		}
-		return hash, nil
-	case s == schemeCrypt && checkBcrypt(hash) == nil:
-		return hash, nil
-	case s == schemeCrypt:
-		return "", &lineError{kind: ErrScheme, msg: fmt.Sprintf("user %q: password scheme {%s} with a hash that is not bcrypt: twinbox reads only {BLF-CRYPT} (set a new password with twinbox user passwd)", user, scheme)}
+		return fmt.Errorf("user %q: %w", user, err)
 	}
-	return "", &lineError{kind: ErrScheme, msg: fmt.Sprintf("user %q: password scheme %q is not supported: twinbox reads only {BLF-CRYPT} (set a new password with twinbox user passwd, or doveadm pw -s BLF-CRYPT)", user, "{"+shorten(scheme, 40)+"}")}
-}
-
-// checkBcrypt accepts a modular-crypt bcrypt hash, $2y$NN$ followed by 53
-// characters of bcrypt's base64 alphabet. $2x$ (the hash of a buggy
-// implementation) and the pre-1999 $2$ are refused.
-func checkBcrypt(h string) error {
-	if len(h) != 60 {
-		return fmt.Errorf("bcrypt hash is %d characters, want 60", len(h))
-	}
-	if h[0] != '$' || h[1] != '2' || h[3] != '$' || h[6] != '$' {
-		return errors.New("bcrypt hash does not start like $2y$NN$")
-	}
-	switch h[2] {
-	case 'a', 'b', 'y':
-	default:
-		return fmt.Errorf("bcrypt variant $2%c$ is not supported (want $2y$, $2b$ or $2a$)", h[2])
-	}
-	if h[4] < '0' || h[4] > '9' || h[5] < '0' || h[5] > '9' {
-		return errors.New("bcrypt cost is not two digits")
-	}
-	for i := 7; i < len(h); i++ {
-		c := h[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '/') {
-			return fmt.Errorf("bcrypt hash has %q at offset %d", c, i)
-		}
-	}
-	if _, err := bcrypt.Cost([]byte(h)); err != nil {
-		return fmt.Errorf("bcrypt hash: %w", err)
-	}
+	r.v = v
 	return nil
 }
 
