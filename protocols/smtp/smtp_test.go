@@ -162,6 +162,13 @@ type raw struct {
 	r    *bufio.Reader
 }
 
+// stepBound bounds one step of a raw conversation: a hang fails the test
+// instead of stalling it.
+const stepBound = 20 * time.Second
+
+// dialRaw connects to addr and reads the greeting. The connection's
+// deadline is stepBound from now; a step that needs another bound sets it
+// with within.
 func dialRaw(t *testing.T, addr string) *raw {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -169,15 +176,21 @@ func dialRaw(t *testing.T, addr string) *raw {
 	}
 	t.Cleanup(func() { conn.Close() })
 	c := &raw{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c.within(stepBound)
 	c.reply() // greeting
 	return c
 }
 
+// within bounds what follows (reads and writes) to d from now.
+func (c *raw) within(d time.Duration) {
+	c.conn.SetDeadline(time.Now().Add(d))
+}
+
 // reply reads one (possibly multi-line) reply and returns its last line.
+// It keeps the deadline the caller set.
 func (c *raw) reply() string {
 	c.t.Helper()
 	for {
-		c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 		l, err := c.r.ReadString('\n')
 		if err != nil {
 			c.t.Fatalf("read reply: %v (%q)", err, l)
@@ -230,6 +243,9 @@ func TestSMTPBadInput(t *testing.T) {
 		if l := c.cmd("DATA"); !strings.HasPrefix(l, "354") {
 			t.Fatal(l)
 		}
+		// 100 MB through a -race build on a busy CI machine can take
+		// longer than the usual step bound; this only guards a hang.
+		c.within(3 * time.Minute)
 		runtime.GC()
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
@@ -246,9 +262,6 @@ func TestSMTPBadInput(t *testing.T) {
 			_, err := io.WriteString(c.conn, ".\r\n")
 			done <- err
 		}()
-		// 100 MB through a -race build on a busy CI machine can take
-		// longer than the usual reply bound; this only guards a hang.
-		c.conn.SetReadDeadline(time.Now().Add(3 * time.Minute))
 		if l := c.reply(); !strings.HasPrefix(l, "552") {
 			t.Errorf("oversized message: %q", l)
 		}
