@@ -1018,3 +1018,25 @@ func FuzzParseMeta(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseMetaHugeHeader parses a message whose header is one field
+// folded over 46 MB (issue 14, D7) and prints what the metadata costs: the
+// bytes allocated (-benchmem's B/op) and the size of the encoded Meta that
+// travels in the log and is stored.
+func BenchmarkParseMetaHugeHeader(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("From: a@example.org\r\nSubject: big")
+	for sb.Len() < 46<<20 {
+		sb.WriteString("\r\n\t" + strings.Repeat("y", 76))
+	}
+	sb.WriteString("\r\n\r\nHello.\r\n")
+	raw := []byte(sb.String())
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	var enc int
+	for b.Loop() {
+		m := ParseMeta(raw)
+		enc = len(marshal(m))
+	}
+	b.ReportMetric(float64(enc)/(1<<20), "MB-meta")
+}

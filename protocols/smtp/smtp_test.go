@@ -157,7 +157,7 @@ func TestLMTPAnswersEachRecipientInOrder(t *testing.T) {
 // raw is a line-level SMTP conversation, for what a library client would
 // not send.
 type raw struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	r    *bufio.Reader
 }
@@ -169,7 +169,7 @@ const stepBound = 20 * time.Second
 // dialRaw connects to addr and reads the greeting. The connection's
 // deadline is stepBound from now; a step that needs another bound sets it
 // with within.
-func dialRaw(t *testing.T, addr string) *raw {
+func dialRaw(t testing.TB, addr string) *raw {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
