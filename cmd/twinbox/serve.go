@@ -140,6 +140,10 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	}
 	newSMTP := func(lmtp bool) (*smtp.Server, error) {
 		proto := map[bool]string{false: "smtp", true: "lmtp"}[lmtp]
+		maxConns, maxPerIP := c.SMTPMaxConns, c.SMTPMaxConnsPerIP
+		if lmtp {
+			maxConns, maxPerIP = c.LMTPMaxConns, c.LMTPMaxConnsPerIP
+		}
 		return smtp.New(&smtp.Options{
 			Reader: n, Writer: n, Users: dir, LMTP: lmtp,
 			Hostname: c.Hostname, LocalDomains: c.LocalDomains,
@@ -149,6 +153,11 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 			TLSConfig: tlsConf,
 			Delivered: m.delivered(proto), Observe: m.observe(proto),
 			Logger: log,
+
+			MaxConnections: int(maxConns), MaxConnectionsPerAddr: int(maxPerIP),
+			TransactionTimeout: c.SMTPTxTimeout, DataTimeout: c.SMTPDataTimeout,
+			DataMinRate: c.SMTPDataMinRate, MaxHeaderBytes: c.MaxHeaderSize,
+			MaxHeaderFields: int(c.MaxHeaderFields),
 		})
 	}
 	smtpSrv, err := newSMTP(false)
