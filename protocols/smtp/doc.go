@@ -17,9 +17,10 @@
 // Every limit has a default in Options; what a client sees over it:
 //
 //   - Connections: at most MaxConnections open at once, and
-//     MaxConnectionsPerAddr from one client IP address. A connection over
-//     either is answered 421 4.7.0 instead of the greeting and closed;
-//     refusals are logged at most once per logEvery, with their count.
+//     MaxConnectionsPerAddr from one client IP address (loopback exempt
+//     unless LimitLoopback). A connection over either is answered 421
+//     4.7.0 instead of the greeting and closed; refusals are logged at
+//     most once per logEvery, with their count.
 //   - Idle: ReadTimeout bounds the wait for each command (421 4.4.2, then
 //     the connection is closed).
 //   - Transaction: from MAIL to the reply to DATA at most

@@ -84,12 +84,15 @@ func (l *connLimits) open() int {
 	return l.total
 }
 
-// clientAddr is the IP address a TCP connection comes from, or "".
-func clientAddr(a net.Addr) string {
-	if t, ok := a.(*net.TCPAddr); ok {
-		return t.IP.String()
+// clientAddr is the IP address a TCP connection comes from, the key of
+// the per-address limit, or "" where that limit does not apply: a unix
+// socket, and loopback unless limitLoopback.
+func clientAddr(a net.Addr, limitLoopback bool) string {
+	t, ok := a.(*net.TCPAddr)
+	if !ok || t.IP.IsLoopback() && !limitLoopback {
+		return ""
 	}
-	return ""
+	return t.IP.String()
 }
 
 // conn is an accepted connection, counted against the limits until it is
@@ -153,11 +156,11 @@ func (s *Server) admit(c net.Conn) net.Conn {
 		s.turnAway(c, reply)
 		return nil
 	}
-	addr := clientAddr(c.RemoteAddr())
+	addr := clientAddr(c.RemoteAddr(), s.opts.LimitLoopback)
 	release, over := s.conns.acquire(addr)
 	if over != nil {
 		s.refusals.do(func(skipped int) {
-			s.log.Warn("connection refused over a limit", "remote", addr, "reply", over.Message,
+			s.log.Warn("connection refused over a limit", "remote", c.RemoteAddr().String(), "reply", over.Message,
 				"max", s.opts.MaxConnections, "max_per_addr", s.opts.MaxConnectionsPerAddr,
 				"refused_before_unlogged", skipped)
 		})

@@ -107,7 +107,7 @@ func TestConnectionLimitOverall(t *testing.T) {
 	for _, lmtp := range []bool{false, true} {
 		t.Run(map[bool]string{false: "SMTP", true: "LMTP"}[lmtp], func(t *testing.T) {
 			srv, addr := serveWith(t, e, lmtp, nil, func(o *smtp.Options) {
-				o.MaxConnections, o.MaxConnectionsPerAddr = 3, 3
+				o.MaxConnections, o.MaxConnectionsPerAddr, o.LimitLoopback = 3, 3, true
 			})
 			// Three connections from three addresses take every slot.
 			var open []*raw
@@ -140,7 +140,7 @@ func TestConnectionLimitPerAddress(t *testing.T) {
 	e := prototest.Start(t, nil)
 	var logs syncBuffer
 	_, addr := serveWith(t, e, false, &logs, func(o *smtp.Options) {
-		o.MaxConnections, o.MaxConnectionsPerAddr = 10, 2
+		o.MaxConnections, o.MaxConnectionsPerAddr, o.LimitLoopback = 10, 2, true
 	})
 	for range 2 {
 		if _, l := dialFrom(t, "127.0.0.1", addr); !strings.HasPrefix(l, "220 ") {
@@ -161,6 +161,23 @@ func TestConnectionLimitPerAddress(t *testing.T) {
 	// Five refusals in a row are one log line, not five.
 	if n := strings.Count(logs.String(), "connection refused over a limit"); n != 1 {
 		t.Errorf("%d log lines for 5 refusals, want 1:\n%s", n, logs.String())
+	}
+}
+
+// TestLoopbackIsExemptFromThePerAddressLimit: by default a local client
+// (an MTA in front, a benchmark) is held only by the overall limit.
+func TestLoopbackIsExemptFromThePerAddressLimit(t *testing.T) {
+	e := prototest.Start(t, nil)
+	_, addr := serveWith(t, e, false, nil, func(o *smtp.Options) {
+		o.MaxConnections, o.MaxConnectionsPerAddr = 4, 1
+	})
+	for i := range 4 {
+		if _, l := dialFrom(t, "127.0.0.1", addr); !strings.HasPrefix(l, "220 ") {
+			t.Fatalf("loopback connection %d: %q, want 220", i+1, l)
+		}
+	}
+	if _, l := dialFrom(t, "127.0.0.1", addr); !strings.HasPrefix(l, "421 4.7.0 Too many connections,") {
+		t.Errorf("past the overall limit: %q, want 421 4.7.0", l)
 	}
 }
 

@@ -47,6 +47,7 @@ const (
 	// address (SMTP; LMTP's clients are the site's own MTAs, so its
 	// default is MaxConnections). An MTA opens a few to one destination
 	// (Postfix: 20 at most); 16 keeps one address from taking every slot.
+	// Loopback clients are exempt (Options.LimitLoopback).
 	DefaultMaxConnectionsPerAddr = 16
 	// DefaultTransactionTimeout bounds a transaction from MAIL to the
 	// reply to DATA: the DATA deadline plus time for the commands.
@@ -93,9 +94,12 @@ type Options struct {
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
 	// MaxConnections bounds the open connections; MaxConnectionsPerAddr
-	// those from one client IP address (not applied to unix sockets).
+	// those from one client IP address. Loopback clients (a local MTA,
+	// scripts, benchmarks) and unix sockets are exempt from the latter,
+	// as Postfix exempts $mynetworks, unless LimitLoopback is set.
 	MaxConnections        int
 	MaxConnectionsPerAddr int
+	LimitLoopback         bool
 	// TransactionTimeout bounds a transaction from MAIL to the reply to
 	// DATA; DataTimeout the reception of the message; DataMinRate, in
 	// bytes per second, its average rate after a first ReadTimeout.
