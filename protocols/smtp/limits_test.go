@@ -491,3 +491,45 @@ func TestLongLineInData(t *testing.T) {
 		})
 	}
 }
+
+// TestBDATWithinAndOverTheLimits: CHUNKING goes through the same reader:
+// a message in chunks is stored whole, and one over the size limit is
+// refused once, at its last chunk, with the session going on.
+func TestBDATWithinAndOverTheLimits(t *testing.T) {
+	e := prototest.Start(t, &prototest.Options{MaxMessageSize: 1000})
+	c := dialRaw(t, e.SMTPAddr)
+	c.cmd("EHLO client.test")
+	head := "Subject: chunks\r\n\r\n"
+	if l := c.cmd(fmt.Sprintf("MAIL FROM:<a@example.org> SIZE=%d", 1000)); !strings.HasPrefix(l, "250") {
+		t.Fatal(l)
+	}
+	c.cmd("RCPT TO:<carol@localhost>")
+	body := head + strings.Repeat("b", 1000-len(head))
+	if _, err := io.WriteString(c.conn, fmt.Sprintf("BDAT %d\r\n%s", 500, body[:500])); err != nil {
+		t.Fatal(err)
+	}
+	if l := c.reply(); !strings.HasPrefix(l, "250") {
+		t.Fatalf("first chunk: %q", l)
+	}
+	if _, err := io.WriteString(c.conn, fmt.Sprintf("BDAT %d LAST\r\n%s", 500, body[500:])); err != nil {
+		t.Fatal(err)
+	}
+	if l := c.reply(); !strings.HasPrefix(l, "250") {
+		t.Fatalf("a 1000-byte message in two chunks, limit 1000: %q", l)
+	}
+	c.cmd("MAIL FROM:<a@example.org>")
+	c.cmd("RCPT TO:<carol@localhost>")
+	if _, err := io.WriteString(c.conn, fmt.Sprintf("BDAT %d LAST\r\n%sx", 1001, body)); err != nil {
+		t.Fatal(err)
+	}
+	if l := c.reply(); !strings.HasPrefix(l, "552 5.3.4 ") {
+		t.Errorf("a 1001-byte chunk: %q, want 552 5.3.4", l)
+	}
+	if l := c.cmd("NOOP"); !strings.HasPrefix(l, "250") {
+		t.Errorf("after the refused chunk: %q", l)
+	}
+	msgs := inbox(t, e, "carol")
+	if len(msgs) != 1 || !strings.HasSuffix(string(msgs[0]), body) {
+		t.Errorf("carol has %d messages; want the one in chunks, whole", len(msgs))
+	}
+}
