@@ -39,7 +39,7 @@ func tooLarge(limit int64) *gosmtp.SMTPError {
 // Too slow or too late, it closes the session with 421. A line longer
 // than MaxLineLength cannot be read past (go-smtp's line reader stops for
 // good), so it answers 552 and closes the session.
-func (s *session) receive(r io.Reader) ([]byte, error) {
+func (s *session) receive(r io.Reader, env envelope) ([]byte, error) {
 	o := &s.srv.opts
 	s.mu.Lock()
 	txEnd := s.txEnd
@@ -115,7 +115,7 @@ func (s *session) receive(r io.Reader) ([]byte, error) {
 			err = errDataTimeout
 		}
 		if err != nil {
-			return nil, s.receiveFailed(err, got, time.Since(start))
+			return nil, s.receiveFailed(err, env, got, time.Since(start))
 		}
 	}
 }
@@ -123,13 +123,13 @@ func (s *session) receive(r io.Reader) ([]byte, error) {
 // receiveFailed handles a message that could not be read to its end and
 // returns the error for go-smtp (whose reply goes nowhere once the
 // session is closed here).
-func (s *session) receiveFailed(err error, got int64, took time.Duration) error {
+func (s *session) receiveFailed(err error, env envelope, got int64, took time.Duration) error {
 	switch {
 	case errors.Is(err, gosmtp.ErrTooLongLine):
 		reply := &gosmtp.SMTPError{Code: 552, EnhancedCode: gosmtp.EnhancedCode{5, 3, 4},
 			Message: fmt.Sprintf("Message line too long (the limit is %d bytes), closing connection", s.srv.opts.MaxLineLength)}
 		s.srv.log.Info("line too long in message data, closing", "remote", s.remote)
-		s.lingerClose(s.finalReplies(reply))
+		s.lingerClose(s.finalReplies(reply, env))
 		return reply
 	case err == errDataTimeout || isTimeout(err):
 		s.srv.log.Info("message data too slow or too late, closing", "remote", s.remote,
@@ -143,12 +143,12 @@ func (s *session) receiveFailed(err error, got int64, took time.Duration) error 
 
 // finalReplies is the answer to a DATA that ends in reply: one line, or
 // for LMTP one per recipient, in RCPT order, as go-smtp writes them.
-func (s *session) finalReplies(reply *gosmtp.SMTPError) string {
-	if !s.srv.opts.LMTP || len(s.rcpts) == 0 {
+func (s *session) finalReplies(reply *gosmtp.SMTPError, env envelope) string {
+	if !s.srv.opts.LMTP || len(env.rcpts) == 0 {
 		return replyLine(reply)
 	}
 	var b strings.Builder
-	for _, rc := range s.rcpts {
+	for _, rc := range env.rcpts {
 		r := *reply
 		r.Message = "<" + rc.addr + "> " + reply.Message
 		b.WriteString(replyLine(&r))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -111,7 +112,9 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
 	s.rcpts = append(s.rcpts, rcpt{addr: to, user: user})
+	s.mu.Unlock()
 	return nil
 }
 
@@ -142,45 +145,59 @@ func (s *Server) isLocalDomain(d string) bool {
 	return false
 }
 
+// envelope is a transaction's MAIL FROM and accepted RCPT TOs, copied
+// when DATA begins: a session closed meanwhile (Shutdown's Logout) resets
+// the session's own.
+type envelope struct {
+	from  string
+	rcpts []rcpt
+}
+
+func (s *session) envelope() envelope {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return envelope{from: s.from, rcpts: slices.Clone(s.rcpts)}
+}
+
 func (s *session) Data(r io.Reader) error {
-	err := s.deliver(r)
-	return err
+	return s.deliver(r, s.envelope())
 }
 
 // LMTPData delivers once for all recipients and answers each in RCPT
 // order. The delivery is one atomic write, so every recipient gets the
 // same answer.
 func (s *session) LMTPData(r io.Reader, status gosmtp.StatusCollector) error {
-	err := s.deliver(r)
-	for _, rc := range s.rcpts {
+	env := s.envelope()
+	err := s.deliver(r, env)
+	for _, rc := range env.rcpts {
 		status.SetStatus(rc.addr, err)
 	}
 	return nil
 }
 
 // deliver receives the message and writes one Deliver for all recipients.
-func (s *session) deliver(r io.Reader) (err error) {
+func (s *session) deliver(r io.Reader, env envelope) (err error) {
 	start := time.Now()
 	defer func() {
 		if obs := s.srv.opts.Observe; obs != nil {
 			obs("DATA", time.Since(start), err)
 		}
 	}()
-	body, err := s.receive(r)
+	body, err := s.receive(r, env)
 	if err != nil {
 		return err
 	}
-	received := s.receivedHeader()
+	received := s.receivedHeader(env)
 	op := &store.Deliver{Body: *dedupe.Prepare(body, nil), InternalDate: time.Now().UnixNano()}
-	seen := make(map[string]bool, len(s.rcpts))
-	for _, rc := range s.rcpts {
+	seen := make(map[string]bool, len(env.rcpts))
+	for _, rc := range env.rcpts {
 		if seen[rc.user] {
 			continue // the same mailbox twice gets one copy
 		}
 		seen[rc.user] = true
 		op.Targets = append(op.Targets, store.Target{
 			User: rc.user, Mailbox: store.Inbox,
-			Prefix: []byte("Return-Path: <" + headerPath(s.from) + ">\r\nDelivered-To: " + headerPath(rc.addr) + "\r\n" + received),
+			Prefix: []byte("Return-Path: <" + headerPath(env.from) + ">\r\nDelivered-To: " + headerPath(rc.addr) + "\r\n" + received),
 		})
 	}
 	s.mu.Lock()
@@ -266,7 +283,7 @@ func (s *Server) replyFor(err error) error {
 // receivedHeader is the trace field of this transaction (RFC 5321 4.4),
 // CRLF-terminated. It names the recipient only when there is one, as
 // Postfix does.
-func (s *session) receivedHeader() string {
+func (s *session) receivedHeader(env envelope) string {
 	helo := sanitize(s.conn.Hostname())
 	ip := s.remote
 	if host, _, err := net.SplitHostPort(s.remote); err == nil {
@@ -281,8 +298,8 @@ func (s *session) receivedHeader() string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (Twinbox) with %s", helo, ip, s.srv.opts.Hostname, with)
-	if len(s.rcpts) == 1 {
-		fmt.Fprintf(&b, "\r\n\tfor <%s>", headerPath(s.rcpts[0].addr))
+	if len(env.rcpts) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", headerPath(env.rcpts[0].addr))
 	}
 	fmt.Fprintf(&b, "; %s\r\n", time.Now().Format(time.RFC1123Z))
 	return b.String()
