@@ -23,6 +23,8 @@ var (
 		Message: "Message data too slow or too late, closing connection"}
 	errNotReceived = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
 		Message: "Message not received in full"}
+	errBusy = &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 3, 1},
+		Message: "Insufficient system storage for the messages in progress, try again later"}
 )
 
 // tooLarge is the refusal of a message above limit bytes.
@@ -32,14 +34,16 @@ func tooLarge(limit int64) *gosmtp.SMTPError {
 }
 
 // receive reads a message from DATA or BDAT and returns it as the client
-// sent it, or the error to answer.
+// sent it, or the error to answer. The message's bytes are counted against
+// MaxBytesInFlight: the caller gives back held once it is done with them
+// (held is also set with an error).
 //
 // Over the size or header limits it keeps reading, discarding, until the
 // message ends, then returns the 552 (one reply, and the session goes on).
 // Too slow or too late, it closes the session with 421. A line longer
 // than MaxLineLength cannot be read past (go-smtp's line reader stops for
 // good), so it answers 552 and closes the session.
-func (s *session) receive(r io.Reader, env envelope) ([]byte, error) {
+func (s *session) receive(r io.Reader, env envelope) (body []byte, held int64, err error) {
 	o := &s.srv.opts
 	s.mu.Lock()
 	txEnd := s.txEnd
@@ -72,9 +76,28 @@ func (s *session) receive(r io.Reader, env envelope) ([]byte, error) {
 		hdr     headerScan
 		refused *gosmtp.SMTPError
 	)
+	// drop lets the buffer and its count go once the message is refused:
+	// nothing more of it is kept.
+	drop := func() {
+		if refused != nil && scratch == nil {
+			buf, scratch = nil, make([]byte, readChunk)
+			s.srv.inFlight.give(held)
+			held = 0
+		}
+	}
 	for {
 		if !bdat {
 			_ = nc.SetReadDeadline(deadline(got))
+		}
+		if refused == nil && int64(len(buf))+readChunk > held {
+			if s.srv.inFlight.take(readChunk) {
+				held += readChunk
+			} else {
+				refused = errBusy
+				s.srv.log.Warn("message refused: too many bytes in flight", "remote", s.remote,
+					"max", s.srv.opts.MaxBytesInFlight)
+				drop()
+			}
 		}
 		var p []byte
 		if refused == nil {
@@ -100,22 +123,19 @@ func (s *session) receive(r io.Reader, env envelope) ([]byte, error) {
 				refused = &gosmtp.SMTPError{Code: 552, EnhancedCode: gosmtp.EnhancedCode{5, 3, 4},
 					Message: fmt.Sprintf("Message header exceeds fixed maximum number of fields (%d)", o.MaxHeaderFields)}
 			}
-			if refused != nil {
-				// Nothing more is kept: let the buffer go.
-				buf, scratch = nil, make([]byte, readChunk)
-			}
 		}
+		drop()
 		if err == io.EOF {
 			if refused != nil {
-				return nil, refused
+				return nil, held, refused
 			}
-			return buf, nil
+			return buf, held, nil
 		}
 		if err == nil && bdat && time.Now().After(deadline(got)) {
 			err = errDataTimeout
 		}
 		if err != nil {
-			return nil, s.receiveFailed(err, env, got, time.Since(start))
+			return nil, held, s.receiveFailed(err, env, got, time.Since(start))
 		}
 	}
 }

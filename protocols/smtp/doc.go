@@ -40,6 +40,10 @@
 //   - Header: a header section of more than MaxHeaderBytes bytes or
 //     MaxHeaderFields fields is refused 552 5.3.4 when the message ends,
 //     and nothing of it is kept past the limit. The session goes on.
+//   - Memory: the messages a server holds at once (being received or
+//     written) are bounded by MaxBytesInFlight; one that does not fit is
+//     read to its end, discarded and refused 452 4.3.1, so its sender
+//     retries later.
 //   - Lines: a line longer than MaxLineLength in a command gets go-smtp's
 //     500 5.4.0; in DATA, one reply 552 5.3.4, then the connection is
 //     closed (the library cannot resynchronise after a long line).

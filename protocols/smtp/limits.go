@@ -84,6 +84,38 @@ func (l *connLimits) open() int {
 	return l.total
 }
 
+// budget is a count of bytes held against a maximum.
+type budget struct {
+	max int64
+
+	mu   sync.Mutex
+	used int64
+}
+
+// take counts n more bytes, or reports false if they do not fit.
+func (b *budget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.max {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+func (b *budget) give(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= n
+}
+
+// held is the number of bytes counted.
+func (b *budget) held() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
 // clientAddr is the IP address a TCP connection comes from, the key of
 // the per-address limit, or "" where that limit does not apply: a unix
 // socket, and loopback unless limitLoopback.

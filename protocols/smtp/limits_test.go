@@ -533,3 +533,39 @@ func TestBDATWithinAndOverTheLimits(t *testing.T) {
 		t.Errorf("carol has %d messages; want the one in chunks, whole", len(msgs))
 	}
 }
+
+// TestBytesInFlightAreBounded: the messages a server holds at once are
+// bounded; one that does not fit is refused 452 4.3.1 (the sender retries)
+// and fits once the others are done.
+func TestBytesInFlightAreBounded(t *testing.T) {
+	e := prototest.Start(t, nil)
+	srv, addr := serveWith(t, e, false, nil, func(o *smtp.Options) { o.MaxBytesInFlight = 64 << 10 })
+	msg := "Subject: held\r\n\r\n" + strings.Repeat(strings.Repeat("a", 98)+"\r\n", 400) // 40 KB
+	a := inData(t, addr, "EHLO a.test", "alice@localhost")
+	if _, err := io.WriteString(a.conn, msg); err != nil {
+		t.Fatal(err)
+	}
+	prototest.Eventually(t, "the first message's bytes to be held", func() bool { return srv.BytesInFlight() >= 40<<10 })
+	b := inData(t, addr, "EHLO b.test", "bob@localhost")
+	if l := b.cmd(msg + "."); !strings.HasPrefix(l, "452 4.3.1 ") {
+		t.Errorf("a second message past the budget: %q, want 452 4.3.1", l)
+	}
+	if l := b.cmd("NOOP"); !strings.HasPrefix(l, "250") {
+		t.Errorf("after the reply to DATA: %q, want NOOP's 250", l)
+	}
+	if l := a.cmd("."); !strings.HasPrefix(l, "250") {
+		t.Fatalf("the first message: %q", l)
+	}
+	if n := srv.BytesInFlight(); n != 0 {
+		t.Errorf("%d bytes still counted once both are done", n)
+	}
+	b.cmd("MAIL FROM:<a@example.org>")
+	b.cmd("RCPT TO:<bob@localhost>")
+	b.cmd("DATA")
+	if l := b.cmd(msg + "."); !strings.HasPrefix(l, "250") {
+		t.Errorf("the second message once the first is done: %q", l)
+	}
+	if len(inbox(t, e, "alice")) != 1 || len(inbox(t, e, "bob")) != 1 {
+		t.Errorf("alice and bob should have one message each")
+	}
+}

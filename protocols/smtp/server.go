@@ -68,6 +68,14 @@ const (
 	// the number of fields the store's metadata lists, so every admitted
 	// field is described there.
 	DefaultMaxHeaderFields = 10000
+	// DefaultMaxBytesInFlight bounds the message bytes one server holds
+	// at once, across its sessions: without it, 256 connections sending
+	// 50 MiB each would ask for 12.5 GiB. Holding a message while it is
+	// received and written costs a few times its size (its bytes, their
+	// metadata and log entry), so 256 MiB keeps a server's peak near a
+	// gigabyte, and still admits five messages of the largest size at
+	// once, or thousands of ordinary ones.
+	DefaultMaxBytesInFlight = 256 << 20
 )
 
 // Options configure a Server. Reader, Writer and Users are required; a
@@ -110,6 +118,10 @@ type Options struct {
 	// section.
 	MaxHeaderBytes  int64
 	MaxHeaderFields int
+	// MaxBytesInFlight bounds the bytes of the messages the server holds
+	// at once (received or being written), across its sessions. A message
+	// that does not fit is refused 452 4.3.1 (temporary) once it ends.
+	MaxBytesInFlight int64
 	// TLSConfig enables STARTTLS, and is needed to serve a listener made
 	// by tls.NewListener (see the package documentation).
 	TLSConfig *tls.Config
@@ -136,7 +148,7 @@ func (o *Options) withDefaults() error {
 		{"MaxConnectionsPerAddr", int64(o.MaxConnectionsPerAddr)},
 		{"TransactionTimeout", int64(o.TransactionTimeout)}, {"DataTimeout", int64(o.DataTimeout)},
 		{"DataMinRate", o.DataMinRate}, {"MaxHeaderBytes", o.MaxHeaderBytes},
-		{"MaxHeaderFields", int64(o.MaxHeaderFields)},
+		{"MaxHeaderFields", int64(o.MaxHeaderFields)}, {"MaxBytesInFlight", o.MaxBytesInFlight},
 	} {
 		if f.v < 0 {
 			bad = append(bad, fmt.Sprintf("%s %d: must not be negative", f.name, f.v))
@@ -175,6 +187,7 @@ func (o *Options) withDefaults() error {
 	def(&o.DataMinRate, DefaultDataMinRate)
 	def(&o.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	defInt(&o.MaxHeaderFields, DefaultMaxHeaderFields)
+	def(&o.MaxBytesInFlight, DefaultMaxBytesInFlight)
 	if o.Hostname == "" {
 		o.Hostname = "localhost"
 	}
@@ -189,6 +202,7 @@ type Server struct {
 	proto string // "SMTP" or "LMTP"
 
 	conns    *connLimits
+	inFlight budget    // message bytes held, against MaxBytesInFlight
 	refusals sometimes // logs of connections turned away over a limit
 	tlsOnce  sync.Once // the warning about a TLS listener without TLSConfig
 
@@ -220,6 +234,7 @@ func New(opts *Options) (*Server, error) {
 	}
 	s.log = s.log.With("component", map[bool]string{false: "smtp", true: "lmtp"}[o.LMTP])
 	s.conns = newConnLimits(o.MaxConnections, o.MaxConnectionsPerAddr)
+	s.inFlight.max = o.MaxBytesInFlight
 	s.refusals.every = logEvery
 
 	srv := gosmtp.NewServer(backend{s})
@@ -268,6 +283,10 @@ func (s *Server) isClosing() bool {
 
 // Connections is the number of open connections.
 func (s *Server) Connections() int { return s.conns.open() }
+
+// BytesInFlight is the number of message bytes the server holds now,
+// counted against MaxBytesInFlight.
+func (s *Server) BytesInFlight() int64 { return s.inFlight.held() }
 
 // Sessions is the number of open sessions: connections that said EHLO,
 // HELO or LHLO.

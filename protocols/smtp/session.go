@@ -183,7 +183,8 @@ func (s *session) deliver(r io.Reader, env envelope) (err error) {
 			obs("DATA", time.Since(start), err)
 		}
 	}()
-	body, err := s.receive(r, env)
+	body, held, err := s.receive(r, env)
+	defer s.srv.inFlight.give(held)
 	if err != nil {
 		return err
 	}
