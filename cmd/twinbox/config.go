@@ -58,6 +58,7 @@ type config struct {
 	SMTPDataMinRate   int64         `toml:"smtp_data_min_rate"`
 	MaxHeaderSize     int64         `toml:"max_header_size"`
 	MaxHeaderFields   int64         `toml:"max_header_fields"`
+	MaxBytesInFlight  int64         `toml:"max_bytes_in_flight"`
 
 	Role            string        `toml:"role"`
 	NodeName        string        `toml:"node_name"`
@@ -149,6 +150,7 @@ func defaultConfig() config {
 		SMTPDataMinRate:   smtp.DefaultDataMinRate,
 		MaxHeaderSize:     smtp.DefaultMaxHeaderBytes,
 		MaxHeaderFields:   smtp.DefaultMaxHeaderFields,
+		MaxBytesInFlight:  smtp.DefaultMaxBytesInFlight,
 	}
 }
 
@@ -188,6 +190,7 @@ func (c *config) settings() []setting {
 		{"smtp_data_min_rate", "least average rate of a message, bytes per second, after a first smtp_timeout", &c.SMTPDataMinRate},
 		{"max_header_size", "largest header section of a message taken over SMTP/LMTP, in bytes (over it: 552 5.3.4)", &c.MaxHeaderSize},
 		{"max_header_fields", "most header fields of a message taken over SMTP/LMTP", &c.MaxHeaderFields},
+		{"max_bytes_in_flight", "message bytes the SMTP (and the LMTP) server holds at once; over it 452 4.3.1", &c.MaxBytesInFlight},
 		{"cache_size", "read cache for bodies and metadata, in bytes", &c.CacheSize},
 		{"store_cache_size", "Pebble block cache, in bytes", &c.StoreCache},
 		{"role", "standalone, active or passive (the pair's roles, until failover decides them)", &c.Role},
@@ -409,7 +412,7 @@ func (c *config) validate() error {
 		{"lmtp_max_connections", c.LMTPMaxConns}, {"lmtp_max_connections_per_ip", c.LMTPMaxConnsPerIP},
 		{"smtp_transaction_timeout", int64(c.SMTPTxTimeout)}, {"smtp_data_timeout", int64(c.SMTPDataTimeout)},
 		{"smtp_data_min_rate", c.SMTPDataMinRate}, {"max_header_size", c.MaxHeaderSize},
-		{"max_header_fields", c.MaxHeaderFields},
+		{"max_header_fields", c.MaxHeaderFields}, {"max_bytes_in_flight", c.MaxBytesInFlight},
 	} {
 		if l.v < 1 {
 			bad("%s: %d must be positive", l.key, l.v)

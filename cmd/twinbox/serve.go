@@ -157,7 +157,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 			MaxConnections: int(maxConns), MaxConnectionsPerAddr: int(maxPerIP),
 			TransactionTimeout: c.SMTPTxTimeout, DataTimeout: c.SMTPDataTimeout,
 			DataMinRate: c.SMTPDataMinRate, MaxHeaderBytes: c.MaxHeaderSize,
-			MaxHeaderFields: int(c.MaxHeaderFields),
+			MaxHeaderFields: int(c.MaxHeaderFields), MaxBytesInFlight: c.MaxBytesInFlight,
 		})
 	}
 	smtpSrv, err := newSMTP(false)
