@@ -227,8 +227,8 @@ func (c *Config) Validate() error {
 	default:
 		bad("Role: %q is not standalone, active or passive", c.Role)
 	}
-	if c.MaxMessageSize < 1024 {
-		bad("MaxMessageSize: %d is below 1024 bytes", c.MaxMessageSize)
+	if c.MaxMessageSize < 1 {
+		bad("MaxMessageSize: %d must be positive", c.MaxMessageSize)
 	}
 	for _, d := range []struct {
 		name string

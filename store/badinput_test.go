@@ -140,6 +140,19 @@ func TestAdmitSizeLimit(t *testing.T) {
 	if err := s.Admit(big); !errors.Is(err, store.ErrTooLarge) {
 		t.Fatalf("Admit(1001 bytes): %v", err)
 	}
+	// The server's own per-recipient lines do not count against the
+	// limit: a message of exactly the limit is admitted with them.
+	exact := message(2, 1000)[:1000]
+	trace := []byte("Return-Path: <a@example.org>\r\nDelivered-To: alice@localhost\r\nReceived: from client.test ([127.0.0.1])\r\n\tby mx.test (Twinbox) with ESMTP; Mon, 2 Nov 2026 10:00:00 +0100\r\n")
+	withTrace := &store.Deliver{Body: body(exact), Targets: []store.Target{{User: "alice", Mailbox: "INBOX", Prefix: trace}}}
+	if err := s.Admit(withTrace); err != nil {
+		t.Fatalf("Admit(exactly the limit, with a %d-byte prefix): %v", len(trace), err)
+	}
+	longPrefix := &store.Deliver{Body: body(message(1, 900)), Targets: []store.Target{{User: "alice", Mailbox: "INBOX",
+		Prefix: []byte("X-Long: " + strings.Repeat("x", store.MaxPrefixSize) + "\r\n")}}}
+	if err := s.Admit(longPrefix); !errors.Is(err, store.ErrTooLarge) {
+		t.Fatalf("Admit(a prefix above MaxPrefixSize): %v", err)
+	}
 	if err := (&store.Options{CacheSize: -1, MaxMessageSize: -5}).Validate(); err == nil ||
 		!strings.Contains(err.Error(), "CacheSize -1") || !strings.Contains(err.Error(), "MaxMessageSize -5") {
 		t.Fatalf("Validate should name both bad fields: %v", err)

@@ -101,7 +101,7 @@ type Deliver struct {
 type Target struct {
 	User    string   `cbor:"1,keyasint"`
 	Mailbox string   `cbor:"2,keyasint"`
-	Prefix  []byte   `cbor:"3,keyasint,omitempty"` // per-recipient header lines (Delivered-To, Return-Path), CRLF-terminated
+	Prefix  []byte   `cbor:"3,keyasint,omitempty"` // per-recipient header lines the server writes (Return-Path, Delivered-To, Received), CRLF-terminated
 	Flags   []string `cbor:"4,keyasint,omitempty"`
 }
 

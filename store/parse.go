@@ -32,6 +32,17 @@ const (
 	// maxFields caps the number of top-level header fields kept in
 	// Meta.Fields. Real mail has a few dozen.
 	maxFields = 10000
+	// maxFieldBytes caps the raw bytes (names and values) of the fields
+	// kept in Meta.Fields: the field that crosses it is kept cut, and no
+	// later field is kept. Meta travels in the log and sits in the read
+	// cache, so it must not grow with a hostile header (issue 14, D7). A
+	// search reads the stored header instead when Fields may be
+	// incomplete (FieldsComplete).
+	maxFieldBytes = 1 << 20
+	// maxTextField caps the bytes of an unstructured field (Subject,
+	// Message-ID, In-Reply-To, Content-ID, Content-Description...) that
+	// are described in the envelope and the MIME tree.
+	maxTextField = 64 << 10
 	// maxAddressHeader caps the bytes of an address header that are parsed
 	// for the envelope.
 	maxAddressHeader = 256 << 10
@@ -333,14 +344,33 @@ func cleanString(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
-// topFields lists the fields of the top-level header, at most maxFields.
+// topFields lists the fields of the top-level header, at most maxFields
+// of them and maxFieldBytes of their raw names and values.
 func topFields(h []byte) []Field {
 	var fields []Field
+	budget := maxFieldBytes
 	eachField(h, func(name, value []byte) bool {
+		budget -= len(name)
+		if budget <= 0 {
+			return false
+		}
+		whole := len(value) <= budget
+		if !whole {
+			value = value[:budget]
+		}
+		budget -= len(value)
 		fields = append(fields, Field{Name: cleanString(string(name)), Value: unfold(value)})
-		return len(fields) < maxFields
+		return whole && len(fields) < maxFields
 	})
 	return fields
+}
+
+// FieldsComplete reports whether m.Fields lists every field of the
+// message's top-level header whole. Only a header of at least maxFields
+// fields or more than maxFieldBytes bytes may be described in part; a
+// search then reads the stored header itself.
+func FieldsComplete(m *Meta) bool {
+	return len(m.Fields) < maxFields && m.Root.BodyStart <= maxFieldBytes
 }
 
 // fieldIs reports whether the field name n is want, ignoring case.
@@ -407,13 +437,13 @@ func (p *parser) contentFields(pt *Part, h []byte, inDigest bool) (boundary stri
 		}
 	}
 	if cte != nil {
-		pt.Encoding = strings.ToLower(firstToken(unfold(cte)))
+		pt.Encoding = strings.ToLower(firstToken(unfold(limit(cte, maxTextField))))
 	}
 	if cid != nil {
-		pt.ID = unfold(cid)
+		pt.ID = unfold(limit(cid, maxTextField))
 	}
 	if cdesc != nil {
-		pt.Description = unfold(cdesc)
+		pt.Description = unfold(limit(cdesc, maxTextField))
 	}
 	if cdisp != nil {
 		if d, params, ok := parseMediaType(unfold(limitParams(cdisp))); ok && isToken(d) {
@@ -421,7 +451,7 @@ func (p *parser) contentFields(pt *Part, h []byte, inDigest bool) (boundary stri
 		}
 	}
 	if clang != nil {
-		for l := range strings.SplitSeq(unfold(clang), ",") {
+		for l := range strings.SplitSeq(unfold(limit(clang, maxTextField)), ",") {
 			if l = strings.TrimSpace(l); l != "" {
 				pt.Language = append(pt.Language, l)
 			}
@@ -431,10 +461,10 @@ func (p *parser) contentFields(pt *Part, h []byte, inDigest bool) (boundary stri
 		}
 	}
 	if cloc != nil {
-		pt.Location = unfold(cloc)
+		pt.Location = unfold(limit(cloc, maxTextField))
 	}
 	if cmd5 != nil {
-		pt.MD5 = unfold(cmd5)
+		pt.MD5 = unfold(limit(cmd5, maxTextField))
 	}
 	return boundary
 }
@@ -611,7 +641,7 @@ func (p *parser) envelope(h []byte) Envelope {
 		env.Date = parseDate(unfold(limit(raw[fDate], maxDateHeader)))
 	}
 	if raw[fSubject] != nil {
-		env.Subject = p.decodeText(unfold(raw[fSubject]))
+		env.Subject = p.decodeText(unfold(limit(raw[fSubject], maxTextField)))
 	}
 	env.From = p.addressList(raw[fFrom])
 	env.Sender = p.addressList(raw[fSender])
@@ -627,10 +657,10 @@ func (p *parser) envelope(h []byte) Envelope {
 		env.ReplyTo = env.From
 	}
 	if raw[fInReplyTo] != nil {
-		env.InReplyTo = msgIDs(unfold(raw[fInReplyTo]))
+		env.InReplyTo = msgIDs(unfold(limit(raw[fInReplyTo], maxTextField)))
 	}
 	if raw[fMessageID] != nil {
-		if ids := msgIDs(unfold(raw[fMessageID])); len(ids) > 0 {
+		if ids := msgIDs(unfold(limit(raw[fMessageID], maxTextField))); len(ids) > 0 {
 			env.MessageID = ids[0]
 		}
 	}

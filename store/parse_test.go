@@ -918,8 +918,44 @@ func TestParseMetaLimits(t *testing.T) {
 	})
 	t.Run("many header fields are capped", func(t *testing.T) {
 		raw := []byte(strings.Repeat("X: y\r\n", 2*maxFields) + "\r\nbody")
-		if m := ParseMeta(raw); len(m.Fields) != maxFields {
+		m := ParseMeta(raw)
+		if len(m.Fields) != maxFields {
 			t.Errorf("%d fields, want %d", len(m.Fields), maxFields)
+		}
+		if FieldsComplete(&m) {
+			t.Errorf("FieldsComplete with %d of %d fields", len(m.Fields), 2*maxFields)
+		}
+	})
+	t.Run("a huge header is described in bounded space", func(t *testing.T) {
+		var b strings.Builder
+		b.WriteString("Subject: =?utf-8?q?big?= ")
+		for b.Len() < 8<<20 {
+			b.WriteString("\r\n\t" + strings.Repeat("\xff", 76)) // invalid UTF-8 grows 3x when cleaned
+		}
+		b.WriteString("\r\nMessage-ID: <" + strings.Repeat("m", 1<<20) + "@x>\r\nX-After: 1\r\n\r\nbody\r\n")
+		raw := []byte(b.String())
+		m := ParseMeta(raw)
+		if err := checkMeta(raw, m); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(marshal(m)); n > 4*maxFieldBytes {
+			t.Errorf("Meta of an 8 MB header encodes to %d bytes, want at most %d", n, 4*maxFieldBytes)
+		}
+		if n := len(m.Envelope.Subject); n > 3*maxTextField {
+			t.Errorf("envelope subject of %d bytes", n)
+		}
+		if FieldsComplete(&m) {
+			t.Errorf("FieldsComplete for an 8 MB header")
+		}
+		if len(m.Fields) != 1 || m.Fields[0].Name != "Subject" {
+			t.Errorf("fields: %d, the first %q", len(m.Fields), m.Fields[0].Name)
+		}
+	})
+	t.Run("an ordinary header is described whole", func(t *testing.T) {
+		raw := []byte("Subject: " + strings.Repeat("s", 100<<10) + "\r\nX: y\r\n\r\nbody")
+		m := ParseMeta(raw)
+		if !FieldsComplete(&m) || len(m.Fields) != 2 || len(m.Fields[0].Value) != 100<<10 {
+			t.Errorf("fields of a 100 KB header: complete %v, %d fields", FieldsComplete(&m), len(m.Fields))
 		}
 	})
 }
@@ -1017,4 +1053,26 @@ func FuzzParseMeta(f *testing.F) {
 			t.Fatalf("cbor round trip changed the metadata:\n%+v\n%+v", m, back)
 		}
 	})
+}
+
+// BenchmarkParseMetaHugeHeader parses a message whose header is one field
+// folded over 46 MB (issue 14, D7) and prints what the metadata costs: the
+// bytes allocated (-benchmem's B/op) and the size of the encoded Meta that
+// travels in the log and is stored.
+func BenchmarkParseMetaHugeHeader(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("From: a@example.org\r\nSubject: big")
+	for sb.Len() < 46<<20 {
+		sb.WriteString("\r\n\t" + strings.Repeat("y", 76))
+	}
+	sb.WriteString("\r\n\r\nHello.\r\n")
+	raw := []byte(sb.String())
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	var enc int
+	for b.Loop() {
+		m := ParseMeta(raw)
+		enc = len(marshal(m))
+	}
+	b.ReportMetric(float64(enc)/(1<<20), "MB-meta")
 }

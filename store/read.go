@@ -50,9 +50,12 @@ func (s *Store) Admit(op Op) error {
 	if !ok {
 		return nil
 	}
+	if d.Body.Size > s.opts.MaxMessageSize {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, d.Body.Size, s.opts.MaxMessageSize)
+	}
 	for _, t := range d.Targets {
-		if n := d.Body.Size + int64(len(t.Prefix)); n > s.opts.MaxMessageSize {
-			return fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, n, s.opts.MaxMessageSize)
+		if n := len(t.Prefix); n > MaxPrefixSize {
+			return fmt.Errorf("%w: per-recipient lines of %d bytes, the limit is %d", ErrTooLarge, n, MaxPrefixSize)
 		}
 	}
 	return d.Body.checkContent()

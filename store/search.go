@@ -85,35 +85,74 @@ func (s *Store) SearchWith(user, name string, c *Criteria, l *Loaders) ([]uint32
 	return out, nil
 }
 
-// lazyMsg loads metadata and text only when a criterion needs them.
+// lazyMsg loads metadata, bytes and text only when a criterion needs them.
 type lazyMsg struct {
-	ld   *Loaders
-	m    *Message
-	meta *Meta
-	hdr  []Field
-	text *string
+	ld     *Loaders
+	m      *Message
+	meta   *Meta
+	prefix []Field
+	raw    []byte
+	text   *string
 }
 
-func (l *lazyMsg) fields() ([]Field, error) {
-	if l.hdr != nil {
-		return l.hdr, nil
+func (l *lazyMsg) loadMeta() error {
+	if l.meta != nil {
+		return nil
 	}
-	if l.meta == nil {
-		meta, err := l.ld.Meta(l.m.Body)
-		if err != nil {
-			return nil, err
-		}
-		l.meta = meta
+	meta, err := l.ld.Meta(l.m.Body)
+	if err != nil {
+		return err
 	}
-	l.hdr = append(prefixFields(l.m.Prefix), l.meta.Fields...)
-	return l.hdr, nil
+	l.meta = meta
+	l.prefix = prefixFields(l.m.Prefix)
+	return nil
+}
+
+func (l *lazyMsg) body() ([]byte, error) {
+	if l.raw != nil {
+		return l.raw, nil
+	}
+	raw, err := l.ld.Body(l.m.Body)
+	if err != nil {
+		return nil, err
+	}
+	l.raw = raw
+	return raw, nil
+}
+
+// headerHas reports whether a field of the message (its prefix or its
+// header) matches h. The header's fields come from Meta where it lists
+// them all, else from the stored header, read field by field, so that a
+// field beyond Meta's limits is found too.
+func (l *lazyMsg) headerHas(h HeaderMatch) (bool, error) {
+	if err := l.loadMeta(); err != nil {
+		return false, err
+	}
+	if headerHas(l.prefix, h) {
+		return true, nil
+	}
+	if FieldsComplete(l.meta) {
+		return headerHas(l.meta.Fields, h), nil
+	}
+	raw, err := l.body()
+	if err != nil {
+		return false, err
+	}
+	hdrEnd, _ := splitHeader(raw, 0, len(raw))
+	want := strings.ToLower(h.Value)
+	found := false
+	eachField(raw[:hdrEnd], func(name, value []byte) bool {
+		found = fieldMatches(string(name), unfold(value), h.Name, want)
+		return !found
+	})
+	return found, nil
 }
 
 func (l *lazyMsg) bodyText() (string, error) {
 	if l.text != nil {
 		return *l.text, nil
 	}
-	raw, err := l.ld.Body(l.m.Body)
+	raw, err := l.body()
 	if err != nil {
 		return "", err
 	}
@@ -219,7 +258,7 @@ func (c *Criteria) match(l *lazyMsg) (bool, error) {
 		return false, nil
 	}
 	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
-		if _, err := l.fields(); err != nil {
+		if err := l.loadMeta(); err != nil {
 			return false, err
 		}
 		sent := l.meta.Envelope.Date
@@ -233,15 +272,10 @@ func (c *Criteria) match(l *lazyMsg) (bool, error) {
 			return false, nil
 		}
 	}
-	if len(c.Header) > 0 {
-		fields, err := l.fields()
-		if err != nil {
+	for _, h := range c.Header {
+		ok, err := l.headerHas(h)
+		if err != nil || !ok {
 			return false, err
-		}
-		for _, h := range c.Header {
-			if !headerHas(fields, h) {
-				return false, nil
-			}
 		}
 	}
 	for _, want := range c.Body {
@@ -254,11 +288,11 @@ func (c *Criteria) match(l *lazyMsg) (bool, error) {
 		}
 	}
 	for _, want := range c.Text {
-		fields, err := l.fields()
+		inHeader, err := l.headerHas(HeaderMatch{Value: want})
 		if err != nil {
 			return false, err
 		}
-		if headerHas(fields, HeaderMatch{Value: want}) {
+		if inHeader {
 			continue
 		}
 		t, err := l.bodyText()
@@ -296,23 +330,29 @@ func (c *Criteria) match(l *lazyMsg) (bool, error) {
 func headerHas(fields []Field, h HeaderMatch) bool {
 	want := strings.ToLower(h.Value)
 	for _, f := range fields {
-		if h.Name != "" && !strings.EqualFold(f.Name, h.Name) {
-			continue
-		}
-		if want == "" {
-			return true
-		}
-		v := f.Value
-		if strings.Contains(v, "=?") {
-			if d, err := searchDecoder.DecodeHeader(v); err == nil {
-				v = d
-			}
-		}
-		if strings.Contains(strings.ToLower(v), want) {
+		if fieldMatches(f.Name, f.Value, h.Name, want) {
 			return true
 		}
 	}
 	return false
+}
+
+// fieldMatches reports whether the field name: value is named wantName
+// (any name when empty) and contains want (lower case; empty matches any
+// value).
+func fieldMatches(name, value, wantName, want string) bool {
+	if wantName != "" && !strings.EqualFold(name, wantName) {
+		return false
+	}
+	if want == "" {
+		return true
+	}
+	if strings.Contains(value, "=?") {
+		if d, err := searchDecoder.DecodeHeader(value); err == nil {
+			value = d
+		}
+	}
+	return strings.Contains(strings.ToLower(value), want)
 }
 
 func inRanges(set []UIDRange, uid uint32) bool {

@@ -2,7 +2,9 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,6 +114,59 @@ func BenchmarkSearch(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// TestSearchHeaderBeyondMetaLimits: SEARCH HEADER finds any field of a
+// message, also beyond the fields its metadata describes (issue 14, D15):
+// the 10 001st field, and fields after a header larger than the metadata
+// keeps.
+func TestSearchHeaderBeyondMetaLimits(t *testing.T) {
+	s := newTestStore(t, nil)
+	apply(t, s, &store.CreateUser{User: "alice"})
+	var many strings.Builder
+	for i := range 10000 {
+		fmt.Fprintf(&many, "X-Field-%d: value %d\r\n", i, i)
+	}
+	many.WriteString("X-Last: the 10001st field\r\n\r\nbody\r\n")
+	var big strings.Builder
+	big.WriteString("Subject: big")
+	for big.Len() < 3<<20 {
+		big.WriteString("\r\n\t" + strings.Repeat("y", 76))
+	}
+	big.WriteString("\r\nX-Last: after three megabytes\r\nX-Tail: =?utf-8?q?caf=C3=A9?=\r\n\r\nbody\r\n")
+	small := "Subject: small\r\nX-Other: x\r\n\r\nbody\r\n"
+	for _, raw := range []string{many.String(), big.String(), small} {
+		apply(t, s, &store.Deliver{Body: body([]byte(raw)), InternalDate: testNow,
+			Targets: []store.Target{{User: "alice", Mailbox: "INBOX", Prefix: []byte("Delivered-To: alice@example.com\r\n")}}})
+	}
+	for i, raw := range []string{many.String(), big.String()} {
+		if m := store.ParseMeta([]byte(raw)); store.FieldsComplete(&m) {
+			t.Fatalf("message %d: its metadata claims to list every field; the test needs one it does not", i+1)
+		}
+	}
+	cases := []struct {
+		name string
+		c    store.Criteria
+		want []uint32
+	}{
+		{"10001st field", store.Criteria{Header: []store.HeaderMatch{{Name: "X-Last", Value: "10001st"}}}, []uint32{1}},
+		{"any X-Last", store.Criteria{Header: []store.HeaderMatch{{Name: "x-last"}}}, []uint32{1, 2}},
+		{"after a big header", store.Criteria{Header: []store.HeaderMatch{{Name: "X-Last", Value: "three MEGABYTES"}}}, []uint32{2}},
+		{"encoded, after a big header", store.Criteria{Header: []store.HeaderMatch{{Name: "X-Tail", Value: "café"}}}, []uint32{2}},
+		{"text in a late field", store.Criteria{Text: []string{"the 10001st"}}, []uint32{1}},
+		{"prefix still searched", store.Criteria{Header: []store.HeaderMatch{{Name: "Delivered-To", Value: "alice"}}}, []uint32{1, 2, 3}},
+		{"absent field", store.Criteria{Header: []store.HeaderMatch{{Name: "X-None"}}}, nil},
+		{"first fields", store.Criteria{Header: []store.HeaderMatch{{Name: "Subject", Value: "big"}}}, []uint32{2}},
+	}
+	for _, c := range cases {
+		got, err := s.Search("alice", "INBOX", &c.c)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
 		}
 	}
 }

@@ -21,13 +21,21 @@ const (
 	DefaultMaxMessageSize = 50 << 20
 )
 
+// MaxPrefixSize bounds the per-recipient lines of a delivery (a Target's
+// Prefix: the trace and envelope fields the receiving server writes),
+// checked by Admit. They are the server's own and do not count against
+// MaxMessageSize, so a client may send a message of exactly the size it was
+// told; a few hundred bytes is usual.
+const MaxPrefixSize = 64 << 10
+
 // Options configure a Store. A nil *Options means defaults.
 type Options struct {
 	// CacheSize is the Pebble block cache in bytes.
 	CacheSize int64
-	// MaxMessageSize bounds a body plus its prefix. It is checked by Admit,
-	// before an operation enters the log, never while applying: applying
-	// must not depend on a node's configuration.
+	// MaxMessageSize bounds a delivered body: the message as its sender
+	// sent it, without the per-recipient prefix (bounded by MaxPrefixSize).
+	// It is checked by Admit, before an operation enters the log, never
+	// while applying: applying must not depend on a node's configuration.
 	MaxMessageSize int64
 	// ReadOnly opens the store without taking writes (verify, inspection).
 	ReadOnly bool

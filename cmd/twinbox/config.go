@@ -22,6 +22,7 @@ import (
 	"github.com/twinbox/twinbox/failover"
 	"github.com/twinbox/twinbox/failover/fence"
 	"github.com/twinbox/twinbox/pair"
+	"github.com/twinbox/twinbox/protocols/smtp"
 	"github.com/twinbox/twinbox/store"
 )
 
@@ -53,6 +54,18 @@ type config struct {
 	SMTPTimeout    time.Duration `toml:"smtp_timeout"`
 	CacheSize      int64         `toml:"cache_size"`
 	StoreCache     int64         `toml:"store_cache_size"`
+
+	// Limits of the SMTP and LMTP servers (docs/limits.md).
+	SMTPMaxConns      int64         `toml:"smtp_max_connections"`
+	SMTPMaxConnsPerIP int64         `toml:"smtp_max_connections_per_ip"`
+	LMTPMaxConns      int64         `toml:"lmtp_max_connections"`
+	LMTPMaxConnsPerIP int64         `toml:"lmtp_max_connections_per_ip"`
+	SMTPTxTimeout     time.Duration `toml:"smtp_transaction_timeout"`
+	SMTPDataTimeout   time.Duration `toml:"smtp_data_timeout"`
+	SMTPDataMinRate   int64         `toml:"smtp_data_min_rate"`
+	MaxHeaderSize     int64         `toml:"max_header_size"`
+	MaxHeaderFields   int64         `toml:"max_header_fields"`
+	MaxBytesInFlight  int64         `toml:"max_bytes_in_flight"`
 
 	Role            string        `toml:"role"`
 	NodeName        string        `toml:"node_name"`
@@ -110,7 +123,7 @@ func defaultConfig() config {
 		MaxMessageSize:  store.DefaultMaxMessageSize,
 		MaxRecipients:   1000,
 		MaxLineLength:   64 << 10,
-		SMTPTimeout:     5 * time.Minute,
+		SMTPTimeout:     smtp.DefaultReadTimeout,
 		CacheSize:       256 << 20,
 		StoreCache:      store.DefaultCacheSize,
 		Role:            "standalone",
@@ -134,6 +147,17 @@ func defaultConfig() config {
 		CollectEvery:    10 * time.Minute,
 		CollectGrace:    time.Hour,
 		LogLevel:        "info",
+
+		SMTPMaxConns:      smtp.DefaultMaxConnections,
+		SMTPMaxConnsPerIP: smtp.DefaultMaxConnectionsPerAddr,
+		LMTPMaxConns:      smtp.DefaultMaxConnections,
+		LMTPMaxConnsPerIP: smtp.DefaultMaxConnections,
+		SMTPTxTimeout:     smtp.DefaultTransactionTimeout,
+		SMTPDataTimeout:   smtp.DefaultDataTimeout,
+		SMTPDataMinRate:   smtp.DefaultDataMinRate,
+		MaxHeaderSize:     smtp.DefaultMaxHeaderBytes,
+		MaxHeaderFields:   smtp.DefaultMaxHeaderFields,
+		MaxBytesInFlight:  smtp.DefaultMaxBytesInFlight,
 	}
 }
 
@@ -163,7 +187,17 @@ func (c *config) settings() []setting {
 		{"max_message_size", "largest message accepted, in bytes", &c.MaxMessageSize},
 		{"max_recipients", "most recipients per SMTP/LMTP transaction", &c.MaxRecipients},
 		{"max_line_length", "longest SMTP/LMTP line, in bytes", &c.MaxLineLength},
-		{"smtp_timeout", "SMTP/LMTP read and write timeout", &c.SMTPTimeout},
+		{"smtp_timeout", "SMTP/LMTP idle timeout (the wait for a command) and reply write timeout", &c.SMTPTimeout},
+		{"smtp_max_connections", "most SMTP connections open at once (over it: 421 4.7.0)", &c.SMTPMaxConns},
+		{"smtp_max_connections_per_ip", "most SMTP connections from one client IP address (loopback exempt)", &c.SMTPMaxConnsPerIP},
+		{"lmtp_max_connections", "most LMTP connections open at once", &c.LMTPMaxConns},
+		{"lmtp_max_connections_per_ip", "most LMTP connections from one client IP address (loopback exempt)", &c.LMTPMaxConnsPerIP},
+		{"smtp_transaction_timeout", "SMTP/LMTP limit on a transaction, from MAIL to the reply to DATA", &c.SMTPTxTimeout},
+		{"smtp_data_timeout", "SMTP/LMTP limit on receiving one message", &c.SMTPDataTimeout},
+		{"smtp_data_min_rate", "least average rate of a message, bytes per second, after a first smtp_timeout", &c.SMTPDataMinRate},
+		{"max_header_size", "largest header section of a message taken over SMTP/LMTP, in bytes (over it: 552 5.3.4)", &c.MaxHeaderSize},
+		{"max_header_fields", "most header fields of a message taken over SMTP/LMTP", &c.MaxHeaderFields},
+		{"max_bytes_in_flight", "message bytes the SMTP (and the LMTP) server holds at once; over it 452 4.3.1", &c.MaxBytesInFlight},
 		{"cache_size", "read cache for bodies and metadata, in bytes", &c.CacheSize},
 		{"store_cache_size", "Pebble block cache, in bytes", &c.StoreCache},
 		{"role", "standalone, active or passive (the pair's roles, until failover decides them)", &c.Role},
@@ -376,6 +410,20 @@ func (c *config) validate() error {
 	}
 	if c.SMTPTimeout <= 0 || c.ShutdownTimeout <= 0 || c.CollectEvery <= 0 || c.CollectGrace < 0 {
 		bad("smtp_timeout, shutdown_timeout and collect_interval must be positive, collect_grace not negative")
+	}
+	for _, l := range []struct {
+		key string
+		v   int64
+	}{
+		{"smtp_max_connections", c.SMTPMaxConns}, {"smtp_max_connections_per_ip", c.SMTPMaxConnsPerIP},
+		{"lmtp_max_connections", c.LMTPMaxConns}, {"lmtp_max_connections_per_ip", c.LMTPMaxConnsPerIP},
+		{"smtp_transaction_timeout", int64(c.SMTPTxTimeout)}, {"smtp_data_timeout", int64(c.SMTPDataTimeout)},
+		{"smtp_data_min_rate", c.SMTPDataMinRate}, {"max_header_size", c.MaxHeaderSize},
+		{"max_header_fields", c.MaxHeaderFields}, {"max_bytes_in_flight", c.MaxBytesInFlight},
+	} {
+		if l.v < 1 {
+			bad("%s: %d must be positive", l.key, l.v)
+		}
 	}
 	switch c.Role {
 	case "standalone":

@@ -171,6 +171,10 @@ func (s *server) initFrontends(context.Context) (err error) {
 	}
 	mta := func(lmtp bool) (*smtp.Server, error) {
 		proto := map[bool]string{false: "smtp", true: "lmtp"}[lmtp]
+		maxConns, maxPerIP := c.SMTPMaxConns, c.SMTPMaxConnsPerIP
+		if lmtp {
+			maxConns, maxPerIP = c.LMTPMaxConns, c.LMTPMaxConnsPerIP
+		}
 		return smtp.New(&smtp.Options{
 			Reader: s.node, Writer: s.node, Users: dir, LMTP: lmtp,
 			Hostname: c.Hostname, LocalDomains: c.LocalDomains,
@@ -180,6 +184,11 @@ func (s *server) initFrontends(context.Context) (err error) {
 			TLSConfig: s.tls,
 			Delivered: s.m.Delivered(proto), Observe: s.m.Observe(proto),
 			Logger: s.log,
+
+			MaxConnections: int(maxConns), MaxConnectionsPerAddr: int(maxPerIP),
+			TransactionTimeout: c.SMTPTxTimeout, DataTimeout: c.SMTPDataTimeout,
+			DataMinRate: c.SMTPDataMinRate, MaxHeaderBytes: c.MaxHeaderSize,
+			MaxHeaderFields: int(c.MaxHeaderFields), MaxBytesInFlight: c.MaxBytesInFlight,
 		})
 	}
 	if s.smtp, err = mta(false); err != nil {

@@ -1,15 +1,3 @@
-// Package smtp takes inbound mail for local users over SMTP and LMTP,
-// through go-smtp, and delivers it into the store with one write per
-// transaction: the body stored once, linked into every recipient's INBOX,
-// with Return-Path and Delivered-To kept per recipient outside the shared
-// body.
-//
-// 250 (for LMTP, each recipient's 250) is sent only after protocols.Writer
-// returned, that is once the delivery is durable as the node promises. A
-// temporary failure of the writer answers 451 4.3.0 so that the sender
-// retries; nothing half-stored is ever acknowledged.
-//
-// A Server is safe for concurrent use.
 package smtp
 
 import (
@@ -17,8 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,7 +18,9 @@ import (
 	"github.com/twinbox/twinbox/protocols"
 )
 
-// Defaults for Options' zero values.
+// Defaults for Options' zero values. Together they keep a 2-core node
+// with a few GB of memory serving under abuse; docs/limits.md explains
+// each.
 const (
 	DefaultMaxRecipients = 1000
 	// DefaultMaxLineLength bounds a line of commands and of message data.
@@ -36,11 +28,58 @@ const (
 	// exceeds it, and a refused line makes the sender retry forever; 64 KiB
 	// keeps memory bounded without refusing such mail.
 	DefaultMaxLineLength = 64 << 10
-	DefaultReadTimeout   = 5 * time.Minute // RFC 5321 4.5.3.2
-	DefaultWriteTimeout  = 5 * time.Minute
+	// DefaultReadTimeout is the idle deadline: the wait for a command.
+	// RFC 5321 4.5.3.2.7 asks a server for at least 5 minutes, written for
+	// links and senders of 1982; an MTA sends its next command at once
+	// (with PIPELINING, several), and one cut while idle loses nothing:
+	// it reconnects, and no transaction in progress was acknowledged.
+	// Postfix drops to 10 s under load for the same reason. One minute
+	// lets a slow sender through and frees a slot five times sooner.
+	DefaultReadTimeout  = time.Minute
+	DefaultWriteTimeout = time.Minute
+	// DefaultMaxConnections bounds the open connections of one server
+	// (SMTP and LMTP each): a goroutine, two buffers and a descriptor
+	// each, and up to MaxMessageBytes in DATA. Postfix runs 100 smtpd
+	// processes by default; 256 is more than a mail store's inbound
+	// traffic needs and far below the descriptors a node has.
+	DefaultMaxConnections = 256
+	// DefaultMaxConnectionsPerAddr bounds the connections from one client
+	// address (SMTP; LMTP's clients are the site's own MTAs, so its
+	// default is MaxConnections). An MTA opens a few to one destination
+	// (Postfix: 20 at most); 16 keeps one address from taking every slot.
+	// Loopback clients are exempt (Options.LimitLoopback).
+	DefaultMaxConnectionsPerAddr = 16
+	// DefaultTransactionTimeout bounds a transaction from MAIL to the
+	// reply to DATA: the DATA deadline plus time for the commands.
+	DefaultTransactionTimeout = 15 * time.Minute
+	// DefaultDataTimeout bounds the reception of one message: the
+	// largest (50 MiB by default) then needs 87 KB/s, any server link.
+	DefaultDataTimeout = 10 * time.Minute
+	// DefaultDataMinRate is the least average rate of DATA after its
+	// first ReadTimeout: 4 KiB/s (32 kbit/s) is slower than any real
+	// sender, and a slowloris at 1 byte/s is cut a minute after DATA.
+	DefaultDataMinRate = 4 << 10
+	// DefaultMaxHeaderBytes bounds a message's header section, as Exim's
+	// header_maxsize (1 MiB) does. The largest real headers (long
+	// Received chains, DKIM and ARC sets) stay under 100 KB.
+	DefaultMaxHeaderBytes = 1 << 20
+	// DefaultMaxHeaderFields bounds the fields of a header section. Real
+	// mail has dozens (a few hundred with a long trace); 10 000 is also
+	// the number of fields the store's metadata lists, so every admitted
+	// field is described there.
+	DefaultMaxHeaderFields = 10000
+	// DefaultMaxBytesInFlight bounds the message bytes one server holds
+	// at once, across its sessions: without it, 256 connections sending
+	// 50 MiB each would ask for 12.5 GiB. Holding a message while it is
+	// received and written costs a few times its size (its bytes, their
+	// metadata and log entry), so 256 MiB keeps a server's peak near a
+	// gigabyte, and still admits five messages of the largest size at
+	// once, or thousands of ordinary ones.
+	DefaultMaxBytesInFlight = 256 << 20
 )
 
-// Options configure a Server. Reader, Writer and Users are required.
+// Options configure a Server. Reader, Writer and Users are required; a
+// zero limit means its default.
 type Options struct {
 	Reader protocols.Reader
 	Writer protocols.Writer
@@ -53,13 +92,38 @@ type Options struct {
 	// LocalDomains are the domains whose users are local; mail for any
 	// other domain is refused (this is not a relay).
 	LocalDomains []string
-	// MaxMessageBytes defaults to the store's limit.
+	// MaxMessageBytes bounds a message as the client sends it; it
+	// defaults to the store's limit.
 	MaxMessageBytes int64
 	MaxRecipients   int
 	MaxLineLength   int
-	ReadTimeout     time.Duration
-	WriteTimeout    time.Duration
-	// TLSConfig enables STARTTLS (and is used by ServeTLS).
+	// ReadTimeout is the idle deadline: the wait for each command (and
+	// for the first bytes after DATA). WriteTimeout bounds each reply.
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	// MaxConnections bounds the open connections; MaxConnectionsPerAddr
+	// those from one client IP address. Loopback clients (a local MTA,
+	// scripts, benchmarks) and unix sockets are exempt from the latter,
+	// as Postfix exempts $mynetworks, unless LimitLoopback is set.
+	MaxConnections        int
+	MaxConnectionsPerAddr int
+	LimitLoopback         bool
+	// TransactionTimeout bounds a transaction from MAIL to the reply to
+	// DATA; DataTimeout the reception of the message; DataMinRate, in
+	// bytes per second, its average rate after a first ReadTimeout.
+	TransactionTimeout time.Duration
+	DataTimeout        time.Duration
+	DataMinRate        int64
+	// MaxHeaderBytes and MaxHeaderFields bound a message's header
+	// section.
+	MaxHeaderBytes  int64
+	MaxHeaderFields int
+	// MaxBytesInFlight bounds the bytes of the messages the server holds
+	// at once (received or being written), across its sessions. A message
+	// that does not fit is refused 452 4.3.1 (temporary) once it ends.
+	MaxBytesInFlight int64
+	// TLSConfig enables STARTTLS, and is needed to serve a listener made
+	// by tls.NewListener (see the package documentation).
 	TLSConfig *tls.Config
 
 	// Delivered, if set, is told of each acknowledged delivery: the number
@@ -71,6 +135,65 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// withDefaults fills the zero values and reports every negative one.
+func (o *Options) withDefaults() error {
+	var bad []string
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxMessageBytes", o.MaxMessageBytes}, {"MaxRecipients", int64(o.MaxRecipients)},
+		{"MaxLineLength", int64(o.MaxLineLength)}, {"ReadTimeout", int64(o.ReadTimeout)},
+		{"WriteTimeout", int64(o.WriteTimeout)}, {"MaxConnections", int64(o.MaxConnections)},
+		{"MaxConnectionsPerAddr", int64(o.MaxConnectionsPerAddr)},
+		{"TransactionTimeout", int64(o.TransactionTimeout)}, {"DataTimeout", int64(o.DataTimeout)},
+		{"DataMinRate", o.DataMinRate}, {"MaxHeaderBytes", o.MaxHeaderBytes},
+		{"MaxHeaderFields", int64(o.MaxHeaderFields)}, {"MaxBytesInFlight", o.MaxBytesInFlight},
+	} {
+		if f.v < 0 {
+			bad = append(bad, fmt.Sprintf("%s %d: must not be negative", f.name, f.v))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("smtp: %s", strings.Join(bad, "; "))
+	}
+	def := func(v *int64, d int64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defInt := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&o.MaxMessageBytes, o.Reader.MaxMessageSize())
+	defInt(&o.MaxRecipients, DefaultMaxRecipients)
+	defInt(&o.MaxLineLength, DefaultMaxLineLength)
+	defDur(&o.ReadTimeout, DefaultReadTimeout)
+	defDur(&o.WriteTimeout, DefaultWriteTimeout)
+	defInt(&o.MaxConnections, DefaultMaxConnections)
+	if o.LMTP {
+		defInt(&o.MaxConnectionsPerAddr, o.MaxConnections)
+	}
+	defInt(&o.MaxConnectionsPerAddr, DefaultMaxConnectionsPerAddr)
+	defDur(&o.TransactionTimeout, DefaultTransactionTimeout)
+	defDur(&o.DataTimeout, DefaultDataTimeout)
+	def(&o.DataMinRate, DefaultDataMinRate)
+	def(&o.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	defInt(&o.MaxHeaderFields, DefaultMaxHeaderFields)
+	def(&o.MaxBytesInFlight, DefaultMaxBytesInFlight)
+	if o.Hostname == "" {
+		o.Hostname = "localhost"
+	}
+	return nil
+}
+
 // Server is an SMTP or LMTP server that delivers to the store.
 type Server struct {
 	opts  Options
@@ -78,12 +201,18 @@ type Server struct {
 	srv   *gosmtp.Server
 	proto string // "SMTP" or "LMTP"
 
+	conns    *connLimits
+	inFlight budget    // message bytes held, against MaxBytesInFlight
+	refusals sometimes // logs of connections turned away over a limit
+	tlsOnce  sync.Once // the warning about a TLS listener without TLSConfig
+
 	mu        sync.Mutex
 	sessions  map[*session]struct{}
 	listeners []net.Listener
 	closing   bool
 	draining  int            // calls of Drain in progress
 	turning   sync.WaitGroup // connections being turned away with 421
+	turningN  atomic.Int32   // how many
 
 	// readOnly, when set, refuses transactions at MAIL FROM (a passive),
 	// before the sender transfers the message.
@@ -114,37 +243,27 @@ func New(opts *Options) (*Server, error) {
 	}
 	s := &Server{opts: *opts, sessions: make(map[*session]struct{}), proto: "SMTP"}
 	o := &s.opts
+	if err := o.withDefaults(); err != nil {
+		return nil, err
+	}
 	if o.LMTP {
 		s.proto = "LMTP"
-	}
-	if o.MaxMessageBytes <= 0 {
-		o.MaxMessageBytes = o.Reader.MaxMessageSize()
-	}
-	if o.MaxRecipients <= 0 {
-		o.MaxRecipients = DefaultMaxRecipients
-	}
-	if o.MaxLineLength <= 0 {
-		o.MaxLineLength = DefaultMaxLineLength
-	}
-	if o.ReadTimeout <= 0 {
-		o.ReadTimeout = DefaultReadTimeout
-	}
-	if o.WriteTimeout <= 0 {
-		o.WriteTimeout = DefaultWriteTimeout
-	}
-	if o.Hostname == "" {
-		o.Hostname = "localhost"
 	}
 	s.log = o.Logger
 	if s.log == nil {
 		s.log = slog.Default()
 	}
 	s.log = s.log.With("component", map[bool]string{false: "smtp", true: "lmtp"}[o.LMTP])
+	s.conns = newConnLimits(o.MaxConnections, o.MaxConnectionsPerAddr)
+	s.inFlight.max = o.MaxBytesInFlight
+	s.refusals.every = logEvery
 
 	srv := gosmtp.NewServer(backend{s})
 	srv.LMTP = o.LMTP
 	srv.Domain = o.Hostname
-	srv.MaxMessageBytes = o.MaxMessageBytes
+	// The size limit is this package's (see the package documentation):
+	// go-smtp's refuses a message of exactly its limit.
+	srv.MaxMessageBytes = 0
 	srv.MaxRecipients = o.MaxRecipients
 	srv.MaxLineLength = o.MaxLineLength
 	srv.ReadTimeout = o.ReadTimeout
@@ -158,7 +277,9 @@ func New(opts *Options) (*Server, error) {
 }
 
 // Serve accepts connections on ln until Shutdown. While Drain runs, the
-// connections it accepts are answered 421 and closed.
+// connections it accepts are answered 421 4.3.0 and closed; those over a
+// connection limit, 421 4.7.0. ln may be a tls.NewListener's if
+// Options.TLSConfig is its configuration.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
@@ -168,7 +289,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
-	err := s.srv.Serve(drainListener{ln, s})
+	err := s.srv.Serve(listener{ln, s})
 	if errors.Is(err, gosmtp.ErrServerClosed) || s.isClosing() {
 		return nil
 	}
@@ -181,7 +302,15 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
-// Sessions is the number of open connections.
+// Connections is the number of open connections.
+func (s *Server) Connections() int { return s.conns.open() }
+
+// BytesInFlight is the number of message bytes the server holds now,
+// counted against MaxBytesInFlight.
+func (s *Server) BytesInFlight() int64 { return s.inFlight.held() }
+
+// Sessions is the number of open sessions: connections that said EHLO,
+// HELO or LHLO.
 func (s *Server) Sessions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -321,43 +450,17 @@ func (s *Server) refusalLocked() *gosmtp.SMTPError {
 	return nil
 }
 
-// drainListener answers the connections it accepts while the server
-// drains with 421 and closes them, instead of handing them to go-smtp.
-type drainListener struct {
-	net.Listener
-	s *Server
-}
-
-func (l drainListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		l.s.mu.Lock()
-		reply := l.s.refusalLocked()
-		if reply != nil {
-			l.s.turning.Add(1)
-		}
-		l.s.mu.Unlock()
-		if reply == nil {
-			return c, nil
-		}
-		// Apart from the accept loop: a TLS connection's handshake
-		// waits for the client.
-		go func() {
-			defer l.s.turning.Done()
-			say(c, reply)
-		}()
-	}
-}
-
 // say writes reply on c, bounded in time, and closes c.
 func say(c net.Conn, reply *gosmtp.SMTPError) {
 	_ = c.SetDeadline(time.Now().Add(closeTimeout))
-	_, _ = fmt.Fprintf(c, "%d %d.%d.%d %s\r\n", reply.Code,
-		reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message)
+	_, _ = io.WriteString(c, replyLine(reply))
 	_ = c.Close()
+}
+
+// replyLine is reply as one line on the wire.
+func replyLine(reply *gosmtp.SMTPError) string {
+	return fmt.Sprintf("%d %d.%d.%d %s\r\n", reply.Code,
+		reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message)
 }
 
 // closeTimeout bounds the write of a closing 421.

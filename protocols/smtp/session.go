@@ -1,12 +1,12 @@
 package smtp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +27,9 @@ type session struct {
 
 	mu   sync.Mutex
 	inTx bool // between MAIL and the end of the transaction
+	// committing is set while a received message is being written: the
+	// transaction deadline does not cut it (the writer is bounded).
+	committing bool
 	// bye, once set (draining or shutting down), is the 421 the session
 	// is closed with as soon as no transaction is in progress.
 	bye    *gosmtp.SMTPError
@@ -36,6 +39,11 @@ type session struct {
 	from  string
 	rcpts []rcpt
 	txAt  time.Time
+	// txEnd is the transaction's deadline; txTimer cuts the session then,
+	// unless the transaction of generation txGen has ended.
+	txEnd   time.Time
+	txTimer *time.Timer
+	txGen   uint64
 }
 
 // rcpt is one accepted RCPT TO, in order.
@@ -49,7 +57,18 @@ var (
 	_ gosmtp.LMTPSession = (*session)(nil)
 )
 
-func (s *session) Mail(from string, _ *gosmtp.MailOptions) error {
+// errTxTimeout closes a session whose transaction outlived
+// TransactionTimeout.
+var errTxTimeout = &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2},
+	Message: "Transaction time limit exceeded, closing connection"}
+
+func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
+	if err := checkPath(from, true); err != nil {
+		return err
+	}
+	if opts != nil && opts.Size > s.srv.opts.MaxMessageBytes {
+		return tooLarge(s.srv.opts.MaxMessageBytes)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.bye != nil {
@@ -61,18 +80,44 @@ func (s *session) Mail(from string, _ *gosmtp.MailOptions) error {
 	if ro := s.srv.readOnly.Load(); ro != nil {
 		return ro
 	}
-	s.inTx = true
 	s.from = from
+	if s.inTx {
+		return nil // a second MAIL does not move the deadline
+	}
+	s.inTx = true
 	s.txAt = time.Now()
+	d := s.srv.opts.TransactionTimeout
+	s.txEnd = s.txAt.Add(d)
+	s.txGen++
+	gen := s.txGen
+	s.txTimer = time.AfterFunc(d, func() { s.expire(gen) })
 	return nil
 }
 
+// expire cuts the session if the transaction of generation gen is still
+// in progress and not being written.
+func (s *session) expire(gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gen != s.txGen || !s.inTx || s.committing || s.closed {
+		return
+	}
+	s.srv.log.Info("transaction time limit exceeded, closing", "remote", s.remote,
+		"limit", s.srv.opts.TransactionTimeout)
+	s.sayLocked(errTxTimeout)
+}
+
 func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	if err := checkPath(to, false); err != nil {
+		return err
+	}
 	user, err := s.srv.localUser(to)
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
 	s.rcpts = append(s.rcpts, rcpt{addr: to, user: user})
+	s.mu.Unlock()
 	return nil
 }
 
@@ -103,63 +148,77 @@ func (s *Server) isLocalDomain(d string) bool {
 	return false
 }
 
+// envelope is a transaction's MAIL FROM and accepted RCPT TOs, copied
+// when DATA begins: a session closed meanwhile (Shutdown's Logout) resets
+// the session's own.
+type envelope struct {
+	from  string
+	rcpts []rcpt
+}
+
+func (s *session) envelope() envelope {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return envelope{from: s.from, rcpts: slices.Clone(s.rcpts)}
+}
+
 func (s *session) Data(r io.Reader) error {
-	err := s.deliver(r)
-	return err
+	return s.deliver(r, s.envelope())
 }
 
 // LMTPData delivers once for all recipients and answers each in RCPT
 // order. The delivery is one atomic write, so every recipient gets the
 // same answer.
 func (s *session) LMTPData(r io.Reader, status gosmtp.StatusCollector) error {
-	err := s.deliver(r)
-	for _, rc := range s.rcpts {
+	env := s.envelope()
+	err := s.deliver(r, env)
+	for _, rc := range env.rcpts {
 		status.SetStatus(rc.addr, err)
 	}
 	return nil
 }
 
-// deliver reads the message and writes one Deliver for all recipients.
-// go-smtp's reader stops at MaxMessageBytes (552): at most the limit is
-// held in memory, and the rest is discarded by the library.
-func (s *session) deliver(r io.Reader) (err error) {
+// deliver receives the message and writes one Deliver for all recipients.
+func (s *session) deliver(r io.Reader, env envelope) (err error) {
 	start := time.Now()
 	defer func() {
 		if obs := s.srv.opts.Observe; obs != nil {
 			obs("DATA", time.Since(start), err)
 		}
 	}()
-	// The message is read straight after its Received header, so the
-	// body is held once.
-	var buf bytes.Buffer
-	hdr := s.receivedHeader()
-	buf.Grow(len(hdr) + 16<<10)
-	buf.WriteString(hdr)
-	if _, err := buf.ReadFrom(r); err != nil {
-		var se *gosmtp.SMTPError
-		if errors.As(err, &se) {
-			return err // 552 from the size limit
-		}
-		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
-			Message: "Message not received in full"}
+	body, held, err := s.receive(r, env)
+	defer s.srv.inFlight.give(held)
+	if err != nil {
+		return err
 	}
-	body := buf.Bytes()
-	if int64(len(body)) > s.srv.opts.MaxMessageBytes {
-		return gosmtp.ErrDataTooLarge
-	}
-	ctx := context.Background()
+	received := s.receivedHeader(env)
 	op := &store.Deliver{Body: *dedupe.Prepare(body, nil), InternalDate: time.Now().UnixNano()}
-	seen := make(map[string]bool, len(s.rcpts))
-	for _, rc := range s.rcpts {
+	seen := make(map[string]bool, len(env.rcpts))
+	for _, rc := range env.rcpts {
 		if seen[rc.user] {
 			continue // the same mailbox twice gets one copy
 		}
 		seen[rc.user] = true
 		op.Targets = append(op.Targets, store.Target{
 			User: rc.user, Mailbox: store.Inbox,
-			Prefix: []byte("Return-Path: <" + s.from + ">\r\nDelivered-To: " + rc.addr + "\r\n"),
+			Prefix: []byte("Return-Path: <" + headerPath(env.from) + ">\r\nDelivered-To: " + headerPath(rc.addr) + "\r\n" + received),
 		})
 	}
+	s.mu.Lock()
+	if s.closed {
+		// Cut meanwhile (the transaction deadline, a drain): the client
+		// was told 421, so nothing may be stored.
+		s.mu.Unlock()
+		return errShuttingDown
+	}
+	s.committing = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.committing = false
+		s.mu.Unlock()
+	}()
+	ctx := context.Background()
 	err = s.srv.write(ctx, op)
 	if errors.Is(err, store.ErrNoUser) {
 		// A user of the passwd-file not yet in the store (added a moment
@@ -225,9 +284,10 @@ func (s *Server) replyFor(err error) error {
 		Message: "Local error in processing, try again later"}
 }
 
-// receivedHeader is the trace header of this transaction (RFC 5321
-// 4.4). It names the recipient only when there is one, as Postfix does.
-func (s *session) receivedHeader() string {
+// receivedHeader is the trace field of this transaction (RFC 5321 4.4),
+// CRLF-terminated. It names the recipient only when there is one, as
+// Postfix does.
+func (s *session) receivedHeader(env envelope) string {
 	helo := sanitize(s.conn.Hostname())
 	ip := s.remote
 	if host, _, err := net.SplitHostPort(s.remote); err == nil {
@@ -242,21 +302,22 @@ func (s *session) receivedHeader() string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (Twinbox) with %s", helo, ip, s.srv.opts.Hostname, with)
-	if len(s.rcpts) == 1 {
-		fmt.Fprintf(&b, "\r\n\tfor <%s>", sanitize(s.rcpts[0].addr))
+	if len(env.rcpts) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", headerPath(env.rcpts[0].addr))
 	}
 	fmt.Fprintf(&b, "; %s\r\n", time.Now().Format(time.RFC1123Z))
 	return b.String()
 }
 
-// sanitize keeps a client-given string from breaking the header.
+// sanitize makes a client-given word (the HELO name) a safe token of a
+// header field: no white space, control or delimiter characters.
 func sanitize(v string) string {
 	if v == "" {
 		return "unknown"
 	}
 	b := []byte(v)
 	for i, c := range b {
-		if c < 0x21 || c == 0x7f || c == '<' || c == '>' || c == ';' {
+		if c < 0x21 || c == 0x7f || strings.IndexByte(`<>;()"\`, c) >= 0 {
 			b[i] = '_'
 		}
 	}
@@ -281,6 +342,11 @@ func (s *session) Reset() {
 func (s *session) endTxLocked() {
 	s.inTx = false
 	s.from, s.rcpts = "", nil
+	s.txGen++
+	if s.txTimer != nil {
+		s.txTimer.Stop()
+		s.txTimer = nil
+	}
 }
 
 func (s *session) Logout() error {
