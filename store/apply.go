@@ -38,6 +38,8 @@ type Result struct {
 	// Collect: blobs deleted and the bytes they held.
 	Collected int
 	Freed     int64
+	// Merged: the operation's ID was applied before; nothing changed.
+	Duplicate bool
 }
 
 // Placement is where a delivered message landed.
@@ -59,7 +61,7 @@ type Placement struct {
 // still returns only when its own entries are durable; later batches are
 // never durable before earlier ones (the WAL is sequential).
 func (s *Store) Apply(ctx context.Context, entries ...Entry) ([]Result, error) {
-	return s.apply(ctx, entries, false, true)
+	return s.apply(ctx, entries, applyMode{sync: true})
 }
 
 // ApplyLogged applies entries as Apply does but returns without waiting
@@ -69,7 +71,7 @@ func (s *Store) Apply(ctx context.Context, entries ...Entry) ([]Result, error) {
 // part of an entry; replaying the log's tail brings it back. The durability
 // of an acknowledgement is the log's.
 func (s *Store) ApplyLogged(ctx context.Context, entries ...Entry) ([]Result, error) {
-	return s.apply(ctx, entries, false, false)
+	return s.apply(ctx, entries, applyMode{})
 }
 
 // ApplyNext applies ops at the next free sequences: the write path of a
@@ -79,12 +81,25 @@ func (s *Store) ApplyNext(ctx context.Context, now int64, ops ...Op) ([]Result, 
 	for i, op := range ops {
 		entries[i] = Entry{Time: now, Op: op}
 	}
-	return s.apply(ctx, entries, true, true)
+	return s.apply(ctx, entries, applyMode{assign: true, sync: true})
 }
 
-// apply applies entries; with assign, it numbers them from the next free
-// sequence inside the same critical section that applies them.
-func (s *Store) apply(ctx context.Context, entries []Entry, assign, sync bool) ([]Result, error) {
+// applyMode says how apply applies a batch of entries.
+type applyMode struct {
+	// assign numbers the entries from the next free sequence, inside the
+	// critical section that applies them (a standalone node).
+	assign bool
+	// sync waits for the store's own fsync.
+	sync bool
+	// tentative keeps an undo record of each entry (ApplyTentative), with
+	// acked[i] saying whether entry i was acknowledged to a client.
+	tentative bool
+	acked     []bool
+}
+
+// apply applies entries as m says.
+func (s *Store) apply(ctx context.Context, entries []Entry, m applyMode) ([]Result, error) {
+	assign := m.assign
 	if s.opts.ReadOnly {
 		return nil, fmt.Errorf("store: apply: opened read-only")
 	}
@@ -112,7 +127,7 @@ func (s *Store) apply(ctx context.Context, entries []Entry, assign, sync bool) (
 			entries[i].Seq = s.applied + uint64(i) + 1
 		}
 	}
-	results, b, err := s.applyLocked(entries, checks, sync)
+	results, b, err := s.applyLocked(entries, checks, m)
 	s.wmu.Unlock()
 	if err != nil || b == nil {
 		return results, err
@@ -131,13 +146,89 @@ func (s *Store) apply(ctx context.Context, entries []Entry, assign, sync bool) (
 	return results, nil
 }
 
+// skipUIDs raises a mailbox's next UID to op.Next, or renumbers it under a
+// new UIDVALIDITY when op.Next is beyond the UID space. It returns the
+// mailbox's UIDVALIDITY afterwards.
+func (t *txn) skipUIDs(op *SkipUIDs) (uint32, error) {
+	m, err := t.mailbox(op.User, op.Mailbox)
+	if err != nil {
+		return 0, err
+	}
+	if op.Next <= uint64(m.UIDNext) {
+		return m.UIDValidity, nil
+	}
+	if op.Next < math.MaxUint32 {
+		m.UIDNext = uint32(op.Next)
+		return m.UIDValidity, t.put(mboxKey(op.User, op.Mailbox), m)
+	}
+	// No room: a new UIDVALIDITY, and the messages numbered from 1.
+	fresh, err := t.newMailbox(op.User, m.UIDValidity+1)
+	if err != nil {
+		return 0, err
+	}
+	msgs, err := t.messages(m.ID, nil)
+	if err != nil {
+		return 0, err
+	}
+	for i, mm := range msgs {
+		if err := t.del(msgKey(m.ID, mm.uid)); err != nil {
+			return 0, err
+		}
+		if err := t.put(msgKey(m.ID, uint32(i+1)), mm.rec); err != nil {
+			return 0, err
+		}
+	}
+	m.UIDValidity, m.UIDNext = fresh.UIDValidity, uint32(len(msgs))+1
+	return m.UIDValidity, t.put(mboxKey(op.User, op.Mailbox), m)
+}
+
+// merged applies op's inner operation unless op.ID was applied before.
+func (t *txn) merged(op *Merged, res *Result) error {
+	k := mergedKey(op.ID)
+	if _, ok, err := t.getRaw(k); err != nil || ok {
+		res.Duplicate = ok
+		return err
+	}
+	inner, err := op.Inner()
+	if err != nil {
+		return err
+	}
+	if err := t.applyOp(inner, res); err != nil {
+		return err
+	}
+	return t.b.Set(k, putU64(uint64(t.now)), nil)
+}
+
 // applyLocked builds the batch of entries and hands it to Pebble without
 // waiting for its fsync; the caller must SyncWait and Close the returned
 // batch (nil when nothing was written).
-func (s *Store) applyLocked(entries []Entry, checks []error, sync bool) ([]Result, *pebble.Batch, error) {
+func (s *Store) applyLocked(entries []Entry, checks []error, m applyMode) ([]Result, *pebble.Batch, error) {
+	sync := m.sync
 	results := make([]Result, len(entries))
 	b := s.db.NewIndexedBatch()
 	applied := s.applied
+	// one applies entry i into b, with its undo record when tentative.
+	one := func(b *pebble.Batch, i int) (Result, error) {
+		if !m.tentative {
+			return s.applyOne(b, entries[i], nil)
+		}
+		u := &undoLog{}
+		res, err := s.applyOne(b, entries[i], u)
+		if err != nil {
+			return res, err
+		}
+		rec := undoRec{Acked: i < len(m.acked) && m.acked[i], Writes: u.writes}
+		return res, b.Set(undoKey(entries[i].Seq), marshal(rec), nil)
+	}
+	// refusedUndo keeps an empty undo record for an entry refused (its
+	// sequence is consumed, nothing else changed), so that every
+	// tentative sequence has one.
+	refusedUndo := func(b *pebble.Batch, i int) error {
+		if !m.tentative {
+			return nil
+		}
+		return b.Set(undoKey(entries[i].Seq), marshal(undoRec{}), nil)
+	}
 	var done []int // entries applied into b, to rebuild b after a failure
 	for i, e := range entries {
 		results[i].Seq = e.Seq
@@ -148,9 +239,14 @@ func (s *Store) applyLocked(entries []Entry, checks []error, sync bool) ([]Resul
 		applied = e.Seq
 		if err := checks[i]; err != nil {
 			results[i] = Result{Seq: e.Seq, Err: err} // nothing of it reached b
+			if err := refusedUndo(b, i); err != nil {
+				b.Close()
+				return nil, nil, err
+			}
+			done = append(done, -i-1)
 			continue
 		}
-		res, err := s.applyOne(b, e)
+		res, err := one(b, i)
 		if err == nil {
 			results[i] = res
 			done = append(done, i)
@@ -163,11 +259,23 @@ func (s *Store) applyLocked(entries []Entry, checks []error, sync bool) ([]Resul
 		b.Close()
 		b = s.db.NewIndexedBatch()
 		for _, j := range done {
-			if _, err := s.applyOne(b, entries[j]); err != nil {
+			if j < 0 {
+				if err := refusedUndo(b, -j-1); err != nil {
+					b.Close()
+					return nil, nil, err
+				}
+				continue
+			}
+			if _, err := one(b, j); err != nil {
 				b.Close()
 				return nil, nil, fmt.Errorf("store: re-apply entry %d: %w", entries[j].Seq, err)
 			}
 		}
+		if err := refusedUndo(b, i); err != nil {
+			b.Close()
+			return nil, nil, err
+		}
+		done = append(done, -i-1)
 	}
 	if applied == s.applied {
 		b.Close()
@@ -176,6 +284,13 @@ func (s *Store) applyLocked(entries []Entry, checks []error, sync bool) ([]Resul
 	if err := b.Set(keyApplied, putU64(applied), nil); err != nil {
 		b.Close()
 		return nil, nil, err
+	}
+	if !m.tentative {
+		// Every entry up to here is firm: nothing below can be undone.
+		if err := b.Set(keyFirm, putU64(applied), nil); err != nil {
+			b.Close()
+			return nil, nil, err
+		}
 	}
 	if !sync {
 		err := s.db.Apply(b, pebble.NoSync)
@@ -215,11 +330,19 @@ func checkEntry(e Entry) error {
 
 // applyOne applies one entry, already checked by checkEntry, into b; on
 // error b may hold part of it.
-func (s *Store) applyOne(b *pebble.Batch, e Entry) (Result, error) {
-	t := &txn{b: b, now: e.Time}
+func (s *Store) applyOne(b *pebble.Batch, e Entry, undo *undoLog) (Result, error) {
+	t := &txn{b: txBatch{Batch: b, undo: undo}, now: e.Time}
 	res := Result{Seq: e.Seq}
+	if err := t.applyOp(e.Op, &res); err != nil {
+		return Result{}, fmt.Errorf("%s: %w", e.Op.Kind(), err)
+	}
+	return res, nil
+}
+
+// applyOp applies one operation within an entry.
+func (t *txn) applyOp(op Op, res *Result) error {
 	var err error
-	switch op := e.Op.(type) {
+	switch op := op.(type) {
 	case *CreateUser:
 		err = t.createUser(op)
 	case *DeleteUser:
@@ -235,28 +358,29 @@ func (s *Store) applyOne(b *pebble.Batch, e Entry) (Result, error) {
 	case *Deliver:
 		res.Placed, err = t.deliver(op)
 	case *Copy:
-		err = t.copyMessages(op, false, &res)
+		err = t.copyMessages(op, false, res)
 	case *Move:
-		err = t.copyMessages((*Copy)(op), true, &res)
+		err = t.copyMessages((*Copy)(op), true, res)
 	case *StoreFlags:
-		err = t.storeFlags(op, &res)
+		err = t.storeFlags(op, res)
 	case *Expunge:
 		res.Expunged, err = t.expunge(op)
 	case *Collect:
 		res.Collected, res.Freed, err = t.collect(op)
+	case *SkipUIDs:
+		res.UIDValidity, err = t.skipUIDs(op)
+	case *Merged:
+		err = t.merged(op, res)
 	default:
 		err = fmt.Errorf("%w: %T", ErrInvalidOp, op)
 	}
-	if err != nil {
-		return Result{}, fmt.Errorf("%s: %w", e.Op.Kind(), err)
-	}
-	return res, nil
+	return err
 }
 
 // txn is one entry being applied: reads see the batch (earlier entries and
 // this one's own writes) over the database.
 type txn struct {
-	b   *pebble.Batch
+	b   txBatch
 	now int64
 }
 

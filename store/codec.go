@@ -62,6 +62,7 @@ const (
 	pPart  = 'p'  // p partID -> blobRec of a part blob
 	pPartD = 'q'  // q partID -> the part's bytes
 	pZero  = 'z'  // z zeroAt(8) bodyID -> empty: bodies whose count reached zero
+	pMrg   = 'k'  // k mergeID -> time: merged operations applied (exactly once)
 	keyEnd = 0xff
 )
 
@@ -93,6 +94,8 @@ func msgKey(mboxID uint64, uid uint32) []byte {
 }
 
 func uidOfMsgKey(k []byte) uint32 { return binary.BigEndian.Uint32(k[9:13]) }
+
+func mergedKey(id string) []byte { return append([]byte{pMrg}, id...) }
 
 func blobKey(id BlobID) []byte { return append([]byte{pBlob}, id[:]...) }
 func dataKey(id BlobID) []byte { return append([]byte{pData}, id[:]...) }

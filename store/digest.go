@@ -66,7 +66,15 @@ func digestOf(snap *pebble.Snapshot) (Digest, error) {
 		return d, err
 	}
 	all := sha256.New()
-	if err := hashRange(snap, all, nil, nil, nil); err != nil {
+	// Everything but what one node keeps for itself: undo records of
+	// tentative entries, and the firm position.
+	if err := hashRange(snap, all, nil, keyFirm, nil); err != nil {
+		return d, err
+	}
+	if err := hashRange(snap, all, prefixEnd(keyFirm), []byte{pUndo}, nil); err != nil {
+		return d, err
+	}
+	if err := hashRange(snap, all, []byte{pUndo + 1}, nil, nil); err != nil {
 		return d, err
 	}
 	copy(d.Store[:], all.Sum(nil))

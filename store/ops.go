@@ -35,6 +35,8 @@ const (
 	KindStoreFlags    OpKind = 10
 	KindExpunge       OpKind = 11
 	KindCollect       OpKind = 12
+	KindSkipUIDs      OpKind = 13
+	KindMerged        OpKind = 14
 )
 
 // Op is a mutation of the store. Ops are plain values: they are encoded with
@@ -156,6 +158,42 @@ type Collect struct {
 	Limit  int   `cbor:"2,keyasint,omitempty"` // at most this many blobs (0: no limit)
 }
 
+// SkipUIDs makes a mailbox's next UID at least Next: UIDs may have gaps
+// (RFC 3501 2.3.1.1), and a node that writes while it cannot be sure that
+// no other node shows UIDs of this mailbox (it acknowledges alone after
+// fencing its peer, or merges what the other side of a split brain
+// acknowledged) skips ahead, so that no UID a client has seen is ever
+// given to a different message. When Next is beyond the UID space the
+// mailbox gets a new UIDVALIDITY and its messages are numbered again from
+// 1 (clients re-download it; still no UID is reused).
+type SkipUIDs struct {
+	User    string `cbor:"1,keyasint"`
+	Mailbox string `cbor:"2,keyasint"`
+	Next    uint64 `cbor:"3,keyasint"`
+}
+
+// Merged applies an operation at most once under ID, however often it is
+// applied: a merge re-applies what a former active acknowledged alone,
+// and an interrupted merge that starts again must not apply anything
+// twice. Op is the operation's encoding (EncodeOp). Applying an ID already
+// applied changes nothing and sets Result.Duplicate.
+type Merged struct {
+	ID string `cbor:"1,keyasint"`
+	Op []byte `cbor:"2,keyasint"`
+}
+
+// Inner decodes the merged operation.
+func (o *Merged) Inner() (Op, error) {
+	op, err := DecodeOp(o.Op)
+	if err != nil {
+		return nil, err
+	}
+	if _, nested := op.(*Merged); nested {
+		return nil, fmt.Errorf("%w: a merged operation inside another", ErrInvalidOp)
+	}
+	return op, nil
+}
+
 // Kind implementations.
 func (*CreateUser) Kind() OpKind    { return KindCreateUser }
 func (*DeleteUser) Kind() OpKind    { return KindDeleteUser }
@@ -169,6 +207,8 @@ func (*Move) Kind() OpKind          { return KindMove }
 func (*StoreFlags) Kind() OpKind    { return KindStoreFlags }
 func (*Expunge) Kind() OpKind       { return KindExpunge }
 func (*Collect) Kind() OpKind       { return KindCollect }
+func (*SkipUIDs) Kind() OpKind      { return KindSkipUIDs }
+func (*Merged) Kind() OpKind        { return KindMerged }
 
 func newOp(k OpKind) (Op, error) {
 	switch k {
@@ -196,13 +236,18 @@ func newOp(k OpKind) (Op, error) {
 		return new(Expunge), nil
 	case KindCollect:
 		return new(Collect), nil
+	case KindSkipUIDs:
+		return new(SkipUIDs), nil
+	case KindMerged:
+		return new(Merged), nil
 	}
 	return nil, fmt.Errorf("%w: unknown operation kind %d", ErrInvalidOp, k)
 }
 
 func (k OpKind) String() string {
 	names := [...]string{"", "create-user", "delete-user", "create-mailbox", "delete-mailbox",
-		"rename-mailbox", "subscribe", "deliver", "copy", "move", "store-flags", "expunge", "collect"}
+		"rename-mailbox", "subscribe", "deliver", "copy", "move", "store-flags", "expunge", "collect",
+		"skip-uids", "merged"}
 	if int(k) < len(names) && k != 0 {
 		return names[k]
 	}
@@ -328,6 +373,22 @@ func (o *Copy) check() error {
 	return checkUIDs(o.UIDs)
 }
 func (o *Move) check() error { return (*Copy)(o).check() }
+func (o *SkipUIDs) check() error {
+	if err := checkUserMailbox(o.User, o.Mailbox); err != nil {
+		return err
+	}
+	if o.Next == 0 {
+		return fmt.Errorf("%w: skip to UID 0", ErrInvalidOp)
+	}
+	return nil
+}
+func (o *Merged) check() error {
+	if o.ID == "" || len(o.ID) > 200 {
+		return fmt.Errorf("%w: merged operation ID of %d bytes", ErrInvalidOp, len(o.ID))
+	}
+	_, err := o.Inner()
+	return err
+}
 
 func (o *StoreFlags) check() error {
 	if err := checkUserMailbox(o.User, o.Mailbox); err != nil {

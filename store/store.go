@@ -180,6 +180,12 @@ func (s *Store) init() error {
 		return err
 	}
 	s.applied = u64(a)
+	if _, err := s.get(keyFirm); errors.Is(err, pebble.ErrNotFound) && !s.opts.ReadOnly {
+		// A store from before undo records: everything in it is firm.
+		if err := s.db.Set(keyFirm, putU64(s.applied), pebble.Sync); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
