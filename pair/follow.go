@@ -29,6 +29,7 @@ type following struct {
 	remote   *nats.Conn
 	err      error
 	resyncs  uint64
+	rejoins  uint64 // of followers that ended
 	resyncAt time.Time
 }
 
@@ -36,7 +37,9 @@ func (f *following) set(fl *replog.Follower, remote *nats.Conn) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.f != nil {
-		f.epoch = max(f.epoch, f.f.Status().Epoch)
+		st := f.f.Status()
+		f.epoch = max(f.epoch, st.Epoch)
+		f.rejoins += st.Rejoins
 	}
 	f.f, f.remote = fl, remote
 }

@@ -343,10 +343,13 @@ func TestActiveCrashWithUnconfirmedTail(t *testing.T) {
 	}
 	p.Start(0)
 	p.nodes[1].SetDegraded(false)
-	poll.Eventually(t, bound, "the former active to rebuild its store", func() bool {
+	poll.Eventually(t, bound, "the former active to rejoin", func() bool {
 		r := p.nodes[0].Status(context.Background()).Replication
-		return r != nil && r.Resyncs == 1 && p.nodes[0].State().Serving
+		return r != nil && r.Rejoins == 1 && p.nodes[0].State().Serving
 	})
+	if r := p.nodes[0].Status(context.Background()).Replication; r.Resyncs != 0 {
+		t.Errorf("the former active copied the whole store (%d resyncs) for a tail of 3 entries", r.Resyncs)
+	}
 	p.holdAll()
 	diverged, err := os.ReadDir(p.nodes[0].Layout().Diverged())
 	if err != nil || len(diverged) == 0 {

@@ -51,8 +51,10 @@ type ReplicationStatus struct {
 	PeerWaitTime time.Duration `json:"peer_wait_ns,omitempty"`
 	Takes        uint64        `json:"takes,omitempty"`
 	TakeTime     time.Duration `json:"take_ns,omitempty"`
-	// Resyncs counts rebuilds of the store from the active's, the last
-	// one ending at LastResync.
+	// Rejoins counts diverged tails taken back in place (no copy of the
+	// store); Resyncs counts rebuilds of the store from the active's
+	// checkpoint, the last one ending at LastResync.
+	Rejoins    uint64    `json:"rejoins,omitempty"`
 	Resyncs    uint64    `json:"resyncs,omitempty"`
 	LastResync time.Time `json:"last_resync"`
 	Error      string    `json:"error,omitempty"`
@@ -125,7 +127,7 @@ func (p *Pair) replicationStatus(ctx context.Context) *ReplicationStatus {
 	if f := p.follow.Load(); f != nil {
 		f.mu.Lock()
 		fl, remote, ferr := f.f, f.remote, f.err
-		rs.Resyncs, rs.LastResync = f.resyncs, f.resyncAt
+		rs.Resyncs, rs.LastResync, rs.Rejoins = f.resyncs, f.resyncAt, f.rejoins
 		f.mu.Unlock()
 		if ferr != nil {
 			rs.Error = ferr.Error()
@@ -134,6 +136,7 @@ func (p *Pair) replicationStatus(ctx context.Context) *ReplicationStatus {
 			fs := fl.Status()
 			rs.PeerPosition = fs.Position
 			rs.Takes, rs.TakeTime = fs.Takes, fs.TakeTime
+			rs.Rejoins += fs.Rejoins
 			rs.Epoch = max(fs.Epoch, s.epoch)
 			if fs.Err != nil {
 				rs.Error = fs.Err.Error()

@@ -23,11 +23,12 @@ type admitted struct {
 // outcome is what a commit did with one operation.
 type outcome struct {
 	store.Result
-	// wait, when set, is called after the commit, outside it: the wait
-	// for the passive (batches overlap it). Its error means the change
-	// is applied here but not known to be durable where the node
+	// result, when set, is called after the commit, outside it, and
+	// waits for the operation's outcome: on an active it applies once the
+	// passive holds it (batches overlap the wait). Its error means the
+	// change is in the log but not known to be durable where the node
 	// promises: the client is told to retry.
-	wait func(ctx context.Context) error
+	result func(ctx context.Context) (store.Result, error)
 	// refused is set when the operation was not committed because the
 	// role changed before its flush began.
 	refused error
@@ -75,15 +76,17 @@ func (p *Pair) Write(ctx context.Context, op store.Op, origin protocols.Origin) 
 		return out.Result, fmt.Errorf("%w: %v", protocols.ErrUnavailable, err)
 	}
 	var unconfirmed error
-	if out.wait != nil && out.Err == nil {
+	if out.result != nil {
 		// Losing the role ends the wait: nothing more is acknowledged.
 		wctx, cancel := context.WithCancel(ctx)
 		stop := context.AfterFunc(s.ctx, cancel)
-		unconfirmed = out.wait(wctx)
+		out.Result, unconfirmed = out.result(wctx)
 		stop()
 		cancel()
 	}
-	p.pub.waitTold(ctx, out.Seq)
+	if unconfirmed == nil {
+		p.pub.waitTold(ctx, out.Seq)
+	}
 	if unconfirmed != nil {
 		p.unconfirmed.Add(1)
 		return out.Result, fmt.Errorf("%w: %v", protocols.ErrUnavailable, unconfirmed)
@@ -130,8 +133,7 @@ func (p *Pair) flush(ctx context.Context, batch []admitted) ([]outcome, error) {
 		}
 		res = make([]outcome, len(committed))
 		for i, c := range committed {
-			seq, primary := c.Seq, s.primary
-			res[i] = outcome{Result: c.Result, wait: func(ctx context.Context) error { return primary.WaitPeer(ctx, seq) }}
+			res[i] = outcome{Result: store.Result{Seq: c.Seq}, result: c.Result}
 		}
 	} else {
 		results, err := p.loc.Load().st.ApplyNext(ctx, store.Now(), ops...)

@@ -12,27 +12,101 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// checkDiverged makes sure this node's log is a prefix of the active's
-// before following it: the entry at this node's position must be in the
-// active's log with the same epoch (one writer per epoch numbers each
+// Diverged describes a tail of this node's log that the active's log
+// does not hold, as the follower found it: entries From..To, set aside in
+// Path. Acked tells which of them the store had applied tentatively and
+// acknowledged to a client (store.TentativeEntries): what a merge must
+// re-apply on the active.
+type Diverged struct {
+	From, To uint64
+	Path     string
+	Epoch    uint64
+	Acked    map[uint64]bool
+}
+
+// reconcile makes this node's log a prefix of the active's before the
+// follower applies or reports anything (one writer per epoch numbers each
 // sequence once, so equal (sequence, epoch) means equal logs up to there,
-// as in Raft's log matching). A former active that wrote entries the
-// passive never received, and then lost the role, fails this: its tail is
-// set aside in a file and ErrDiverged returned, since its store applied
-// entries the new active does not have.
-func (f *Follower) checkDiverged(ctx context.Context, remote jetstream.Stream, rs State, pos uint64) error {
-	if pos == 0 {
-		return nil
-	}
+// as in Raft's log matching). A tail the active does not hold (a former
+// active's entries that never reached its passive, or that it wrote alone
+// in a split brain) is set aside in a file; entries of it the store
+// applied tentatively are taken back in place (store.Rollback) after
+// OnDiverged has seen them; the local log starts afresh, and following
+// resumes from the store's position: what diverged is all a rejoin costs.
+// A tail the store applied firmly cannot be taken back: ErrDiverged, and
+// the node must be rebuilt from a checkpoint of the active's.
+func (f *Follower) reconcile(ctx context.Context, remote jetstream.Stream, rs State) error {
 	local, err := f.log.State(ctx)
 	if err != nil {
 		return err
 	}
-	if local.Last == 0 || pos < local.First || pos > local.Last {
-		// No local entry to compare (a store restored from the active's
-		// checkpoint starts with an empty log): it came from the active.
+	applied := f.st.AppliedSeq()
+	pos := local.Last
+	if pos == 0 || pos < local.First {
+		// No local entry (a new node, a store restored from the active's
+		// checkpoint, a log started afresh): the store came from the
+		// active, or is empty.
+		f.setPos(applied)
 		return nil
 	}
+	common, err := f.commonPrefix(ctx, remote, rs, local, pos)
+	if err != nil {
+		return err
+	}
+	if common == pos {
+		// A prefix: apply what the store lacks of it, then follow.
+		next, last, err := catchUp(ctx, f.log, f.st, f.opts.OnApplied)
+		if err != nil {
+			return err
+		}
+		f.lastRecord = last
+		f.setPos(next - 1)
+		return f.resumeChunks(ctx)
+	}
+	path, epoch, err := f.setAside(ctx, common+1, pos)
+	if err != nil {
+		return fmt.Errorf("%w at %d (set aside failed: %v)", ErrDiverged, common+1, err)
+	}
+	if applied > common {
+		tent, err := f.st.TentativeEntries()
+		if err != nil {
+			return err
+		}
+		d := Diverged{From: common + 1, To: pos, Path: path, Epoch: epoch, Acked: map[uint64]bool{}}
+		for _, t := range tent {
+			if t.Seq > common && t.Acked {
+				d.Acked[t.Seq] = true
+			}
+		}
+		if f.opts.OnDiverged != nil {
+			if err := f.opts.OnDiverged(ctx, d); err != nil {
+				return fmt.Errorf("replog: diverged tail %d..%d: %w", d.From, d.To, err)
+			}
+		}
+		if err := f.st.Rollback(ctx, common); err != nil {
+			return fmt.Errorf("%w: entries %d..%d (epoch %d) are not in the active's log and the store cannot take them back in place (%v); set aside in %s",
+				ErrDiverged, common+1, pos, epoch, err, path)
+		}
+	}
+	if err := f.log.Reset(ctx); err != nil {
+		return err
+	}
+	f.lastRecord = 0
+	f.asm = assembler{}
+	at := f.st.AppliedSeq()
+	if rs.Last != 0 && rs.First > at+1 {
+		return fmt.Errorf("%w: this node is at %d, the active's log starts at %d", ErrLogTrimmed, at, rs.First)
+	}
+	f.setPos(at)
+	f.rejoins.Add(1)
+	f.lg.Warn("this node's log diverged from the active's: tail set aside, store taken back in place; following from the common position",
+		"from", common+1, "to", pos, "epoch", epoch, "file", path, "position", at)
+	return nil
+}
+
+// commonPrefix returns the last entry, at or below pos, that this node's
+// log and the active's hold alike.
+func (f *Follower) commonPrefix(ctx context.Context, remote jetstream.Stream, rs State, local State, pos uint64) (uint64, error) {
 	agree := func(seq uint64) (bool, error) {
 		if rs.Last == 0 || seq < rs.First || seq > rs.Last {
 			return false, nil
@@ -47,38 +121,30 @@ func (f *Follower) checkDiverged(ctx context.Context, remote jetstream.Stream, r
 		}
 		return mine.Epoch == theirs.Epoch, nil
 	}
-	ok, err := agree(pos)
-	if err != nil || ok {
-		return err
+	if ok, err := agree(pos); err != nil || ok {
+		return pos, err
 	}
-	// The logs agree up to some entry and differ after it: find the
-	// first that differs (binary search over what both still hold).
-	lo, hi := max(local.First, rs.First), pos // the answer is in [lo, hi]
-	if ok, err := agree(lo); err != nil {
-		return err
-	} else if ok {
-		for lo+1 < hi {
-			mid := lo + (hi-lo)/2
-			ok, err := agree(mid)
-			if err != nil {
-				return err
-			}
-			if ok {
-				lo = mid
-			} else {
-				hi = mid
-			}
-		}
-		lo = hi
-	} else {
-		lo = local.First // cannot tell where: set aside all that is held
-	}
-	path, epoch, err := f.setAside(ctx, lo, pos)
+	lo, hi := max(local.First, rs.First), pos // the answer is in [lo, hi)
+	ok, err := agree(lo)
 	if err != nil {
-		return fmt.Errorf("%w at %d (set aside failed: %v)", ErrDiverged, lo, err)
+		return 0, err
 	}
-	return fmt.Errorf("%w: entries %d..%d (epoch %d) are not in the active's log (it ends at %d); set aside in %s",
-		ErrDiverged, lo, pos, epoch, rs.Last, path)
+	if !ok {
+		return local.First - 1, nil // cannot tell where: all that is held diverged
+	}
+	for lo+1 < hi {
+		mid := lo + (hi-lo)/2
+		ok, err := agree(mid)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
 }
 
 // remoteEntry reads one entry of the active's log.

@@ -29,7 +29,11 @@ type FollowerOptions struct {
 	// DivergedDir is where a diverged tail of the local log is set aside
 	// (ErrDiverged); "" means the system's temporary directory.
 	DivergedDir string
-	Logger      *slog.Logger
+	// OnDiverged, if set, is told of a diverged tail before the store
+	// takes back what it applied of it (the store still holds it then): a
+	// merge plans there what to re-apply on the active.
+	OnDiverged func(ctx context.Context, d Diverged) error
+	Logger     *slog.Logger
 }
 
 // Follower is the passive's side of the log: it reads the active's log,
@@ -46,15 +50,20 @@ type Follower struct {
 	lastRecord uint64    // the local log's last record
 
 	takes, takeNanos atomic.Uint64 // batches made durable here, and their time from arrival to report
+	rejoins          atomic.Uint64 // diverged tails taken back in place
 
 	mu      sync.Mutex
 	pos     uint64 // last entry durable in the local log
 	epoch   uint64
 	lastErr error
+	// ready: the local log is known to be a prefix of the active's
+	// (reconcile); only then are positions reported to the active.
+	ready bool
 }
 
 // NewFollower prepares a follower; remote is a connection to the active's
-// NATS server. It brings the store up to the local log first.
+// NATS server. Nothing is applied or reported before Run has checked that
+// the local log is a prefix of the active's (reconcile).
 func NewFollower(ctx context.Context, l *Log, st *store.Store, remote *nats.Conn, opts *FollowerOptions) (*Follower, error) {
 	f := &Follower{log: l, st: st, remote: remote}
 	if opts != nil {
@@ -69,26 +78,41 @@ func NewFollower(ctx context.Context, l *Log, st *store.Store, remote *nats.Conn
 	}
 	f.lg = f.lg.With("component", "replog", "role", "passive")
 	f.epoch = f.opts.Epoch
-	next, last, err := catchUp(ctx, l, st, f.opts.OnApplied)
+	state, err := l.State(ctx)
 	if err != nil {
 		return nil, err
 	}
-	f.pos, f.lastRecord = next-1, last
-	// A local log that ends inside a chunked operation (the active died
-	// mid-operation, or this node did) goes on with the chunks before it.
-	for seq := f.pos; seq > 0; seq-- {
-		e, err := l.Get(ctx, seq)
+	f.pos, f.lastRecord = max(state.Last, st.AppliedSeq()), state.LastRecord
+	return f, nil
+}
+
+// setPos sets the durable position once the log is reconciled.
+func (f *Follower) setPos(pos uint64) {
+	f.mu.Lock()
+	f.pos, f.ready = pos, true
+	f.mu.Unlock()
+}
+
+// resumeChunks goes on with the chunks of an operation a local log ends
+// inside (the active died mid-operation, or this node did).
+func (f *Follower) resumeChunks(ctx context.Context) error {
+	f.asm = assembler{}
+	f.mu.Lock()
+	pos := f.pos
+	f.mu.Unlock()
+	for seq := pos; seq > 0; seq-- {
+		e, err := f.log.Get(ctx, seq)
 		if err != nil || !e.IsChunk() {
-			for s := seq + 1; s <= f.pos && err == nil; s++ {
+			for s := seq + 1; s <= pos && err == nil; s++ {
 				var c Entry
-				if c, err = l.Get(ctx, s); err == nil {
+				if c, err = f.log.Get(ctx, s); err == nil {
 					_, _, err = f.asm.add(c)
 				}
 			}
-			break
+			return err
 		}
 	}
-	return f, nil
+	return nil
 }
 
 // FollowerStatus is what the follower reports.
@@ -101,6 +125,8 @@ type FollowerStatus struct {
 	// position (decoding, the local append and its fsync).
 	Takes    uint64
 	TakeTime time.Duration
+	// Rejoins counts diverged tails taken back in place.
+	Rejoins uint64
 }
 
 // Status returns the follower's position and last error.
@@ -108,7 +134,7 @@ func (f *Follower) Status() FollowerStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return FollowerStatus{Position: f.pos, Epoch: f.epoch, Err: f.lastErr,
-		Takes: f.takes.Load(), TakeTime: time.Duration(f.takeNanos.Load())}
+		Takes: f.takes.Load(), TakeTime: time.Duration(f.takeNanos.Load()), Rejoins: f.rejoins.Load()}
 }
 
 // Run follows the active's log until ctx ends. Connection losses are
@@ -151,10 +177,16 @@ func (f *Follower) Run(ctx context.Context) error {
 	return nil
 }
 
+// report tells the active the position durable here, once the log is
+// known to be a prefix of the active's (a position over a diverged tail
+// would confirm entries this node does not hold).
 func (f *Follower) report() {
 	f.mu.Lock()
-	pos, epoch := f.pos, f.epoch
+	pos, epoch, ready := f.pos, f.epoch, f.ready
 	f.mu.Unlock()
+	if !ready {
+		return
+	}
 	b := make([]byte, 16)
 	binary.BigEndian.PutUint64(b, pos)
 	binary.BigEndian.PutUint64(b[8:], epoch)
@@ -176,14 +208,21 @@ func (f *Follower) follow(ctx context.Context) error {
 		return err
 	}
 	f.mu.Lock()
-	pos := f.pos
+	f.ready = false
 	f.mu.Unlock()
-	if state.Last != 0 && state.First > pos+1 {
-		return fmt.Errorf("%w: this node is at %d, the active's log starts at %d", ErrLogTrimmed, pos, state.First)
-	}
-	if err := f.checkDiverged(ctx, st, state, pos); err != nil {
+	local, err := f.log.State(ctx)
+	if err != nil {
 		return err
 	}
+	if state.Last != 0 && state.First > max(local.Last, f.st.AppliedSeq())+1 {
+		return fmt.Errorf("%w: this node is at %d, the active's log starts at %d", ErrLogTrimmed, max(local.Last, f.st.AppliedSeq()), state.First)
+	}
+	if err := f.reconcile(ctx, st, state); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	pos := f.pos
+	f.mu.Unlock()
 	start := state.LastRecord + 1 // nothing new yet: wait for the next record
 	if state.Last > pos {
 		if start, err = findRecord(ctx, st, state, pos+1); err != nil {

@@ -41,16 +41,82 @@ type PrimaryOptions struct {
 // and the tag its writer gave it (CommitTagged; nil otherwise).
 type AppliedFunc func(e *Entry, res *store.Result, tag any)
 
-// Committed is the outcome of one operation of a commit.
+// Committed is one operation of a commit: its place in the log, and its
+// outcome once applied (Result).
 type Committed struct {
-	store.Result
-	// Seq is the log entry where the operation applied: WaitPeer(Seq)
+	// Seq is the log entry where the operation applies: WaitPeer(Seq)
 	// tells when the passive holds it.
 	Seq uint64
+	p   *pending
+}
+
+// pending is a committed operation waiting to be applied.
+type pending struct {
+	seq     uint64
+	timeout time.Duration
+	closed  <-chan struct{}
+	primary *Primary // for the wait's statistics
+	mu      sync.Mutex
+	claimed bool // the applier took it: it applies now
+	gaveUp  bool // its writer was told to retry before it applied
+	done    chan struct{}
+	res     store.Result
+	err     error
+}
+
+// Result waits until the operation is applied and returns its result. An
+// operation applies once the passive holds it (sync mode), or at once when
+// this node acknowledges alone or in async mode. After PeerTimeout without
+// it, Result gives up with ErrPeerTimeout: the entry stays in the log and
+// applies when the passive confirms it, but the client must be told to
+// retry, and the entry is recorded as not acknowledged. A closed writer
+// fails it with ErrNotActive.
+func (c Committed) Result(ctx context.Context) (store.Result, error) {
+	pd := c.p
+	t0 := time.Now()
+	t := time.NewTimer(pd.timeout)
+	defer t.Stop()
+	var why error
+	select {
+	case <-pd.done:
+		if pd.err == nil {
+			pd.primary.peerWaits.Add(1)
+			pd.primary.peerWaitNanos.Add(uint64(time.Since(t0)))
+		}
+		return pd.res, pd.err
+	case <-t.C:
+		why = fmt.Errorf("%w: entry %d not confirmed by the passive after %v", ErrPeerTimeout, pd.seq, pd.timeout)
+	case <-ctx.Done():
+		why = fmt.Errorf("%w: entry %d: %v", ErrPeerTimeout, pd.seq, ctx.Err())
+	case <-pd.closed:
+		why = fmt.Errorf("%w: entry %d not confirmed by the passive", ErrNotActive, pd.seq)
+	}
+	pd.mu.Lock()
+	if pd.claimed {
+		pd.mu.Unlock()
+		<-pd.done // it is being applied now
+		return pd.res, pd.err
+	}
+	pd.gaveUp = true
+	pd.mu.Unlock()
+	return store.Result{Seq: pd.seq}, why
+}
+
+func (pd *pending) resolve(res store.Result, err error) {
+	pd.res, pd.err = res, err
+	close(pd.done)
+}
+
+// queued is an entry appended to the log and waiting to be applied.
+type queued struct {
+	e   Entry // a whole operation: its last chunk's sequence
+	tag any
+	p   *pending // nil for entries no writer waits for
 }
 
 // Primary is the active's write path: every change is appended to the
-// local log (fsynced), applied to the store, and confirmed by the passive.
+// local log (fsynced), applied to the store once the passive holds it (or
+// at once, tentatively, when acknowledging alone or in async mode).
 type Primary struct {
 	log  *Log
 	st   *store.Store
@@ -58,11 +124,21 @@ type Primary struct {
 	opts PrimaryOptions
 	lg   *slog.Logger
 
-	mu         sync.Mutex // one commit at a time: numbering, appending, applying
+	mu         sync.Mutex // one commit at a time: numbering, appending
 	next       uint64
 	lastEpoch  uint64 // epoch of the entry before next
 	lastRecord uint64 // the log's last record as this writer knows it
 	broken     error
+
+	// The apply queue: entries in the log, not yet applied, in log order
+	// (see Committed.Result), and what thinning must know of them.
+	qmu        sync.Mutex
+	queue      []queued
+	qwake      chan struct{}
+	bodies     map[store.BlobID]int // bodies delivered by queued entries
+	collecting int                  // queued Collects
+	applierErr error
+	applierEnd chan struct{}
 
 	// degraded: the passive is fenced, acknowledge on this node alone.
 	degraded atomic.Bool
@@ -74,6 +150,9 @@ type Primary struct {
 
 	appends, appendNanos     atomic.Uint64 // local log appends (one per commit) and their time
 	peerWaits, peerWaitNanos atomic.Uint64 // confirmed waits for the passive and their time
+
+	// firstOwn is the first entry this writer numbered.
+	firstOwn uint64
 
 	posMu   sync.Mutex
 	peerPos uint64
@@ -87,7 +166,8 @@ type Primary struct {
 // before a crash), and listens for the passive's positions on nc (a
 // connection to this node's server).
 func NewPrimary(ctx context.Context, l *Log, st *store.Store, nc *nats.Conn, opts *PrimaryOptions) (*Primary, error) {
-	p := &Primary{log: l, st: st, nc: nc, posCh: make(chan struct{}), closed: make(chan struct{})}
+	p := &Primary{log: l, st: st, nc: nc, posCh: make(chan struct{}), closed: make(chan struct{}),
+		qwake: make(chan struct{}, 1), bodies: map[store.BlobID]int{}, applierEnd: make(chan struct{})}
 	if opts != nil {
 		p.opts = *opts
 	}
@@ -104,6 +184,7 @@ func NewPrimary(ctx context.Context, l *Log, st *store.Store, nc *nats.Conn, opt
 		return nil, err
 	}
 	p.next, p.lastRecord = next, last
+	p.firstOwn = next
 	p.lastEpoch = p.opts.Epoch
 	if next > 1 {
 		if e, err := l.Get(ctx, next-1); err == nil {
@@ -119,6 +200,7 @@ func NewPrimary(ctx context.Context, l *Log, st *store.Store, nc *nats.Conn, opt
 	if err != nil {
 		return nil, fmt.Errorf("replog: subscribe to positions: %w", err)
 	}
+	go p.applier()
 	return p, nil
 }
 
@@ -158,10 +240,16 @@ func catchUp(ctx context.Context, l *Log, st *store.Store, onApplied AppliedFunc
 }
 
 func (p *Primary) onPosition(m *nats.Msg) {
-	if len(m.Data) < 8 {
+	if len(m.Data) < 16 {
 		return
 	}
-	pos := binary.BigEndian.Uint64(m.Data)
+	pos, epoch := binary.BigEndian.Uint64(m.Data), binary.BigEndian.Uint64(m.Data[8:])
+	if pos >= p.firstOwn && epoch < p.opts.Epoch {
+		// A position over this writer's entries from a passive that has
+		// none of them: its log holds other entries there (a diverged
+		// tail it has not set aside yet). It confirms nothing.
+		return
+	}
 	p.posMu.Lock()
 	p.peerAt = time.Now()
 	if pos > p.peerPos {
@@ -181,13 +269,15 @@ func (p *Primary) PeerPosition() (uint64, time.Time) {
 }
 
 // Commit writes ops as consecutive log entries, appended and fsynced in the
-// local log, and applies them to the store. It does not wait for the
-// passive: the caller acknowledges a client only after WaitPeer(Seq), so
-// that the next batch is written while this one travels (the wait is the
-// longest part of a commit, and commits are one at a time). The store is
-// applied without its own fsync (store.ApplyLogged): the log is durable,
-// and a restart replays its tail. The error reports a failure of the log or
-// store, in which case nothing of the batch was acknowledged.
+// local log, and queues them to be applied to the store: once the passive
+// holds them (so that nothing a client can see is missing on the node that
+// would take over), or at once when this node acknowledges alone (its
+// passive fenced) or in async mode — then tentatively, with undo records
+// (store.ApplyTentative), since a diverged tail may have to be taken back.
+// Each Committed's Result waits for its operation's outcome. Commit does
+// not wait for the passive: the next batch is written while this one
+// travels. The error reports a failure of the log, in which case nothing
+// of the batch was acknowledged.
 func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, error) {
 	return p.CommitTagged(ctx, ops, nil)
 }
@@ -197,16 +287,17 @@ func (p *Primary) Commit(ctx context.Context, ops []store.Op) ([]Committed, erro
 // made the change), never logged nor sent.
 func (p *Primary) CommitTagged(ctx context.Context, ops []store.Op, tags []any) ([]Committed, error) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.broken != nil {
-		p.mu.Unlock()
 		return nil, p.broken
 	}
 	now := time.Now().UnixNano()
 	var entries []Entry
-	applied := make([]Entry, len(ops)) // the entry where each op applies
-	sentries := make([]store.Entry, len(ops))
+	whole := make([]Entry, len(ops)) // the entry where each op applies
 	seq := p.next
-	collecting := false // a Collect earlier in this batch may delete what the store holds now
+	p.qmu.Lock()
+	collecting := p.collecting > 0 // a queued Collect may delete what the store holds now
+	p.qmu.Unlock()
 	for i, op := range ops {
 		if _, ok := op.(*store.Collect); ok {
 			collecting = true
@@ -217,42 +308,206 @@ func (p *Primary) CommitTagged(ctx context.Context, ops []store.Op, tags []any) 
 		es := Split(p.opts.Epoch, seq, now, op)
 		entries = append(entries, es...)
 		seq += uint64(len(es))
-		applied[i] = es[len(es)-1]
-		sentries[i] = applied[i].storeEntry()
+		whole[i] = es[len(es)-1]
 	}
 	t0 := time.Now()
 	last, err := p.log.Append(ctx, p.lastRecord, entries)
 	p.appends.Add(1)
 	p.appendNanos.Add(uint64(time.Since(t0)))
 	if err != nil {
-		// Some entries may be in the log: bring the store and the
-		// numbering back in line with it before anything else is written.
+		// Some entries may be in the log: queue what the log holds, and
+		// number after it, before anything else is written.
 		p.recoverLocked(ctx, err)
-		p.mu.Unlock()
-		return nil, err
-	}
-	results, err := p.st.ApplyLogged(ctx, sentries...)
-	if err != nil {
-		p.broken = fmt.Errorf("replog: store failed; restart the node: %w", err)
-		p.mu.Unlock()
 		return nil, err
 	}
 	p.next, p.lastRecord, p.lastEpoch = seq, last, p.opts.Epoch
-	if p.opts.OnApplied != nil {
-		for i := range applied {
-			var tag any
-			if i < len(tags) {
-				tag = tags[i]
-			}
-			p.opts.OnApplied(&applied[i], &results[i], tag)
+	out := make([]Committed, len(ops))
+	q := make([]queued, len(ops))
+	for i := range whole {
+		var tag any
+		if i < len(tags) {
+			tag = tags[i]
+		}
+		pd := &pending{seq: whole[i].Seq, timeout: p.opts.PeerTimeout, closed: p.closed, primary: p, done: make(chan struct{})}
+		q[i] = queued{e: whole[i], tag: tag, p: pd}
+		out[i] = Committed{Seq: whole[i].Seq, p: pd}
+	}
+	p.enqueue(q)
+	return out, nil
+}
+
+// enqueue adds entries to the apply queue and wakes the applier.
+func (p *Primary) enqueue(q []queued) {
+	p.qmu.Lock()
+	for _, e := range q {
+		switch op := e.e.Op.(type) {
+		case *store.Collect:
+			p.collecting++
+		case *store.Deliver:
+			p.bodies[op.Body.ID]++
 		}
 	}
-	p.mu.Unlock()
-	out := make([]Committed, len(results))
-	for i, r := range results {
-		out[i] = Committed{Result: r, Seq: applied[i].Seq}
+	p.queue = append(p.queue, q...)
+	p.qmu.Unlock()
+	p.wakeApplier()
+}
+
+func (p *Primary) wakeApplier() {
+	select {
+	case p.qwake <- struct{}{}:
+	default:
 	}
-	return out, nil
+}
+
+// applier applies queued entries in log order, as Commit says, until the
+// writer closes. A store failure stops it: the writer is then broken.
+func (p *Primary) applier() {
+	defer close(p.applierEnd)
+	ctx := context.Background()
+	var confirmed uint64 // the position up to which the store was told the passive holds it
+	for {
+		p.posMu.Lock()
+		pos, posCh := p.peerPos, p.posCh
+		p.posMu.Unlock()
+		alone := p.opts.Async || p.degraded.Load()
+		p.qmu.Lock()
+		n := 0
+		for n < len(p.queue) && (alone || p.queue[n].e.Seq <= pos) {
+			n++
+		}
+		batch := p.queue[:n:n]
+		p.queue = p.queue[n:]
+		p.qmu.Unlock()
+		if n > 0 {
+			if err := p.apply(ctx, batch, pos); err != nil {
+				p.fail(err)
+				return
+			}
+			continue
+		}
+		if pos > confirmed {
+			// The passive holds these now: they can no longer be taken
+			// back, and their undo records go.
+			if err := p.st.Confirm(ctx, pos); err != nil {
+				p.lg.Warn("forget the undo records of confirmed entries", "err", err)
+			}
+			confirmed = pos
+		}
+		select {
+		case <-p.qwake:
+		case <-posCh:
+		case <-p.closed:
+			p.failQueue(fmt.Errorf("%w: not confirmed by the passive", ErrNotActive))
+			return
+		}
+	}
+}
+
+// apply applies a batch taken from the queue: firmly what the passive
+// holds (at or below pos), tentatively the rest (alone or async), with
+// whether each entry's writer is still waiting (acknowledged) or gave up.
+func (p *Primary) apply(ctx context.Context, batch []queued, pos uint64) error {
+	var firm, tent []store.Entry
+	var acked []bool
+	for _, q := range batch {
+		ack := true
+		if q.p != nil {
+			q.p.mu.Lock()
+			q.p.claimed = true
+			ack = !q.p.gaveUp
+			q.p.mu.Unlock()
+		} else {
+			ack = false // no writer waits: nobody was told
+		}
+		if q.e.Seq <= pos {
+			firm = append(firm, q.e.storeEntry())
+			continue
+		}
+		tent = append(tent, q.e.storeEntry())
+		acked = append(acked, ack)
+	}
+	var results []store.Result
+	if len(firm) > 0 {
+		r, err := p.st.ApplyLogged(ctx, firm...)
+		if err != nil {
+			return p.applyFailed(batch, err)
+		}
+		results = append(results, r...)
+	}
+	if len(tent) > 0 {
+		r, err := p.st.ApplyTentative(ctx, tent, acked)
+		if err != nil {
+			return p.applyFailed(batch, err)
+		}
+		results = append(results, r...)
+		if !p.opts.Async {
+			// Acknowledged alone (degraded): the passive lacks them.
+			for i, e := range tent {
+				if acked[i] {
+					p.ackedAlone(e.Seq)
+				}
+			}
+		}
+	}
+	p.qmu.Lock()
+	for _, q := range batch {
+		switch op := q.e.Op.(type) {
+		case *store.Collect:
+			p.collecting--
+		case *store.Deliver:
+			if p.bodies[op.Body.ID]--; p.bodies[op.Body.ID] <= 0 {
+				delete(p.bodies, op.Body.ID)
+			}
+		}
+	}
+	p.qmu.Unlock()
+	for i := range batch {
+		q := &batch[i]
+		if p.opts.OnApplied != nil {
+			p.opts.OnApplied(&q.e, &results[i], q.tag)
+		}
+		if q.p != nil {
+			q.p.resolve(results[i], nil)
+		}
+	}
+	return nil
+}
+
+func (p *Primary) applyFailed(batch []queued, err error) error {
+	err = fmt.Errorf("replog: store failed; restart the node: %w", err)
+	for _, q := range batch {
+		if q.p != nil {
+			q.p.resolve(store.Result{Seq: q.e.Seq}, err)
+		}
+	}
+	return err
+}
+
+// fail stops the writer after a store failure.
+func (p *Primary) fail(err error) {
+	p.lg.Error("applying the log failed; this writer stopped", "err", err)
+	p.mu.Lock()
+	if p.broken == nil {
+		p.broken = err
+	}
+	p.mu.Unlock()
+	p.qmu.Lock()
+	p.applierErr = err
+	p.qmu.Unlock()
+	p.failQueue(err)
+}
+
+// failQueue fails every queued entry's writer with err.
+func (p *Primary) failQueue(err error) {
+	p.qmu.Lock()
+	q := p.queue
+	p.queue = nil
+	p.qmu.Unlock()
+	for _, e := range q {
+		if e.p != nil {
+			e.p.resolve(store.Result{Seq: e.e.Seq}, err)
+		}
+	}
 }
 
 // WaitPeer waits until the passive reports seq durable, at most
@@ -269,7 +524,6 @@ func (p *Primary) WaitPeer(ctx context.Context, seq uint64) error {
 		return nil
 	}
 	if p.degraded.Load() {
-		p.ackedAlone(seq)
 		return nil
 	}
 	return p.waitPeer(ctx, seq)
@@ -315,19 +569,21 @@ func (p *Primary) Last() (seq, epoch uint64) {
 	return p.next - 1, p.lastEpoch
 }
 
-// thin sends a delivered body once: one the store already holds (so the
-// passive, at the same position, holds it too) travels as a reference, and
-// so does each part blob already held (a forwarded attachment). Called
-// under p.mu, in log order, and only before any Collect of the same batch:
-// the store's state is the one before the batch applies, and a Collect can
-// delete an unreferenced body that a later delivery of the batch brings
-// back.
+// thin sends a delivered body once: one the store already holds, or that
+// a queued delivery brings (so the passive, applying the log in order,
+// holds it too), travels as a reference, and so does each part blob
+// already held (a forwarded attachment). Called under p.mu, in log order,
+// and only while no Collect is queued or earlier in the batch: a Collect
+// can delete an unreferenced body that a later delivery brings back.
 func (p *Primary) thin(op store.Op) store.Op {
 	d, ok := op.(*store.Deliver)
 	if !ok || d.Body.Stored {
 		return op
 	}
-	if has, err := p.st.HasBody(d.Body.ID); err == nil && has {
+	p.qmu.Lock()
+	queued := p.bodies[d.Body.ID] > 0
+	p.qmu.Unlock()
+	if has, err := p.st.HasBody(d.Body.ID); queued || (err == nil && has) {
 		c := *d
 		c.Body = d.Body.Reference()
 		return &c
@@ -352,17 +608,41 @@ func (p *Primary) thin(op store.Op) store.Op {
 	return &c
 }
 
+// recoverLocked brings the numbering back in line with the log after a
+// failed append: entries the log took are queued to apply like any other
+// (no writer waits for them), and the next entry follows the log's last.
 func (p *Primary) recoverLocked(ctx context.Context, cause error) {
-	next, last, err := catchUp(ctx, p.log, p.st, p.opts.OnApplied)
-	if err != nil || errors.Is(cause, ErrStaleWriter) {
-		if err == nil {
-			err = cause
-		}
+	err := cause
+	if !errors.Is(cause, ErrStaleWriter) {
+		err = p.requeueLocked(ctx)
+	}
+	if err != nil {
 		p.broken = fmt.Errorf("replog: this writer stopped: %w", err)
 		p.lg.Error("log writer stopped", "err", err)
-		return
 	}
-	p.next, p.lastRecord = next, last
+}
+
+// requeueLocked queues the log's entries from p.next on.
+func (p *Primary) requeueLocked(ctx context.Context) error {
+	state, err := p.log.State(ctx)
+	if err != nil {
+		return err
+	}
+	if state.Last < p.next {
+		p.lastRecord = state.LastRecord
+		return nil
+	}
+	var q []queued
+	err = p.log.Replay(ctx, p.next, state.Last, func(e *Entry) error {
+		q = append(q, queued{e: *e})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	p.enqueue(q)
+	p.next, p.lastRecord = state.Last+1, state.LastRecord
+	return nil
 }
 
 // PrimaryStats are the active's write-path timings since it started.
@@ -396,7 +676,6 @@ func (p *Primary) waitPeer(ctx context.Context, seq uint64) error {
 		pos, ch := p.peerPos, p.posCh
 		p.posMu.Unlock()
 		if p.degraded.Load() {
-			p.ackedAlone(seq)
 			return nil
 		}
 		if pos >= seq {
@@ -416,8 +695,10 @@ func (p *Primary) waitPeer(ctx context.Context, seq uint64) error {
 	}
 }
 
-// Close stops writing: later commits fail, and waits for the passive end
-// with ErrNotActive. It then stops listening for positions.
+// Close stops writing: later commits fail, waits for the passive end with
+// ErrNotActive, and the entries not applied yet stay in the log only
+// (whoever follows this log next applies them, or sets them aside if the
+// new active never had them). It then stops listening for positions.
 func (p *Primary) Close() error {
 	p.closeOne.Do(func() { close(p.closed) })
 	p.mu.Lock()
@@ -425,6 +706,7 @@ func (p *Primary) Close() error {
 		p.broken = ErrNotActive
 	}
 	p.mu.Unlock()
+	<-p.applierEnd
 	if p.sub != nil {
 		return p.sub.Unsubscribe()
 	}

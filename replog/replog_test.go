@@ -77,18 +77,34 @@ func deliver(i int) store.Op {
 		Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}, {User: "bob", Mailbox: "INBOX"}}}
 }
 
+// commit commits ops and waits until they are applied (the passive
+// confirmed them).
 func commit(t *testing.T, p *replog.Primary, ops ...store.Op) []replog.Committed {
 	t.Helper()
 	res, err := p.Commit(context.Background(), ops)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range res {
-		if r.Err != nil {
-			t.Fatalf("op refused: %v", r.Err)
-		}
-	}
+	results(t, res)
 	return res
+}
+
+// results waits for committed operations to apply (the passive confirmed
+// them) and fails the test on any refusal.
+func results(t *testing.T, cs []replog.Committed) []store.Result {
+	t.Helper()
+	out := make([]store.Result, len(cs))
+	for i, c := range cs {
+		r, err := c.Result(context.Background())
+		if err != nil {
+			t.Fatalf("entry %d: %v", c.Seq, err)
+		}
+		if r.Err != nil {
+			t.Fatalf("entry %d refused: %v", c.Seq, r.Err)
+		}
+		out[i] = r
+	}
+	return out
 }
 
 func digest(t *testing.T, st *store.Store) store.Digest {
@@ -160,9 +176,15 @@ func TestPairReplicatesAndConfirms(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	res = commit(t, p, deliver(100))
-	if err := p.WaitPeer(ctx, res[0].Seq); !errors.Is(err, replog.ErrPeerTimeout) {
+	res, err = p.Commit(ctx, []store.Op{deliver(100)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res[0].Result(ctx); !errors.Is(err, replog.ErrPeerTimeout) {
 		t.Errorf("commit while the passive is down: %v", err)
+	}
+	if p, _ := a.st.Mailbox("alice", "INBOX"); p.Messages != 50 {
+		t.Errorf("a delivery the passive does not hold is visible on the active (%d messages)", p.Messages)
 	}
 	f2, err := replog.NewFollower(ctx, b.log, b.st, dialPeer(t, a), nil)
 	if err != nil {
@@ -369,14 +391,13 @@ func TestCollectThenRedeliverInOneCommit(t *testing.T) {
 		commit(t, p, &store.StoreFlags{User: u, Mailbox: "INBOX", UIDs: []uint32{1}, Action: store.FlagsAdd, Flags: []string{`\Deleted`}},
 			&store.Expunge{User: u, Mailbox: "INBOX", All: true})
 	}
-	res := commit(t, p, &store.Collect{Before: math.MaxInt64}, deliver(1))
-	for _, r := range res {
-		if err := p.WaitPeer(ctx, r.Seq); err != nil {
-			t.Fatal(err)
-		}
+	cs, err := p.Commit(ctx, []store.Op{&store.Collect{Before: math.MaxInt64}, deliver(1)})
+	if err != nil {
+		t.Fatal(err)
 	}
+	res := results(t, cs)
 	if res[0].Collected == 0 {
-		t.Fatalf("the Collect collected nothing: %+v", res[0].Result)
+		t.Fatalf("the Collect collected nothing: %+v", res[0])
 	}
 	poll.Eventually(t, 20*time.Second, "the passive to apply", func() bool { return b.st.AppliedSeq() == a.st.AppliedSeq() })
 	if da, db := digest(t, a.st), digest(t, b.st); da.Store != db.Store {

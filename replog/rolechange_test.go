@@ -3,7 +3,7 @@ package replog_test
 import (
 	"context"
 	"errors"
-	"strings"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -68,7 +68,10 @@ func TestRoleChangeSetsAsideDivergedTail(t *testing.T) {
 
 	// The active writes on; the passive is gone. A wait in progress ends
 	// when the writer is closed (the node lost the role).
-	tail := commit(t, pa, deliver(100), deliver(101), deliver(102))
+	tail, err := pa.Commit(ctx, []store.Op{deliver(100), deliver(101), deliver(102)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	waited := make(chan error, 1)
 	go func() { waited <- pa.WaitPeer(ctx, tail[2].Seq) }()
 	pa.Close()
@@ -97,19 +100,26 @@ func TestRoleChangeSetsAsideDivergedTail(t *testing.T) {
 		t.Fatalf("new active's last entry %d/%d, want %d/2", last, epoch, common+5)
 	}
 
-	// a follows b: its tail is set aside, nothing applied over it.
+	// a follows b: its tail (never confirmed, so never applied: a's store
+	// is at the common position) is set aside, the log starts afresh, and a
+	// follows b to identical, without a copy of b's store.
+	if got := a.st.AppliedSeq(); got != common {
+		t.Fatalf("a's store applied %d, but only %d were confirmed", got, common)
+	}
 	dir := t.TempDir()
-	fa, wait := runFollower(t, a, b, &replog.FollowerOptions{DivergedDir: dir, Epoch: 1})
-	poll.Eventually(t, 20*time.Second, "the follower to stop by itself", func() bool { return fa.Status().Err != nil })
-	err = wait()
-	if !errors.Is(err, replog.ErrDiverged) {
-		t.Fatalf("following the new active: %v, want ErrDiverged", err)
+	fa, _ := runFollower(t, a, b, &replog.FollowerOptions{DivergedDir: dir, Epoch: 1})
+	poll.Eventually(t, 20*time.Second, "a to follow b", func() bool { return a.st.AppliedSeq() == common+5 })
+	if da, db := digest(t, a.st), digest(t, b.st); da.Store != db.Store {
+		t.Fatal("digests differ after the rejoin")
 	}
-	i := strings.Index(err.Error(), dir)
-	if i < 0 {
-		t.Fatalf("error %q does not name the file under %s", err, dir)
+	if st := fa.Status(); st.Rejoins != 1 || st.Err != nil {
+		t.Fatalf("follower status %+v, want one rejoin and no error", st)
 	}
-	set, rerr := replog.ReadDiverged(strings.TrimSpace(err.Error()[i:]))
+	files, err := filepath.Glob(filepath.Join(dir, "diverged-*.log"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("diverged files %v (%v), want one", files, err)
+	}
+	set, rerr := replog.ReadDiverged(files[0])
 	if rerr != nil {
 		t.Fatal(rerr)
 	}
@@ -164,5 +174,65 @@ func TestFollowerCatchesUpAcrossEpochs(t *testing.T) {
 	// A writer below the log's last epoch is refused.
 	if _, err := replog.NewPrimary(ctx, c.log, c.st, c.nc, &replog.PrimaryOptions{Epoch: 1}); !errors.Is(err, replog.ErrStaleEpoch) {
 		t.Fatalf("a writer at epoch 1 over a log at epoch 2: %v, want ErrStaleEpoch", err)
+	}
+}
+
+// TestAloneTailTakenBackInPlace: a former active that acknowledged entries
+// alone (its peer "fenced") while the other node took over at a later
+// epoch: on rejoining it tells OnDiverged which entries it acknowledged,
+// takes them back in place (store.Rollback), and follows the new active
+// to identical, without a copy of its store.
+func TestAloneTailTakenBackInPlace(t *testing.T) {
+	ctx := context.Background()
+	a, b := newNode(t, "a"), newNode(t, "b")
+	pa, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, PeerTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, stopB := runFollower(t, b, a, nil)
+	commit(t, pa, &store.CreateUser{User: "alice"}, &store.CreateUser{User: "bob"})
+	for i := 0; i < 5; i++ {
+		commit(t, pa, deliver(i))
+	}
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+	common := fb.Status().Position
+	pa.SetDegraded(true)
+	for i := 100; i < 103; i++ {
+		commit(t, pa, deliver(i)) // acknowledged alone: applied tentatively
+	}
+	if !pa.AheadAlone() {
+		t.Fatal("the active acknowledged alone but does not say so")
+	}
+	pa.Close()
+	pb, err := replog.NewPrimary(ctx, b.log, b.st, b.nc, &replog.PrimaryOptions{Epoch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	pb.SetDegraded(true)
+	for i := 200; i < 205; i++ {
+		commit(t, pb, deliver(i))
+	}
+	var seen replog.Diverged
+	fa, _ := runFollower(t, a, b, &replog.FollowerOptions{DivergedDir: t.TempDir(), Epoch: 1,
+		OnDiverged: func(_ context.Context, d replog.Diverged) error {
+			seen = d
+			// The store still holds the tail here.
+			if mb, err := a.st.Mailbox("alice", "INBOX"); err != nil || mb.Messages != 8 {
+				t.Errorf("OnDiverged sees %d messages in alice's INBOX (%v), want the 8 with the tail", mb.Messages, err)
+			}
+			return nil
+		}})
+	poll.Eventually(t, 20*time.Second, "a to follow b", func() bool { return a.st.AppliedSeq() == common+5 })
+	if da, db := digest(t, a.st), digest(t, b.st); da.Store != db.Store {
+		t.Fatal("digests differ after the rejoin")
+	}
+	if seen.From != common+1 || seen.To != common+3 || len(seen.Acked) != 3 {
+		t.Fatalf("OnDiverged saw %+v, want entries %d..%d, all 3 acknowledged", seen, common+1, common+3)
+	}
+	if st := fa.Status(); st.Rejoins != 1 || st.Err != nil {
+		t.Fatalf("follower status %+v, want one rejoin", st)
 	}
 }

@@ -214,34 +214,7 @@ func (s *Store) Rollback(ctx context.Context, to uint64) error {
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: undoKey(to + 1), UpperBound: undoKey(s.applied + 1)})
-	if err != nil {
-		return err
-	}
-	for ok := it.Last(); ok; ok = it.Prev() {
-		var u undoRec
-		if err := unmarshal(it.Value(), &u); err != nil {
-			it.Close()
-			return err
-		}
-		for i := len(u.Writes) - 1; i >= 0; i-- {
-			w := u.Writes[i]
-			if w.Existed {
-				err = b.Set(w.Key, w.Prior, nil)
-			} else {
-				err = b.Delete(w.Key, nil)
-			}
-			if err != nil {
-				it.Close()
-				return err
-			}
-		}
-		if err := b.Delete(it.Key(), nil); err != nil {
-			it.Close()
-			return err
-		}
-	}
-	if err := it.Close(); err != nil {
+	if err := s.undoInto(b, to, s.applied); err != nil {
 		return err
 	}
 	if err := b.Set(keyApplied, putU64(to), nil); err != nil {
@@ -252,4 +225,148 @@ func (s *Store) Rollback(ctx context.Context, to uint64) error {
 	}
 	s.applied = to
 	return nil
+}
+
+// undoWriter is what undo records are applied to: a batch to commit, or
+// an in-memory overlay (ViewAt).
+type undoWriter interface {
+	Set(k, v []byte, o *pebble.WriteOptions) error
+	Delete(k []byte, o *pebble.WriteOptions) error
+}
+
+// undoInto writes into b what takes the store from applied back to to:
+// the undo records of the entries above to, newest first, and their
+// deletion.
+func (s *Store) undoInto(b undoWriter, to, applied uint64) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: undoKey(to + 1), UpperBound: undoKey(applied + 1)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.Last(); ok; ok = it.Prev() {
+		var u undoRec
+		if err := unmarshal(it.Value(), &u); err != nil {
+			return err
+		}
+		for i := len(u.Writes) - 1; i >= 0; i-- {
+			w := u.Writes[i]
+			var err error
+			if w.Existed {
+				err = b.Set(w.Key, w.Prior, nil)
+			} else {
+				err = b.Delete(w.Key, nil)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if err := b.Delete(bytes.Clone(it.Key()), nil); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// View is a read-only view of the store as it was at an earlier position
+// above the firm one: the undo records applied in memory, nothing
+// written. A merge reads the common position and the diverged state side
+// by side through it before a rollback. Close releases it.
+type View struct {
+	b    *pebble.Batch
+	done func()
+}
+
+// ViewAt returns the store as it was at seq (at or above the firm
+// position; the current state when seq is the applied position).
+func (s *Store) ViewAt(seq uint64) (*View, error) {
+	db, done, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	s.wmu.Lock()
+	applied := s.applied
+	firm, err := s.Firm()
+	s.wmu.Unlock()
+	if err == nil && seq < firm {
+		err = fmt.Errorf("%w: the store is firm up to %d, asked for %d", ErrNotTentative, firm, seq)
+	}
+	if err != nil {
+		done()
+		return nil, err
+	}
+	b := db.NewIndexedBatch()
+	if seq < applied {
+		if err := s.undoInto(b, seq, applied); err != nil {
+			b.Close()
+			done()
+			return nil, err
+		}
+	}
+	return &View{b: b, done: done}, nil
+}
+
+// Close releases the view.
+func (v *View) Close() {
+	v.b.Close()
+	v.done()
+}
+
+// Users lists the users in byte order.
+func (v *View) Users() ([]string, error) {
+	it, err := v.b.NewIter(&pebble.IterOptions{LowerBound: []byte{pUser}, UpperBound: []byte{pUser + 1}})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var users []string
+	for ok := it.First(); ok; ok = it.Next() {
+		users = append(users, string(it.Key()[1:]))
+	}
+	return users, it.Error()
+}
+
+// Mailboxes lists a user's mailboxes in name order (none for a user that
+// does not exist).
+func (v *View) Mailboxes(user string) ([]MailboxInfo, error) {
+	p := mboxPrefix(user)
+	it, err := v.b.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []MailboxInfo
+	for ok := it.First(); ok; ok = it.Next() {
+		var m mailboxRec
+		if err := unmarshal(it.Value(), &m); err != nil {
+			return nil, err
+		}
+		out = append(out, m.info(string(it.Key()[len(p):])))
+	}
+	return out, it.Error()
+}
+
+// Messages returns every message of a mailbox.
+func (v *View) Messages(user, name string) ([]Message, error) {
+	m, err := getMailbox(v.b, user, name)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := scanMessages(v.b, m.ID, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Message, len(recs))
+	for i, r := range recs {
+		out[i] = r.rec.message(r.uid)
+	}
+	return out, nil
+}
+
+// Body returns the exact bytes of a body held in the view.
+func (v *View) Body(id BlobID) ([]byte, error) {
+	man, err := readManifest(v.b, id)
+	if err != nil {
+		return nil, err
+	}
+	return man.Assemble(func(pid BlobID) ([]byte, error) { return readPart(v.b, pid) })
 }

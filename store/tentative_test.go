@@ -226,3 +226,50 @@ func TestMergedAppliesOnce(t *testing.T) {
 	}
 	mustVerify(t, s)
 }
+
+// TestViewAtTheFirmPosition: a view at an earlier position shows the
+// store as it was there, while the store itself stays as it is.
+func TestViewAtTheFirmPosition(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t, nil)
+	firmPrefix(t, s)
+	firm := s.AppliedSeq()
+	beforeBoxes, _ := s.Mailboxes("alice")
+	beforeMsgs, _ := s.Messages("alice", "INBOX", nil)
+	var entries []store.Entry
+	for i, op := range tentativeOps() {
+		entries = append(entries, store.Entry{Seq: firm + uint64(i) + 1, Time: testNow, Op: op})
+	}
+	if _, err := s.ApplyTentative(ctx, entries, nil); err != nil {
+		t.Fatal(err)
+	}
+	now := digest(t, s)
+	v, err := s.ViewAt(firm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	boxes, err := v.Mailboxes("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := v.Messages("alice", "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(boxes) != len(beforeBoxes) || len(msgs) != len(beforeMsgs) || msgs[0].UID != beforeMsgs[0].UID {
+		t.Fatalf("view at %d: %d mailboxes, %d messages; before the tentative entries: %d, %d", firm, len(boxes), len(msgs), len(beforeBoxes), len(beforeMsgs))
+	}
+	if users, _ := v.Users(); len(users) != 2 {
+		t.Errorf("view at %d has users %v, want alice and bob (carol came later)", firm, users)
+	}
+	if b, err := v.Body(msgs[0].Body); err != nil || len(b) == 0 {
+		t.Errorf("body in the view: %d bytes, %v", len(b), err)
+	}
+	if got := digest(t, s); got.Store != now.Store {
+		t.Fatal("a view changed the store")
+	}
+	if _, err := s.ViewAt(firm - 1); !errors.Is(err, store.ErrNotTentative) {
+		t.Errorf("a view below the firm position: %v", err)
+	}
+}

@@ -83,7 +83,11 @@ func (n *pairNode) commit(t *testing.T, ops ...store.Op) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, r := range res {
+	for i, c := range res {
+		r, err := c.Result(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
 		if r.Err != nil {
 			t.Fatalf("op %d (%T) refused: %v", i, ops[i], r.Err)
 		}

@@ -64,6 +64,7 @@ type Replication struct {
 	PeerWaitSeconds float64 `json:"peer_wait_seconds,omitempty"`
 	Takes           uint64  `json:"takes,omitempty"`
 	TakeSeconds     float64 `json:"take_seconds,omitempty"`
+	Rejoins         uint64  `json:"rejoins,omitempty"`
 	Resyncs         uint64  `json:"resyncs,omitempty"`
 	Error           string  `json:"error,omitempty"`
 }
@@ -100,7 +101,7 @@ func FromPair(st *Status, ps pair.Status, now time.Time) {
 			PeerPosition: r.PeerPosition, PeerSeen: ago(now, r.PeerSeen), Lag: r.Lag, Mode: r.Mode,
 			LinkBytes: r.LinkBytes, Appends: r.Appends, AppendSeconds: r.AppendTime.Seconds(),
 			PeerWaits: r.PeerWaits, PeerWaitSeconds: r.PeerWaitTime.Seconds(),
-			Takes: r.Takes, TakeSeconds: r.TakeTime.Seconds(), Resyncs: r.Resyncs, Error: r.Error}
+			Takes: r.Takes, TakeSeconds: r.TakeTime.Seconds(), Rejoins: r.Rejoins, Resyncs: r.Resyncs, Error: r.Error}
 		if r.Degraded {
 			st.Replication.Mode += ", degraded (the passive is fenced: acknowledged on this node alone)"
 		}
