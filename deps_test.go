@@ -25,7 +25,7 @@ var allowed = map[string][]string{
 	"replog":    {"store"},
 	"failover":  {},
 	"protocols": {"store", "dedupe"},
-	"pair":      {"store", "cache", "replog", "failover", "protocols"},
+	"pair":      {"store", "dedupe", "cache", "replog", "failover", "protocols"},
 	// Shared internals, each its own area.
 	"internal/admin":    {"pair", "failover", "store"},
 	"internal/harness":  {"internal/admin", "internal/poll", "internal/tlscert", "protocols", "store"},
@@ -46,7 +46,7 @@ var allowedInTests = map[string][]string{
 	"cache":       {"dedupe"},
 	"dedupe":      {"internal/testmail"},
 	"failover":    {"failover/failovertest"},
-	"pair":        {"dedupe", "failover/failovertest", "internal/harness", "internal/poll", "internal/tlscert"},
+	"pair":        {"failover/failovertest", "internal/harness", "internal/poll", "internal/tlscert"},
 	"protocols":   {"internal/testmail", "protocols/internal/prototest", "internal/poll"},
 	"replog":      {"dedupe", "internal/poll"},
 	"store":       {"cache", "dedupe", "internal/testmail"},

@@ -112,15 +112,34 @@ func (p *Pair) followOnce(ctx context.Context, f *following) error {
 		return err
 	}
 	defer remote.Close()
+	var merging sync.Once
 	fl, err := replog.NewFollower(ctx, p.log, p.loc.Load().st, remote, &replog.FollowerOptions{
 		Epoch: f.epoch, Logger: p.lg, DivergedDir: p.lay.Diverged(), OnApplied: p.applied,
+		OnDiverged: p.planMerge,
+		OnReady: func() {
+			p.setServing(true, "")
+			if len(p.pendingPlans()) > 0 {
+				merging.Do(func() { p.wg.Go(func() { p.runMerges(ctx, remote) }) })
+			}
+		},
 	})
 	if err != nil {
 		return err
 	}
 	f.set(fl, remote)
 	defer f.set(nil, nil)
-	return fl.Run(ctx)
+	err = fl.Run(ctx)
+	return err
+}
+
+// setServing changes whether the node serves mail, keeping its role;
+// waiting says what it waits for meanwhile.
+func (p *Pair) setServing(on bool, waiting string) {
+	s := p.roles.get()
+	if s.serving == on && s.waiting == waiting {
+		return
+	}
+	p.roles.set(continued(s, func(s *state) { s.serving, s.waiting = on, waiting }))
 }
 
 // dialPeer connects to the peer's NATS server over the link.

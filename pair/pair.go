@@ -49,7 +49,11 @@ type Pair struct {
 	follow     atomic.Pointer[following]
 	needResync atomic.Bool // the store cannot follow the active's log as it is
 
-	fo *failoverRun
+	alone  aloneSkips
+	fo     *failoverRun
+	merges merges
+	// stopMerges stops answering merge steps (the active's).
+	stopMerges func()
 
 	writes, writeErrs, unconfirmed atomic.Uint64
 	// flushHook, in tests, runs in a flush once it has read the role.

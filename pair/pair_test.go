@@ -331,6 +331,11 @@ func TestActiveCrashWithUnconfirmedTail(t *testing.T) {
 			t.Fatalf("a write without the passive: %v, want a temporary failure", err)
 		}
 	}
+	// Nothing the passive does not hold is visible: no client can have
+	// seen a UID of these writes, which the new active will give to others.
+	if mb, err := p.nodes[0].Mailbox(testUser, "INBOX"); err != nil || mb.Messages != 5 || mb.UIDNext != 6 {
+		t.Fatalf("the active shows %d messages, UIDNEXT %d (%v): writes the passive never confirmed are visible", mb.Messages, mb.UIDNext, err)
+	}
 	p.Stop(0)
 	p.Start(1)
 	if err := p.nodes[1].Promote(context.Background(), 2, true); err != nil {
@@ -465,4 +470,122 @@ func (r *recorder) changes() []protocols.Change {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]protocols.Change(nil), r.seen...)
+}
+
+// TestSplitBrainMerged: both nodes acknowledge alone (a fence that lied):
+// a at epoch 1, then b at epoch 2. When a comes back it finds its tail
+// diverged, plans a merge of what it acknowledged, takes the tail back in
+// place and follows b; the merge re-applies a's deliveries on b through
+// b's write path. Every acknowledged message is then on both nodes
+// exactly once, under the same UIDVALIDITY, and no UID a client saw on
+// either side names another message.
+func TestSplitBrainMerged(t *testing.T) {
+	p := newTestPair(t, func(_ int, c *pair.Config) { c.PeerTimeout = 300 * time.Millisecond })
+	a := p.nodes[0]
+	if err := a.Promote(context.Background(), 1, false); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := p.Write(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.holdAll()
+	uidValidity := func(i int) uint32 {
+		mb, err := p.nodes[i].Mailbox(testUser, "INBOX")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mb.UIDValidity
+	}
+	v0 := uidValidity(0)
+	p.Stop(1)
+	a.SetDegraded(true) // "fenced" b
+	var alone []string
+	for range 4 {
+		id, err := p.Write(context.Background(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone = append(alone, id)
+	}
+	p.Stop(0) // the partition: b never hears of a's writes
+	p.Start(1)
+	b := p.nodes[1]
+	if err := b.Promote(context.Background(), 2, true); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if _, err := p.Write(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seenOnA := map[string]ackedWrite{}
+	p.mu.Lock()
+	for _, id := range alone {
+		seenOnA[id] = p.acked[id]
+	}
+	p.mu.Unlock()
+	// The heal: a comes back as a passive of b.
+	p.Start(0)
+	a = p.nodes[0]
+	poll.Eventually(t, bound, "the merge to finish", func() bool {
+		m := a.Status(context.Background()).Merge
+		return m != nil && m.Pending == 0 && m.Applied >= 4 && a.State().Serving
+	})
+	b.SetDegraded(false)
+	poll.EventuallyNil(t, bound, "identical stores", func() error {
+		da, _ := a.Digest()
+		db, _ := b.Digest()
+		if da.Store != db.Store {
+			return fmt.Errorf("a at %d, b at %d", da.Applied, db.Applied)
+		}
+		return nil
+	})
+	for i := range 2 {
+		if got := uidValidity(i); got != v0 {
+			t.Errorf("node %d: UIDVALIDITY %d, was %d", i, got, v0)
+		}
+		msgs, err := p.nodes[i].Messages(testUser, "INBOX", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		count := map[store.BlobID]int{}
+		byUID := map[uint32]store.BlobID{}
+		for _, m := range msgs {
+			count[m.Body]++
+			byUID[m.UID] = m.Body
+		}
+		p.mu.Lock()
+		for id, w := range p.acked {
+			if count[w.blob] != 1 {
+				t.Errorf("node %d holds an acknowledged message %d times", i, count[w.blob])
+			}
+			if body, ok := byUID[w.uid]; ok && body != w.blob {
+				t.Errorf("node %d: UID %d, seen by a client, now names another message", i, w.uid)
+			}
+			_ = id
+		}
+		p.mu.Unlock()
+		for id, w := range seenOnA {
+			if body, ok := byUID[w.uid]; ok && body != w.blob {
+				t.Errorf("node %d: UID %d that a's client saw (%x) names another message", i, w.uid, id[:4])
+			}
+		}
+	}
+	m := a.Status(context.Background()).Merge
+	msgs, _ := b.Messages(testUser, "INBOX", nil)
+	var uids []uint32
+	for _, mm := range msgs {
+		uids = append(uids, mm.UID)
+	}
+	t.Logf("merge %+v; UIDs on b %v; a's client saw %v", *m, uids, func() (u []uint32) {
+		for _, w := range seenOnA {
+			u = append(u, w.uid)
+		}
+		return
+	}())
+	if len(msgs) != 3+4+5 || m.Found < 4 || m.Acked < 4 || m.Applied < 4 {
+		t.Errorf("b holds %d messages, want 12; merge %+v", len(msgs), *m)
+	}
 }

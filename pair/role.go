@@ -223,13 +223,20 @@ func (p *Pair) becomeActive(ctx context.Context, epoch uint64, alone bool) error
 	if err != nil {
 		return err
 	}
+	p.alone.set(alone)
 	primary.SetDegraded(alone)
 	stopServe, err := replog.ServeResync(p.nc, st, p.lay.Tmp(), p.lg)
 	if err != nil {
 		primary.Close()
 		return err
 	}
-	p.primary, p.stopServe = primary, stopServe
+	stopMerges, err := p.serveMerges()
+	if err != nil {
+		stopServe()
+		primary.Close()
+		return err
+	}
+	p.primary, p.stopServe, p.stopMerges = primary, stopServe, stopMerges
 	p.roles.set(p.newState(state{role: Active, epoch: epoch, writable: true, term: p.roles.nextTerm(),
 		primary: primary, serving: true}))
 	p.afterWritable()
@@ -242,7 +249,7 @@ func (p *Pair) becomeActive(ctx context.Context, epoch uint64, alone bool) error
 // or trimmed position). Called under changeMu.
 func (p *Pair) becomePassive(epoch uint64) {
 	p.roles.set(p.newState(state{role: Passive, epoch: epoch, why: "this node is the passive; write to " + p.cfg.WriteHint,
-		serving: true}))
+		waiting: "checking this node's log against the active's (" + p.cfg.PeerNATS + ")"}))
 	ctx, stop := context.WithCancel(p.ctx)
 	f := &following{stop: stop, done: make(chan struct{}), epoch: epoch}
 	p.follow.Store(f)
@@ -272,6 +279,10 @@ func (p *Pair) stopWriting() {
 	if p.stopServe != nil {
 		p.stopServe()
 		p.stopServe = nil
+	}
+	if p.stopMerges != nil {
+		p.stopMerges()
+		p.stopMerges = nil
 	}
 }
 
@@ -425,6 +436,7 @@ func (p *Pair) PeerConfirmed() uint64 {
 // wait for the peer again.
 func (p *Pair) SetDegraded(on bool) {
 	if pr := p.activePrimary(); pr != nil {
+		p.alone.set(on)
 		pr.SetDegraded(on)
 	}
 }

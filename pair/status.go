@@ -25,6 +25,8 @@ type Status struct {
 	// Replication is set in a pair, Failover with automatic failover.
 	Replication *ReplicationStatus
 	Failover    *FailoverStatus
+	// Merge is set in a pair: the merges of diverged tails.
+	Merge *MergeStatus
 }
 
 // ReplicationStatus is the replication part of Status.
@@ -91,6 +93,9 @@ func (p *Pair) Status(ctx context.Context) Status {
 	}
 	if p.log != nil {
 		st.Replication = p.replicationStatus(ctx)
+		m := p.merges.get()
+		m.Pending = len(p.pendingPlans())
+		st.Merge = &m
 	}
 	if p.fo != nil {
 		st.Failover = p.fo.status()

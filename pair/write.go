@@ -127,9 +127,29 @@ func (p *Pair) flush(ctx context.Context, batch []admitted) ([]outcome, error) {
 	}
 	var res []outcome
 	if s.primary != nil {
-		committed, err := s.primary.CommitTagged(ctx, ops, tags)
+		// Alone, UID skips go before the first new message of a mailbox
+		// (alone.go); their outcomes are nobody's.
+		all, allTags, mine := ops, tags, []int(nil)
+		if skips := p.skipsFor(ops, s.epoch); skips != nil {
+			all, allTags = nil, nil
+			for i, op := range ops {
+				for _, sk := range skips[i] {
+					all, allTags = append(all, sk), append(allTags, nil)
+				}
+				mine = append(mine, len(all))
+				all, allTags = append(all, op), append(allTags, tags[i])
+			}
+		}
+		committed, err := s.primary.CommitTagged(ctx, all, allTags)
 		if err != nil {
 			return nil, err
+		}
+		if mine != nil {
+			picked := make([]replog.Committed, len(mine))
+			for i, j := range mine {
+				picked[i] = committed[j]
+			}
+			committed = picked
 		}
 		res = make([]outcome, len(committed))
 		for i, c := range committed {

@@ -33,7 +33,11 @@ type FollowerOptions struct {
 	// takes back what it applied of it (the store still holds it then): a
 	// merge plans there what to re-apply on the active.
 	OnDiverged func(ctx context.Context, d Diverged) error
-	Logger     *slog.Logger
+	// OnReady, if set, is called each time the local log was found a
+	// prefix of the active's (after a diverged tail was taken back), before
+	// following: the node's data is current from then on.
+	OnReady func()
+	Logger  *slog.Logger
 }
 
 // Follower is the passive's side of the log: it reads the active's log,
@@ -219,6 +223,9 @@ func (f *Follower) follow(ctx context.Context) error {
 	}
 	if err := f.reconcile(ctx, st, state); err != nil {
 		return err
+	}
+	if f.opts.OnReady != nil {
+		f.opts.OnReady()
 	}
 	f.mu.Lock()
 	pos := f.pos

@@ -87,6 +87,17 @@ func printStatus(w io.Writer, st *admin.Status) {
 			fmt.Fprintf(w, "problem     %s\n", r.Error)
 		}
 	}
+	if m := st.Merge; m != nil && (m.Found > 0 || m.Pending > 0) {
+		skipped := 0
+		for _, n := range m.Skipped {
+			skipped += n
+		}
+		fmt.Fprintf(w, "merge       %d operations found in diverged tails, %d acknowledged; %d re-applied on the active, %d already there, %d skipped; %d plans pending\n",
+			m.Found, m.Acked, m.Applied, m.Duplicates, skipped, m.Pending)
+		if m.LastError != "" {
+			fmt.Fprintf(w, "merge error %s\n", m.LastError)
+		}
+	}
 	if st.Failover != nil {
 		printFailover(w, st.Failover)
 	}

@@ -180,6 +180,15 @@ func fo(f func(f *pair.FailoverStatus, now time.Time) float64) func(*pair.Status
 	}
 }
 
+func mergeStat(f func(m *pair.MergeStatus) int) func(*pair.Status, time.Time) (float64, bool) {
+	return func(s *pair.Status, _ time.Time) (float64, bool) {
+		if s.Merge == nil {
+			return 0, false
+		}
+		return float64(f(s.Merge)), true
+	}
+}
+
 func b2f(b bool) float64 {
 	if b {
 		return 1
@@ -222,6 +231,22 @@ var pairMetrics = []metric{
 	counter("twinbox_replication_batch_seconds_total", "As a passive, time from a batch's arrival to the report of its position (decoding, append, fsync).", asPassive(func(r *pair.ReplicationStatus) float64 { return r.TakeTime.Seconds() })),
 	counter("twinbox_replication_resyncs_total", "Rebuilds of this node's store from the active's checkpoint.", repl(func(r *pair.ReplicationStatus) float64 { return float64(r.Resyncs) })),
 
+	gauge("twinbox_merge_pending_plans", "Merge plans of diverged tails not finished yet.", func(s *pair.Status, _ time.Time) (float64, bool) {
+		if s.Merge == nil {
+			return 0, false
+		}
+		return float64(s.Merge.Pending), true
+	}),
+	counter("twinbox_merge_found_total", "Operations found in diverged tails since start.", mergeStat(func(m *pair.MergeStatus) int { return m.Found })),
+	counter("twinbox_merge_acknowledged_total", "Operations of diverged tails that had been acknowledged to a client.", mergeStat(func(m *pair.MergeStatus) int { return m.Acked })),
+	counter("twinbox_merge_reapplied_total", "Merge steps re-applied on the active.", mergeStat(func(m *pair.MergeStatus) int { return m.Applied })),
+	counter("twinbox_merge_skipped_total", "Operations or merge steps not re-applied (not acknowledged, or not applicable on the active).", mergeStat(func(m *pair.MergeStatus) int {
+		n := 0
+		for _, v := range m.Skipped {
+			n += v
+		}
+		return n
+	})),
 	gauge("twinbox_failover_active", "1 when this node is the active.", fo(func(f *pair.FailoverStatus, _ time.Time) float64 { return b2f(f.Role == "active") })),
 	gauge("twinbox_failover_epoch", "The highest epoch this node knows.", fo(func(f *pair.FailoverStatus, _ time.Time) float64 { return float64(f.Epoch) })),
 	gauge("twinbox_failover_peer_alive", "1 when the peer was heard within deadtime on some path.", fo(func(f *pair.FailoverStatus, _ time.Time) float64 {

@@ -40,6 +40,19 @@ type Status struct {
 
 	Replication *Replication `json:"replication,omitempty"`
 	Failover    *Failover    `json:"failover,omitempty"`
+	Merge       *Merge       `json:"merge,omitempty"`
+}
+
+// Merge is the merge part of Status: what a former active acknowledged
+// alone during a split brain, re-applied on the active.
+type Merge struct {
+	Pending    int            `json:"pending_plans"`
+	Found      int            `json:"found"`
+	Acked      int            `json:"acknowledged"`
+	Applied    int            `json:"reapplied"`
+	Duplicates int            `json:"already_applied"`
+	Skipped    map[string]int `json:"skipped,omitempty"`
+	LastError  string         `json:"last_error,omitempty"`
 }
 
 // Replication is the replication part of Status.
@@ -105,6 +118,10 @@ func FromPair(st *Status, ps pair.Status, now time.Time) {
 		if r.Degraded {
 			st.Replication.Mode += ", degraded (the passive is fenced: acknowledged on this node alone)"
 		}
+	}
+	if m := ps.Merge; m != nil {
+		st.Merge = &Merge{Pending: m.Pending, Found: m.Found, Acked: m.Acked, Applied: m.Applied,
+			Duplicates: m.Duplicates, Skipped: m.Skipped, LastError: m.LastError}
 	}
 	if f := ps.Failover; f != nil {
 		st.Failover = &Failover{Status: f.Status, FenceDevice: f.FenceDevice, Paths: map[string]Heartbeat{}}

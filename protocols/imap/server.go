@@ -89,6 +89,8 @@ type Server struct {
 	srv  *imapserver.Server
 	hub  *hub
 	ro   atomic.Pointer[writeMode]
+	// unavailable, when set, says why no session is served now.
+	unavailable atomic.Pointer[string]
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
@@ -146,6 +148,18 @@ func (s *Server) Sessions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.sessions)
+}
+
+// SetAvailable turns serving on or off: while not available (a node that
+// does not know yet that its data is current), new connections get
+// "* BYE [UNAVAILABLE] why" and are closed. Sessions already open are the
+// node's to end (Kick).
+func (s *Server) SetAvailable(ok bool, why string) {
+	if ok {
+		s.unavailable.Store(nil)
+		return
+	}
+	s.unavailable.Store(&why)
 }
 
 // writeMode is the server's read-only mode at one moment.
@@ -306,6 +320,10 @@ func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver
 		sess.tls = true
 	}
 	sess.remote = nc.RemoteAddr().String()
+	if why := s.unavailable.Load(); why != nil {
+		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Code: imap.ResponseCodeUnavailable,
+			Text: "This node does not serve mail yet: " + *why}
+	}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()

@@ -217,6 +217,20 @@ type Server struct {
 	// readOnly, when set, refuses transactions at MAIL FROM (a passive),
 	// before the sender transfers the message.
 	readOnly atomic.Pointer[gosmtp.SMTPError]
+	// unavailable, when set, refuses transactions at MAIL FROM.
+	unavailable atomic.Pointer[gosmtp.SMTPError]
+}
+
+// SetAvailable turns serving on or off: while not available (a node that
+// does not know yet that its data is current), MAIL FROM is answered 451
+// with why.
+func (s *Server) SetAvailable(ok bool, why string) {
+	if ok {
+		s.unavailable.Store(nil)
+		return
+	}
+	s.unavailable.Store(&gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
+		Message: "This node does not take mail yet (" + why + "); try again later"})
 }
 
 // SetReadOnly turns the read-only mode on or off while serving: on a

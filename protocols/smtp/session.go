@@ -77,6 +77,9 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if s.closed {
 		return errShuttingDown
 	}
+	if un := s.srv.unavailable.Load(); un != nil {
+		return un
+	}
 	if ro := s.srv.readOnly.Load(); ro != nil {
 		return ro
 	}
