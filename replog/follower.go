@@ -55,6 +55,10 @@ type Follower struct {
 
 	takes, takeNanos atomic.Uint64 // batches made durable here, and their time from arrival to report
 	rejoins          atomic.Uint64 // diverged tails taken back in place
+	// activity counts batches taken and moments spent writing them; it
+	// travels with the position, so the active sees progress before the
+	// position moves.
+	activity atomic.Uint64
 
 	mu      sync.Mutex
 	pos     uint64 // last entry durable in the local log
@@ -191,9 +195,10 @@ func (f *Follower) report() {
 	if !ready {
 		return
 	}
-	b := make([]byte, 16)
+	b := make([]byte, 24)
 	binary.BigEndian.PutUint64(b, pos)
 	binary.BigEndian.PutUint64(b[8:], epoch)
+	binary.BigEndian.PutUint64(b[16:], f.activity.Load())
 	_ = f.remote.Publish(PositionSubject, b)
 }
 
@@ -310,6 +315,24 @@ func (f *Follower) follow(ctx context.Context) error {
 // take appends entries to the local log, reports the new position and
 // hands the operations they complete to the applier.
 func (f *Follower) take(ctx context.Context, ap *applier, entries []Entry, arrived time.Time) error {
+	// While this batch is being made durable, say so: the active's
+	// PeerTimeout measures a lack of progress, and a large operation's
+	// records take a while to write and fsync.
+	busy := make(chan struct{})
+	defer close(busy)
+	go func() {
+		t := time.NewTicker(busyEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-busy:
+				return
+			case <-t.C:
+				f.activity.Add(1)
+				f.report()
+			}
+		}
+	}()
 	f.mu.Lock()
 	pos, epoch := f.pos, f.epoch
 	f.mu.Unlock()
@@ -371,6 +394,9 @@ func (f *Follower) take(ctx context.Context, ap *applier, entries []Entry, arriv
 	}
 	return ap.send(ctx, whole, size)
 }
+
+// busyEvery is how often a follower busy with a batch tells the active.
+const busyEvery = 100 * time.Millisecond
 
 // applier applies whole operations to the store in log order, behind the
 // local log that already holds them (store.ApplyLogged: a crash leaves

@@ -77,19 +77,29 @@ func (c Committed) Result(ctx context.Context) (store.Result, error) {
 	t := time.NewTimer(pd.timeout)
 	defer t.Stop()
 	var why error
-	select {
-	case <-pd.done:
-		if pd.err == nil {
-			pd.primary.peerWaits.Add(1)
-			pd.primary.peerWaitNanos.Add(uint64(time.Since(t0)))
+	for why == nil {
+		pd.primary.posMu.Lock()
+		progress := pd.primary.posCh
+		pd.primary.posMu.Unlock()
+		select {
+		case <-pd.done:
+			if pd.err == nil {
+				pd.primary.peerWaits.Add(1)
+				pd.primary.peerWaitNanos.Add(uint64(time.Since(t0)))
+			}
+			return pd.res, pd.err
+		case <-progress:
+			// The passive moved on (a large operation's chunks arriving
+			// one by one, say): PeerTimeout measures a lack of progress,
+			// not the length of the transfer.
+			t.Reset(pd.timeout)
+		case <-t.C:
+			why = fmt.Errorf("%w: entry %d not confirmed: the passive made no progress for %v", ErrPeerTimeout, pd.seq, pd.timeout)
+		case <-ctx.Done():
+			why = fmt.Errorf("%w: entry %d: %v", ErrPeerTimeout, pd.seq, ctx.Err())
+		case <-pd.closed:
+			why = fmt.Errorf("%w: entry %d not confirmed by the passive", ErrNotActive, pd.seq)
 		}
-		return pd.res, pd.err
-	case <-t.C:
-		why = fmt.Errorf("%w: entry %d not confirmed by the passive after %v", ErrPeerTimeout, pd.seq, pd.timeout)
-	case <-ctx.Done():
-		why = fmt.Errorf("%w: entry %d: %v", ErrPeerTimeout, pd.seq, ctx.Err())
-	case <-pd.closed:
-		why = fmt.Errorf("%w: entry %d not confirmed by the passive", ErrNotActive, pd.seq)
 	}
 	pd.mu.Lock()
 	if pd.claimed {
@@ -154,11 +164,12 @@ type Primary struct {
 	// firstOwn is the first entry this writer numbered.
 	firstOwn uint64
 
-	posMu   sync.Mutex
-	peerPos uint64
-	peerAt  time.Time
-	posCh   chan struct{} // closed when peerPos advances
-	sub     *nats.Subscription
+	posMu        sync.Mutex
+	peerActivity uint64
+	peerPos      uint64
+	peerAt       time.Time
+	posCh        chan struct{} // closed when peerPos advances
+	sub          *nats.Subscription
 }
 
 // NewPrimary makes this node the writer of the log at the given epoch. It
@@ -250,10 +261,16 @@ func (p *Primary) onPosition(m *nats.Msg) {
 		// tail it has not set aside yet). It confirms nothing.
 		return
 	}
+	var activity uint64
+	if len(m.Data) >= 24 {
+		activity = binary.BigEndian.Uint64(m.Data[16:])
+	}
 	p.posMu.Lock()
 	p.peerAt = time.Now()
-	if pos > p.peerPos {
-		p.peerPos = pos
+	if pos > p.peerPos || activity != p.peerActivity {
+		// Progress: waits start their PeerTimeout again.
+		p.peerPos = max(p.peerPos, pos)
+		p.peerActivity = activity
 		close(p.posCh)
 		p.posCh = make(chan struct{})
 	}

@@ -3,6 +3,7 @@ package replog_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -500,4 +501,50 @@ func startPair(t *testing.T, peerTimeout time.Duration) (a, b *node, p *replog.P
 	go func() { f.Run(fctx); close(done) }()
 	t.Cleanup(func() { stop(); <-done })
 	return a, b, p
+}
+
+// TestPeerTimeoutMeasuresProgress: a write waits as long as the passive
+// shows progress (a large operation's records being written), and fails
+// after PeerTimeout only when it shows none.
+func TestPeerTimeoutMeasuresProgress(t *testing.T) {
+	ctx := context.Background()
+	a := newNode(t, "a")
+	p, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 1, PeerTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	report := func(pos, activity uint64) {
+		b := make([]byte, 24)
+		binary.BigEndian.PutUint64(b, pos)
+		binary.BigEndian.PutUint64(b[8:], 1)
+		binary.BigEndian.PutUint64(b[16:], activity)
+		if err := a.nc.Publish(replog.PositionSubject, b); err != nil {
+			t.Error(err)
+		}
+	}
+	cs, err := p.Commit(ctx, []store.Op{&store.CreateUser{User: "alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A busy passive: activity every 50 ms for three PeerTimeouts, then
+	// the position.
+	go func() {
+		for i := uint64(1); i <= 60; i++ {
+			report(0, i)
+			time.Sleep(50 * time.Millisecond)
+		}
+		report(cs[0].Seq, 61)
+	}()
+	if _, err := cs[0].Result(ctx); err != nil {
+		t.Fatalf("a write while the passive shows progress: %v", err)
+	}
+	// A silent passive: the write fails after PeerTimeout.
+	cs, err = p.Commit(ctx, []store.Op{&store.CreateUser{User: "bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs[0].Result(ctx); !errors.Is(err, replog.ErrPeerTimeout) {
+		t.Fatalf("a write with a silent passive: %v, want ErrPeerTimeout", err)
+	}
 }

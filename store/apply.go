@@ -356,7 +356,7 @@ func (t *txn) applyOp(op Op, res *Result) error {
 	case *Subscribe:
 		err = t.subscribe(op)
 	case *Deliver:
-		res.Placed, err = t.deliver(op)
+		res.Placed, res.Duplicate, err = t.deliverOnce(op)
 	case *Copy:
 		err = t.copyMessages(op, false, res)
 	case *Move:
@@ -681,6 +681,71 @@ func (m *mailboxRec) count(rec *msgRec, sign int) {
 	if hasFlag(rec.Flags, FlagDeleted) {
 		m.Deleted += d
 	}
+}
+
+// retryRec is a delivery recognised for its retries.
+type retryRec struct {
+	At     int64       `cbor:"1,keyasint"`
+	Placed []Placement `cbor:"2,keyasint,omitempty"`
+}
+
+// deliverOnce delivers op unless it is the retry of a delivery applied
+// within RetryWindow (see Deliver.Retry): then it returns that
+// delivery's placements and dup.
+func (t *txn) deliverOnce(op *Deliver) (placed []Placement, dup bool, err error) {
+	if len(op.Retry) == 0 {
+		placed, err = t.deliver(op)
+		return placed, false, err
+	}
+	var r retryRec
+	ok, err := t.getRec(retryKey(op.Retry), &r)
+	if err != nil {
+		return nil, false, err
+	}
+	if ok && t.now-r.At < int64(RetryWindow) {
+		return r.Placed, true, nil
+	}
+	if ok {
+		if err := t.del(retryIndexKey(r.At, op.Retry)); err != nil {
+			return nil, false, err
+		}
+	}
+	if placed, err = t.deliver(op); err != nil {
+		return nil, false, err
+	}
+	if err := t.put(retryKey(op.Retry), retryRec{At: t.now, Placed: placed}); err != nil {
+		return nil, false, err
+	}
+	return placed, false, t.b.Set(retryIndexKey(t.now, op.Retry), nil, nil)
+}
+
+// forgetRetries drops the retry records older than RetryWindow at t.now
+// (Collect), at most limit of them (0: no limit).
+func (t *txn) forgetRetries(limit int) error {
+	if t.now < int64(RetryWindow) {
+		return nil
+	}
+	hi := retryIndexKey(t.now-int64(RetryWindow), nil)
+	it, err := t.b.NewIter(&pebble.IterOptions{LowerBound: []byte{pRetryIx}, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	var keys [][]byte
+	for ok := it.First(); ok && (limit == 0 || len(keys) < limit); ok = it.Next() {
+		keys = append(keys, bytes.Clone(it.Key()))
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := t.del(k); err != nil {
+			return err
+		}
+		if err := t.del(retryKey(k[9:])); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (t *txn) deliver(op *Deliver) ([]Placement, error) {
@@ -1039,6 +1104,9 @@ func (t *txn) expunge(op *Expunge) ([]uint32, error) {
 }
 
 func (t *txn) collect(op *Collect) (int, int64, error) {
+	if err := t.forgetRetries(op.Limit); err != nil {
+		return 0, 0, err
+	}
 	lo := []byte{pZero}
 	hi := zeroKey(op.Before+1, BlobID{})
 	if op.Before == math.MaxInt64 {

@@ -52,18 +52,20 @@ func unmarshal(b []byte, v any) error {
 
 // Key layout. Every key starts with a one-byte prefix naming its kind.
 const (
-	pSys   = 0x00 // system values: applied sequence, counters, format
-	pUser  = 'u'  // u user -> userRec
-	pMbox  = 'n'  // n user 0x00 name -> mailboxRec
-	pMsg   = 'm'  // m mailboxID(8) uid(4) -> msgRec
-	pBlob  = 'b'  // b bodyID -> blobRec of a message body
-	pData  = 'd'  // d bodyID -> encoded Manifest of a message body
-	pMeta  = 'x'  // x bodyID -> encoded Meta of a message body
-	pPart  = 'p'  // p partID -> blobRec of a part blob
-	pPartD = 'q'  // q partID -> the part's bytes
-	pZero  = 'z'  // z zeroAt(8) bodyID -> empty: bodies whose count reached zero
-	pMrg   = 'k'  // k mergeID -> time: merged operations applied (exactly once)
-	keyEnd = 0xff
+	pSys     = 0x00 // system values: applied sequence, counters, format
+	pUser    = 'u'  // u user -> userRec
+	pMbox    = 'n'  // n user 0x00 name -> mailboxRec
+	pMsg     = 'm'  // m mailboxID(8) uid(4) -> msgRec
+	pBlob    = 'b'  // b bodyID -> blobRec of a message body
+	pData    = 'd'  // d bodyID -> encoded Manifest of a message body
+	pMeta    = 'x'  // x bodyID -> encoded Meta of a message body
+	pPart    = 'p'  // p partID -> blobRec of a part blob
+	pPartD   = 'q'  // q partID -> the part's bytes
+	pZero    = 'z'  // z zeroAt(8) bodyID -> empty: bodies whose count reached zero
+	pMrg     = 'k'  // k mergeID -> time: merged operations applied (exactly once)
+	pRetry   = 'e'  // e retryKey -> retryRec: deliveries recognised when retried
+	pRetryIx = 'E'  // E at(8) retryKey -> empty: the same, by time, for expiry
+	keyEnd   = 0xff
 )
 
 var (
@@ -96,6 +98,15 @@ func msgKey(mboxID uint64, uid uint32) []byte {
 func uidOfMsgKey(k []byte) uint32 { return binary.BigEndian.Uint32(k[9:13]) }
 
 func mergedKey(id string) []byte { return append([]byte{pMrg}, id...) }
+
+func retryKey(k []byte) []byte { return append([]byte{pRetry}, k...) }
+
+func retryIndexKey(at int64, k []byte) []byte {
+	b := make([]byte, 9, 9+len(k))
+	b[0] = pRetryIx
+	binary.BigEndian.PutUint64(b[1:], uint64(at))
+	return append(b, k...)
+}
 
 func blobKey(id BlobID) []byte { return append([]byte{pBlob}, id[:]...) }
 func dataKey(id BlobID) []byte { return append([]byte{pData}, id[:]...) }

@@ -97,7 +97,19 @@ type Deliver struct {
 	Body         Body     `cbor:"1,keyasint"`
 	Targets      []Target `cbor:"2,keyasint"`
 	InternalDate int64    `cbor:"3,keyasint"` // Unix nanoseconds
+	// Retry, when set, names the delivery for retries (a hash of the
+	// envelope and the body, made by SMTP and LMTP): a delivery with the
+	// same Retry within RetryWindow of an earlier one is that sender's
+	// retry of it (the first attempt got a temporary failure but became
+	// durable): it stores nothing, and its result is the first one's,
+	// with Result.Duplicate set.
+	Retry []byte `cbor:"4,keyasint,omitempty"`
 }
+
+// RetryWindow is how long a delivery is recognised when its sender
+// retries it: longer than an MTA's first retries (Postfix: 5 minutes,
+// then doubling), short enough that the index stays small.
+const RetryWindow = 2 * time.Hour
 
 // Target is one mailbox a delivery lands in.
 type Target struct {
@@ -329,6 +341,9 @@ func (o *Subscribe) check() error { return checkUserMailbox(o.User, o.Name) }
 func (o *Deliver) check() error {
 	if len(o.Targets) == 0 {
 		return fmt.Errorf("%w: delivery without targets", ErrInvalidOp)
+	}
+	if len(o.Retry) > 64 {
+		return fmt.Errorf("%w: retry key of %d bytes", ErrInvalidOp, len(o.Retry))
 	}
 	for _, t := range o.Targets {
 		if err := checkUserMailbox(t.User, t.Mailbox); err != nil {

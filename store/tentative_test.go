@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/twinbox/twinbox/store"
 )
@@ -272,4 +273,39 @@ func TestViewAtTheFirmPosition(t *testing.T) {
 	if _, err := s.ViewAt(firm - 1); !errors.Is(err, store.ErrNotTentative) {
 		t.Errorf("a view below the firm position: %v", err)
 	}
+}
+
+// TestRetriedDeliveryStoredOnce: a delivery with the retry key of one
+// applied within RetryWindow is that sender's retry: nothing is stored
+// again and the result is the first one's; after the window it is a new
+// delivery, and Collect forgets the old keys.
+func TestRetriedDeliveryStoredOnce(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t, nil)
+	firmPrefix(t, s)
+	d := func() *store.Deliver {
+		return &store.Deliver{Body: body(message(42, 1500)), Targets: []store.Target{{User: "bob", Mailbox: "INBOX"}},
+			InternalDate: testNow, Retry: []byte("retry-key-of-this-delivery")}
+	}
+	at := func(t0 int64, op store.Op) store.Result {
+		res, err := s.ApplyNext(ctx, t0, op)
+		if err != nil || res[0].Err != nil {
+			t.Fatal(err, res[0].Err)
+		}
+		return res[0]
+	}
+	first := at(testNow, d())
+	again := at(testNow+int64(time.Minute), d())
+	if first.Duplicate || !again.Duplicate || again.Placed[0] != first.Placed[0] {
+		t.Fatalf("first %+v, retry %+v: want the retry recognised with the first placement", first, again)
+	}
+	if mb, _ := s.Mailbox("bob", "INBOX"); mb.Messages != 1 {
+		t.Fatalf("%d messages after a retry, want 1", mb.Messages)
+	}
+	later := at(testNow+int64(store.RetryWindow)+1, d())
+	if later.Duplicate {
+		t.Fatal("a delivery after the window was taken for a retry")
+	}
+	at(testNow+3*int64(store.RetryWindow), &store.Collect{Before: testNow})
+	mustVerify(t, s)
 }

@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -196,6 +197,7 @@ func (s *session) deliver(r io.Reader, env envelope) (err error) {
 	}
 	received := s.receivedHeader(env)
 	op := &store.Deliver{Body: *dedupe.Prepare(body, nil), InternalDate: time.Now().UnixNano()}
+	op.Retry = retryKey(env, op.Body.ID)
 	seen := make(map[string]bool, len(env.rcpts))
 	for _, rc := range env.rcpts {
 		if seen[rc.user] {
@@ -244,13 +246,38 @@ func (s *session) deliver(r io.Reader, env envelope) (err error) {
 	return nil
 }
 
-// write commits op; a refusal by the store is returned as the error.
+// write commits op; a refusal by the store is returned as the error. A
+// delivery the store recognises as the retry of one it holds (its first
+// attempt was told to retry, but became durable) is logged and succeeds.
 func (s *Server) write(ctx context.Context, op store.Op) error {
 	res, err := s.opts.Writer.Write(ctx, op, nil)
 	if err == nil {
 		err = res.Err
 	}
+	if err == nil && res.Duplicate {
+		s.log.Info("a retried delivery was stored already: acknowledged without a second copy", "seq", res.Seq)
+	}
 	return err
+}
+
+// retryKey names a delivery for its retries (store.Deliver.Retry): the
+// envelope sender, the recipients' mailboxes and the body.
+func retryKey(env envelope, body store.BlobID) []byte {
+	users := make([]string, 0, len(env.rcpts))
+	for _, r := range env.rcpts {
+		users = append(users, r.user)
+	}
+	slices.Sort(users)
+	users = slices.Compact(users)
+	h := sha256.New()
+	h.Write([]byte(env.from))
+	for _, u := range users {
+		h.Write([]byte{0})
+		h.Write([]byte(u))
+	}
+	h.Write([]byte{0})
+	h.Write(body[:])
+	return h.Sum(nil)
 }
 
 // ensureUser creates a user of the passwd-file in the store on its first
@@ -271,6 +298,11 @@ func (s *Server) ensureUser(ctx context.Context, user string) error {
 // the message itself is refused; anything else is temporary, so the
 // sender keeps the message and retries.
 func (s *Server) replyFor(err error) error {
+	if !errors.Is(err, store.ErrTooLarge) {
+		// Every temporary failure is logged with its reason: the sender
+		// will retry, and an operator should know why.
+		s.log.Warn("delivery answered with a temporary failure", "err", err)
+	}
 	switch {
 	case errors.Is(err, store.ErrTooLarge):
 		return gosmtp.ErrDataTooLarge
@@ -282,7 +314,6 @@ func (s *Server) replyFor(err error) error {
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
 			Message: "Temporarily unavailable, try again later"}
 	}
-	s.log.Error("delivery failed", "err", err)
 	return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
 		Message: "Local error in processing, try again later"}
 }
