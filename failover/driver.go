@@ -43,6 +43,14 @@ type Fencer interface {
 	Fence(ctx context.Context) error
 }
 
+// Restorer is a Fencer that can power the fenced peer on again (the
+// fence action reboot: off, then on). The driver restores the peer once
+// this node is active after a takeover, so that the peer comes back as
+// the passive instead of racing this node's promotion.
+type Restorer interface {
+	Restore(ctx context.Context) error
+}
+
 // DriverOptions configure a Driver.
 type DriverOptions struct {
 	Config Config
@@ -256,6 +264,9 @@ func (d *Driver) do(acts []Action) {
 			d.opts.Announce()
 		case SetDegraded:
 			d.opts.Node.SetDegraded(a.On)
+			if a.On {
+				d.restorePeer()
+			}
 		case Fence:
 			d.spawn(func(ctx context.Context) any {
 				t0 := time.Now()
@@ -302,7 +313,28 @@ func (d *Driver) promote(ctx context.Context, a Promote) PromoteDone {
 		}
 		return PromoteDone{Err: err}
 	}
+	if a.Alone {
+		d.restorePeer()
+	}
 	return PromoteDone{Epoch: a.Epoch}
+}
+
+// restorePeer powers the fenced peer on again, in the background, when
+// the fence device can (Restorer): this node has taken what it fenced
+// for (the active role, or acknowledging alone), and the peer comes back
+// as the passive.
+func (d *Driver) restorePeer() {
+	r, ok := d.opts.Fencer.(Restorer)
+	if !ok {
+		return
+	}
+	d.wg.Go(func() {
+		if err := r.Restore(d.ctx); err != nil {
+			d.lg.Warn("powering the fenced peer on again failed; it stays off", "err", err)
+		} else {
+			d.lg.Info("powered the fenced peer on again (fence action reboot)")
+		}
+	})
 }
 
 func (d *Driver) demote(ctx context.Context, a Demote) DemoteDone {

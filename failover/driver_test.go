@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -168,4 +169,39 @@ func TestDriverHookFailureStepsDown(t *testing.T) {
 	if r, _, n := node.State(); r != failover.Passive || n != 1 || s.Role != "passive" || !s.Standby {
 		t.Errorf("after a failed on_promote: node %v, status %+v; want passive and standby", r, s)
 	}
+}
+
+// restoringFencer counts the peer powered on again.
+type restoringFencer struct {
+	fakeFencer
+	restored atomic.Int32
+}
+
+func (f *restoringFencer) Restore(context.Context) error {
+	f.restored.Add(1)
+	return nil
+}
+
+// TestDriverRestoresTheFencedPeer: with a fence action that can power the
+// peer on again (reboot), the driver does so once this node is active
+// after a takeover.
+func TestDriverRestoresTheFencedPeer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		node := newFake()
+		f := &restoringFencer{}
+		d, err := failover.StartDriver(failover.DriverOptions{Config: failover.Config{Node: "b", Paths: []string{"udp"}, Initdead: 2 * time.Second},
+			Node: node, Fencer: f}, make(chan failover.Heard))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		time.Sleep(5 * time.Second) // initdead passes in the bubble's time
+		synctest.Wait()
+		if r, _, _ := node.State(); r != failover.Active {
+			t.Fatalf("not promoted after initdead: %v", r)
+		}
+		if n := f.restored.Load(); n != 1 {
+			t.Fatalf("the fenced peer was powered on %d times, want once", n)
+		}
+	})
 }

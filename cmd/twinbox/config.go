@@ -96,6 +96,7 @@ type config struct {
 	FenceOptions  []string      `toml:"fence_options"`
 	FenceTimeout  time.Duration `toml:"fence_timeout"`
 	FenceDelay    time.Duration `toml:"fence_delay"`
+	FenceAction   string        `toml:"fence_action"`
 	OnPromote     string        `toml:"on_promote"`
 	OnDemote      string        `toml:"on_demote"`
 	HookTimeout   time.Duration `toml:"hook_timeout"`
@@ -142,6 +143,7 @@ func defaultConfig() config {
 		Deadtime:        failover.DefaultDeadtime,
 		Initdead:        failover.DefaultInitdead,
 		FenceTimeout:    10 * time.Second,
+		FenceAction:     "reboot",
 		HookTimeout:     failover.DefaultHookTimeout,
 		ShutdownTimeout: 30 * time.Second,
 		CollectEvery:    10 * time.Minute,
@@ -227,7 +229,8 @@ func (c *config) settings() []setting {
 		{"fence_agent", "STONITH: a fence-agents program (fence_ipmilan, fence_virsh...), or the built-in docker, process or manual; empty: no fencing, so no automatic takeover", &c.FenceAgent},
 		{"fence_options", "comma-separated key=value lines for the fence agent (port=node-b, ip=..., for docker: port=CONTAINER, for process: port=PIDFILE)", &c.FenceOptions},
 		{"fence_timeout", "how long fencing may take (a timeout is a failure)", &c.FenceTimeout},
-		{"fence_delay", "wait before fencing the peer; set on one node only, so that the other wins a mutual shootout", &c.FenceDelay},
+		{"fence_delay", "wait before fencing the peer, so that the other node wins a mutual shootout (default: 0 on the preferred node, 3s on the other)", &c.FenceDelay},
+		{"fence_action", "off, or reboot: off, then on again once this node is active, so that the fenced node comes back as the passive (with devices that can power on: fence-agents programs, docker)", &c.FenceAction},
 		{"on_promote", "shell command run after this node becomes active (drbdadm primary, mount, add the service address); a failure steps it down", &c.OnPromote},
 		{"on_demote", "shell command run after this node becomes passive", &c.OnDemote},
 		{"hook_timeout", "how long on_promote and on_demote may take", &c.HookTimeout},
@@ -329,11 +332,16 @@ func loadConfig(name string, args []string, stderr interface{ Write([]byte) (int
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())
 	}
+	_, fenceDelaySet := flagged["fence_delay"]
+	if _, ok := os.LookupEnv(envName("fence_delay")); ok {
+		fenceDelaySet = true
+	}
 	if *file != "" {
 		md, err := toml.DecodeFile(*file, &c)
 		if err != nil {
 			return nil, fmt.Errorf("config %s: %w", *file, err)
 		}
+		fenceDelaySet = md.IsDefined("fence_delay")
 		if und := md.Undecoded(); len(und) > 0 {
 			keys := make([]string, len(und))
 			for i, k := range und {
@@ -360,11 +368,20 @@ func loadConfig(name string, args []string, stderr interface{ Write([]byte) (int
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("%w: %s", errUsage, strings.Join(problems, "; "))
 	}
+	if !fenceDelaySet && c.Failover && c.Role == "passive" {
+		// One node waits before fencing, so that a partition never has
+		// both shoot each other: by default the one that is not preferred.
+		c.FenceDelay = DefaultPassiveFenceDelay
+	}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil
 }
+
+// DefaultPassiveFenceDelay is fence_delay on the node that is not
+// preferred (role passive) when none is set.
+const DefaultPassiveFenceDelay = 3 * time.Second
 
 // validate reports every problem at once.
 func (c *config) validate() error {
@@ -497,6 +514,9 @@ func (c *config) validateFailover(bad func(string, ...any)) {
 			bad("%s", e)
 		}
 	}
+	if c.FenceAction != "off" && c.FenceAction != "reboot" {
+		bad("fence_action: %q is not off or reboot", c.FenceAction)
+	}
 	if c.FenceTimeout <= 0 || c.HookTimeout <= 0 {
 		bad("fence_timeout and hook_timeout must be positive")
 	}
@@ -585,18 +605,32 @@ func (c *config) pairConfig(tlsConf *tls.Config, log *slog.Logger, progress io.W
 		OnPromote: c.OnPromote, OnDemote: c.OnDemote, HookTimeout: c.HookTimeout, AutoFailback: c.AutoFailback,
 	}
 	if dev != nil {
-		pc.Failover.Fencer = deviceFencer{dev, c.FenceTimeout}
+		pc.Failover.Fencer = deviceFencer{dev: dev, timeout: c.FenceTimeout, reboot: c.FenceAction == "reboot"}
 	}
 	return pc, manual, nil
 }
 
-// deviceFencer fences with a device and the configured timeout.
+// deviceFencer fences with a device and the configured timeout; with
+// reboot it powers the peer on again once this node is active (Restore).
 type deviceFencer struct {
 	dev     fence.Device
 	timeout time.Duration
+	reboot  bool
 }
 
 func (f deviceFencer) Fence(ctx context.Context) error { return fence.Fence(ctx, f.dev, f.timeout) }
+
+// Restore powers the fenced peer on again (fence_action = reboot), when
+// the device can.
+func (f deviceFencer) Restore(ctx context.Context) error {
+	sw, ok := f.dev.(fence.Switcher)
+	if !f.reboot || !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	return sw.On(ctx)
+}
 
 // fenceDevice builds the configured fence device: a fence-agents
 // program, or a built-in one.
