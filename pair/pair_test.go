@@ -33,7 +33,7 @@ const bound = 30 * time.Second
 // link's password) and no automatic failover: the tests change roles as
 // the failover driver would.
 type testPair struct {
-	t     *testing.T
+	t     testing.TB
 	cfgs  [2]pair.Config
 	nodes [2]*pair.Pair
 	mu    sync.Mutex
@@ -51,7 +51,7 @@ const testUser = "alice"
 
 // newTestPair opens two passive nodes following each other; mutate, if
 // set, changes their configurations first.
-func newTestPair(t *testing.T, mutate func(i int, c *pair.Config)) *testPair {
+func newTestPair(t testing.TB, mutate func(i int, c *pair.Config)) *testPair {
 	t.Helper()
 	tcp, _, err := harness.FreeLoopback(2, 0)
 	if err != nil {
