@@ -229,7 +229,7 @@ func (c *config) settings() []setting {
 		{"fence_agent", "STONITH: a fence-agents program (fence_ipmilan, fence_virsh...), or the built-in docker, process or manual; empty: no fencing, so no automatic takeover", &c.FenceAgent},
 		{"fence_options", "comma-separated key=value lines for the fence agent (port=node-b, ip=..., for docker: port=CONTAINER, for process: port=PIDFILE)", &c.FenceOptions},
 		{"fence_timeout", "how long fencing may take (a timeout is a failure)", &c.FenceTimeout},
-		{"fence_delay", "wait before fencing the peer, so that the other node wins a mutual shootout (default: 0 on the preferred node, 3s on the other)", &c.FenceDelay},
+		{"fence_delay", "wait before fencing the peer, so that the other node wins a mutual shootout (default: 0 on the preferred node, 1s on the other; more if the fence device takes longer than 1s to power the peer off)", &c.FenceDelay},
 		{"fence_action", "off, or reboot: off, then on again once this node is active, so that the fenced node comes back as the passive (with devices that can power on: fence-agents programs, docker)", &c.FenceAction},
 		{"on_promote", "shell command run after this node becomes active (drbdadm primary, mount, add the service address); a failure steps it down", &c.OnPromote},
 		{"on_demote", "shell command run after this node becomes passive", &c.OnDemote},
@@ -341,7 +341,7 @@ func loadConfig(name string, args []string, stderr interface{ Write([]byte) (int
 		if err != nil {
 			return nil, fmt.Errorf("config %s: %w", *file, err)
 		}
-		fenceDelaySet = md.IsDefined("fence_delay")
+		fenceDelaySet = fenceDelaySet || md.IsDefined("fence_delay")
 		if und := md.Undecoded(); len(und) > 0 {
 			keys := make([]string, len(und))
 			for i, k := range und {
@@ -381,7 +381,7 @@ func loadConfig(name string, args []string, stderr interface{ Write([]byte) (int
 
 // DefaultPassiveFenceDelay is fence_delay on the node that is not
 // preferred (role passive) when none is set.
-const DefaultPassiveFenceDelay = 3 * time.Second
+const DefaultPassiveFenceDelay = time.Second
 
 // validate reports every problem at once.
 func (c *config) validate() error {

@@ -228,3 +228,50 @@ func TestExampleConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultFenceDelay: the node that is not preferred waits before
+// fencing unless fence_delay is set anywhere — in the file, the
+// environment or a flag, also a flag beside a file that does not set it.
+func TestDefaultFenceDelay(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("TWINBOX_LINK_PASSWORD", "secret")
+	base := `failover = true
+role = "passive"
+node_name = "b"
+peer_name = "a"
+peer_nats = "127.0.0.1:4222"
+heartbeat_addr = "127.0.0.1:6940"
+peer_heartbeat = "127.0.0.1:6941"
+heartbeat_key = "0123456789abcdef0123"
+fence_agent = "manual"
+`
+	file := filepath.Join(dir, "twinbox.toml")
+	if err := os.WriteFile(file, []byte(base), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withDelay := filepath.Join(dir, "delay.toml")
+	if err := os.WriteFile(withDelay, []byte(base+"fence_delay = \"0s\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want time.Duration
+	}{
+		{"file without fence_delay", []string{"-c", file}, DefaultPassiveFenceDelay},
+		{"file with fence_delay", []string{"-c", withDelay}, 0},
+		{"flag beside a file without it", []string{"-c", file, "--fence-delay", "250ms"}, 250 * time.Millisecond},
+		{"flag zero beside a file", []string{"-c", file, "--fence-delay", "0s"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var errOut bytes.Buffer
+			c, err := loadConfig("serve", tc.args, &errOut, "")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, errOut.String())
+			}
+			if c.FenceDelay != tc.want {
+				t.Errorf("fence_delay %v, want %v", c.FenceDelay, tc.want)
+			}
+		})
+	}
+}
