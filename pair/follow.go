@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -107,7 +108,8 @@ var errResyncPending = errors.New("pair: a rebuild of the store from the active'
 
 // followOnce follows the active's log until the follower stops.
 func (p *Pair) followOnce(ctx context.Context, f *following) error {
-	remote, err := p.dialPeer("-follower")
+	var received atomic.Uint64
+	remote, err := p.dialPeerCounting("-follower", &received)
 	if err != nil {
 		return err
 	}
@@ -115,6 +117,7 @@ func (p *Pair) followOnce(ctx context.Context, f *following) error {
 	var merging sync.Once
 	fl, err := replog.NewFollower(ctx, p.log, p.loc.Load().st, remote, &replog.FollowerOptions{
 		Epoch: f.epoch, Logger: p.lg, DivergedDir: p.lay.Diverged(), OnApplied: p.applied,
+		Received:   received.Load,
 		OnDiverged: p.planMerge,
 		OnReady: func() {
 			p.setServing(true, "")
@@ -143,10 +146,13 @@ func (p *Pair) setServing(on bool, waiting string) {
 }
 
 // dialPeer connects to the peer's NATS server over the link.
-func (p *Pair) dialPeer(suffix string) (*nats.Conn, error) {
+func (p *Pair) dialPeer(suffix string) (*nats.Conn, error) { return p.dialPeerCounting(suffix, nil) }
+
+// dialPeerCounting is dialPeer counting the bytes read into received.
+func (p *Pair) dialPeerCounting(suffix string, received *atomic.Uint64) (*nats.Conn, error) {
 	c := &p.cfg
 	return replog.DialPeer(replog.PeerOptions{Addr: c.PeerNATS, User: c.LinkUser, Password: c.LinkPassword,
-		TLS: c.LinkTLS != nil, RootCAs: c.LinkCA, Name: c.Name + suffix})
+		TLS: c.LinkTLS != nil, RootCAs: c.LinkCA, Name: c.Name + suffix, Received: received})
 }
 
 // resyncMarker exists while a rebuild of the store is replacing the store

@@ -37,7 +37,12 @@ type FollowerOptions struct {
 	// prefix of the active's (after a diverged tail was taken back), before
 	// following: the node's data is current from then on.
 	OnReady func()
-	Logger  *slog.Logger
+	// Received, if set, returns the bytes read from the link so far
+	// (PeerOptions.Received): while it grows the follower tells the
+	// active it is receiving, so that the active's PeerTimeout does not
+	// fire in the middle of a large operation on a slow link.
+	Received func() uint64
+	Logger   *slog.Logger
 }
 
 // Follower is the passive's side of the log: it reads the active's log,
@@ -247,6 +252,11 @@ func (f *Follower) follow(ctx context.Context) error {
 		return fmt.Errorf("replog: read the active's log: %w", err)
 	}
 	f.report()
+	if f.opts.Received != nil {
+		done := make(chan struct{})
+		defer close(done)
+		go f.tellReceiving(done)
+	}
 	// Consume pushes each entry as it arrives; the loop below takes what
 	// has arrived in one batch (one append, one apply, one report), so
 	// batches grow with the load instead of waiting to fill.
@@ -395,7 +405,28 @@ func (f *Follower) take(ctx context.Context, ap *applier, entries []Entry, arriv
 	return ap.send(ctx, whole, size)
 }
 
-// busyEvery is how often a follower busy with a batch tells the active.
+// tellReceiving reports activity every busyEvery while bytes arrive on
+// the link, until done.
+func (f *Follower) tellReceiving(done <-chan struct{}) {
+	t := time.NewTicker(busyEvery)
+	defer t.Stop()
+	last := f.opts.Received()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			if n := f.opts.Received(); n != last {
+				last = n
+				f.activity.Add(1)
+				f.report()
+			}
+		}
+	}
+}
+
+// busyEvery is how often a follower busy with a batch, or receiving one,
+// tells the active.
 const busyEvery = 100 * time.Millisecond
 
 // applier applies whole operations to the store in log order, behind the

@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,6 +22,35 @@ type PeerOptions struct {
 	RootCAs *x509.CertPool
 	// Name names the connection on the peer's server.
 	Name string
+	// Received, when set, counts every byte read from the link as it
+	// arrives (below TLS), also in the middle of a large message: the
+	// follower's evidence that it is receiving (FollowerOptions.Received).
+	Received *atomic.Uint64
+}
+
+// countingDialer dials TCP and counts what is read from the connection.
+type countingDialer struct {
+	d net.Dialer
+	n *atomic.Uint64
+}
+
+func (c countingDialer) Dial(network, addr string) (net.Conn, error) {
+	conn, err := c.d.Dial(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{Conn: conn, n: c.n}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Uint64
+}
+
+func (c countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(uint64(n))
+	return n, err
 }
 
 // DialPeer connects to the peer's NATS server with the link's
@@ -29,6 +60,9 @@ type PeerOptions struct {
 func DialPeer(o PeerOptions) (*nats.Conn, error) {
 	opts := []nats.Option{nats.UserInfo(o.User, o.Password), nats.Name(o.Name),
 		nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond), nats.RetryOnFailedConnect(true)}
+	if o.Received != nil {
+		opts = append(opts, nats.SetCustomDialer(countingDialer{d: net.Dialer{Timeout: nats.DefaultTimeout}, n: o.Received}))
+	}
 	url := "nats://" + o.Addr
 	if o.TLS {
 		opts = append(opts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.RootCAs}))
