@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -151,5 +153,44 @@ func TestAdminConfigRefused(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("serve %v: %v, want an error with %q", c.args, err, c.want)
 		}
+	}
+}
+
+// TestDataPrivate (issue 14 D12): whatever the umask, the data directory
+// and everything in it (Pebble's files, the JetStream log, the
+// certificate's key) are private to the node's user once it runs, also
+// files an older node left readable.
+func TestDataPrivate(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	data := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(data, "store"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(data, "store", "LEFT-BY-AN-OLD-NODE")
+	if err := os.WriteFile(stale, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(data, 0o755)
+	_, stop, done := startServe(t, "--data", data)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	files := 0
+	filepath.WalkDir(data, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		fi, _ := d.Info()
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: mode %v, want nothing for group and others", path, fi.Mode())
+		}
+		files++
+		return nil
+	})
+	if files < 10 {
+		t.Errorf("only %d files under %s: did the store and the log start?", files, data)
 	}
 }

@@ -7,11 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/twinbox/twinbox/failover/fence"
@@ -127,8 +130,48 @@ func (s *server) close() error {
 	return errors.Join(errs...)
 }
 
+// initData makes the data directory, and every file the node will make
+// private to its user (issue 14 D12): the umask is 077 from here on,
+// whatever it was, since Pebble asks for 0666 and nats-server for 0640;
+// files an older node left readable are made private too.
 func (s *server) initData(context.Context) error {
-	return pair.Layout(s.c.Data).Create()
+	syscall.Umask(0o077)
+	if err := pair.Layout(s.c.Data).Create(); err != nil {
+		return err
+	}
+	return makePrivate(s.c.Data, s.log)
+}
+
+// makePrivate removes group and other permissions from every file and
+// directory under dir, logging how many it changed.
+func makePrivate(dir string, log *slog.Logger) error {
+	changed := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() && !d.IsDir() {
+			return nil // a socket is chmodded where it is made; never follow a link
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			if err := os.Chmod(path, perm&^0o077); err != nil {
+				return err
+			}
+			changed++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("data directory: make it private: %w", err)
+	}
+	if changed > 0 {
+		log.Warn("data directory: removed group and other permissions", "dir", dir, "files", changed)
+	}
+	return nil
 }
 
 func (s *server) initTLS(context.Context) (err error) {
