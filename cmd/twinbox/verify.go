@@ -77,6 +77,15 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("verify: no store at %s: %w", dir, err)
 	}
 	s, err := store.Open(ctx, dir, &store.Options{ReadOnly: true})
+	if errors.Is(err, store.ErrCorrupt) {
+		// A damaged file (issue 14 D16): the report names it, exit 1.
+		r := &store.Report{Problems: []string{err.Error()}}
+		if *asJSON {
+			return errors.Join(json.NewEncoder(stdout).Encode(verifyJSON(r)), exitError{code: 1})
+		}
+		printReport(stdout, dir, r)
+		return exitError{code: 1}
+	}
 	if err != nil {
 		return fmt.Errorf("verify: %w (is the node still running? verify reads a stopped node's store)", err)
 	}
@@ -84,6 +93,9 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	r, err := s.Verify(ctx)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
+	}
+	if d := s.Damaged(); d != nil {
+		r.Problems = append(r.Problems, d.Error())
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
