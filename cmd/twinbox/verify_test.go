@@ -366,3 +366,43 @@ func TestFirstMailboxDiff(t *testing.T) {
 		t.Errorf("bob's INBOX differs: %+v", d)
 	}
 }
+
+// TestVerifyChecksTheLog (issue 14 D9): verify reads a stopped node's log
+// to its end; one byte flipped in a JetStream block file is a problem
+// naming the log's block directory, and exit 1.
+func TestVerifyChecksTheLog(t *testing.T) {
+	data := t.TempDir()
+	n := startPairNode(t, data, 1)
+	n.commit(t, &store.CreateUser{User: "alice"})
+	for i := range 40 {
+		raw := fmt.Appendf(nil, "From: a@example.org\r\nSubject: m%d\r\n\r\nbody %d %s\r\n", i, i, strings.Repeat("x", 200))
+		n.commit(t, &store.Deliver{Body: *dedupe.Prepare(raw, nil), InternalDate: store.Now(),
+			Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}})
+	}
+	n.close()
+	out, errOut, err := runCmd(t, "verify", "--data", data)
+	if err != nil || !strings.Contains(out, "continuous") {
+		t.Fatalf("verify of a sound log: %v\n%s%s", err, out, errOut)
+	}
+	blocks, _ := filepath.Glob(filepath.Join(data, "nats", "jetstream", "*", "streams", "*", "msgs", "*.blk"))
+	if len(blocks) == 0 {
+		t.Fatal("no block file")
+	}
+	b, err := os.ReadFile(blocks[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x01
+	if err := os.WriteFile(blocks[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = runCmd(t, "verify", "--data", data)
+	var ee exitError
+	if !errors.As(err, &ee) || ee.code != 1 {
+		t.Fatalf("verify of a damaged log: %v, want exit 1\n%s%s", err, out, errOut)
+	}
+	if !strings.Contains(out, filepath.Dir(blocks[0])) {
+		t.Errorf("the report does not name %s:\n%s", filepath.Dir(blocks[0]), out)
+	}
+	t.Logf("verify of a damaged log:\n%s", out)
+}
