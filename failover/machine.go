@@ -551,17 +551,23 @@ func (m *Machine) peerAlive() bool {
 	if !m.everHeard {
 		limit = m.cfg.Initdead
 	}
+	return m.now.Sub(m.lastHeard()) <= limit
+}
+
+// heardRecently: a path was actually heard within deadtime (not merely
+// the benefit of the doubt at boot).
+// lastHeard is when the peer was last heard on any path (or when this
+// node began to listen).
+func (m *Machine) lastHeard() time.Time {
 	last := m.observeFrom
 	for _, at := range m.heard {
 		if at.After(last) {
 			last = at
 		}
 	}
-	return m.now.Sub(last) <= limit
+	return last
 }
 
-// heardRecently: a path was actually heard within deadtime (not merely
-// the benefit of the doubt at boot).
 func (m *Machine) heardRecently() bool {
 	for _, at := range m.heard {
 		if m.now.Sub(at) <= m.cfg.Deadtime {
@@ -681,6 +687,18 @@ func (m *Machine) decide() []Action {
 }
 
 func (m *Machine) decideActive(alive bool) []Action {
+	if m.cfg.Witness && !m.leaseForced && !m.now.Before(m.leaseUntil) && m.now.Sub(m.lastHeard()) > m.lease() {
+		// Cut off from the peer and from the witness: the witness gives
+		// the role to the peer once this node has been silent for its
+		// deadtime, so this node stops first, well before that: its lease
+		// is over and the peer was not heard for as long (a quorum lost).
+		m.busy = demoting
+		why := "peer not heard and no lease from the witness"
+		if m.witnessWhy != "" {
+			why += " (" + m.witnessWhy + ")"
+		}
+		return []Action{Event{Warn: true, Msg: why + ": stepping down so that only one node can be active"}, Demote{Reason: why}}
+	}
 	if alive {
 		m.reason = ""
 		switch {
@@ -699,17 +717,6 @@ func (m *Machine) decideActive(alive bool) []Action {
 			return []Action{Event{Msg: "the passive caught up: acknowledging with both nodes again"}, SetDegraded{On: false}}
 		}
 		return nil
-	}
-	if m.cfg.Witness && !m.leaseForced && !m.now.Before(m.leaseUntil) {
-		// Cut off from the peer and from the witness: the witness may
-		// give the role to the peer once this node's lease is over, so
-		// this node stops first (a quorum lost).
-		m.busy = demoting
-		why := "peer lost and no lease from the witness"
-		if m.witnessWhy != "" {
-			why += " (" + m.witnessWhy + ")"
-		}
-		return []Action{Event{Warn: true, Msg: why + ": stepping down so that only one node can be active"}, Demote{Reason: why}}
 	}
 	if m.degraded {
 		return nil
