@@ -56,6 +56,8 @@ type foPair struct {
 	// natsTo[j] and its heartbeat port through hbTo[j], so that a test can
 	// cut the network between them.
 	natsTo, hbTo [2]*harness.Relay
+	// witness[i], with p.withWitness, is node i's way to the witness.
+	witness [2]*harness.Relay
 }
 
 // withRelays puts a relay in front of each node's NATS and heartbeat
@@ -133,6 +135,9 @@ func (p *foPair) start(t *testing.T, i int) *node {
 		"--peer-timeout", "2s", "--fence-timeout", "2s",
 		"--fence-agent", p.fence[i], "--fence-options", "port=" + filepath.Join(p.data[j], "pid"),
 		"--pid-file", filepath.Join(p.data[i], "pid")}
+	if p.witness[i] != nil {
+		args = append(args, "--witness", p.witness[i].Addr())
+	}
 	args = append(args, p.extra...)
 	n := startNodeIn(t, p.bin, p.data[i], args, "TWINBOX_LINK_PASSWORD="+linkPassword, "TWINBOX_HEARTBEAT_KEY="+heartbeatKey)
 	n.users["alice"], n.users["bob"] = "alice-pw", "bob-pw"
