@@ -12,6 +12,7 @@
 //	twinbox demo [--data DIR]
 //	twinbox switchover|promote [--force]|demote|fence confirm [--admin HOST:PORT]
 //	twinbox fence-agent process|docker < OPTIONS
+//	twinbox import maildir|mbox --user NAME PATH...
 //
 // Every flag also reads a TWINBOX_* environment variable (--data:
 // TWINBOX_DATA). Each subcommand lives in a file of its own.
@@ -72,6 +73,7 @@ Commands:
   replay    rebuild a store from a stopped node's log, up to a sequence or time; export a mailbox
   switchover, promote [--force], demote, fence confirm
             operator role changes of a pair running with failover
+  import    bring a Dovecot Maildir or mbox files into a running node, UIDs kept
   fence-agent process|docker
             a built-in fence device speaking the fence-agents stdin protocol
 
@@ -101,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runRole(ctx, args[0], args[1:], stdout, stderr)
 	case "fence-agent":
 		return runFenceAgent(args[1:], os.Stdin, stdout, stderr)
+	case "import":
+		return runImport(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil

@@ -32,6 +32,9 @@ type Options struct {
 	// ConfirmFence records that the peer is off (POST
 	// /failover/fence-confirm); nil unless the fence device is manual.
 	ConfirmFence func()
+	// Import serves `twinbox import` under /import/ (package migrate);
+	// nil: not served.
+	Import http.Handler
 }
 
 // Handler serves /healthz, /status, /digest, /metrics, Go's profiler and
@@ -69,6 +72,9 @@ func Handler(o Options) http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{Registry: o.Metrics.Registry}))
 	if o.Command != nil {
 		handleCommands(mux, o)
+	}
+	if o.Import != nil {
+		mux.Handle("POST /import/", o.Import)
 	}
 	return mux
 }
