@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/twinbox/twinbox/dedupe"
 	"github.com/twinbox/twinbox/protocols"
@@ -394,28 +395,32 @@ func (p *Pair) runPlan(ctx context.Context, remote *nats.Conn, path string) erro
 	if err := json.Unmarshal(b, &plan); err != nil {
 		return fmt.Errorf("merge plan %s: %w", path, err)
 	}
+	// Each step is a replicated write on the active and waits for its
+	// passive (this node) to confirm: one at a time, a merge of a few
+	// thousand steps took minutes. Steps on single messages (deliveries,
+	// flag deltas) do not depend on one another, so they go out
+	// concurrently, mergeWindow at a time; any other step (a mailbox or
+	// user change, a UID skip, an expunge) waits for every step before it
+	// and runs alone. Deliveries of one window may take their new UIDs in
+	// another order than in the tail; every UID is still new.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(mergeWindow)
 	for _, s := range plan.Steps {
-		req, _ := json.Marshal(mergeRequest{Step: s})
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		msg, err := remote.RequestWithContext(rctx, mergeSubject, req)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("step %s: %w", s.ID, err)
+		if concurrentStep(s) {
+			g.Go(func() error { return p.sendStep(gctx, remote, s) })
+			continue
 		}
-		var r mergeReply
-		if err := json.Unmarshal(msg.Data, &r); err != nil {
-			return fmt.Errorf("step %s: the active's answer: %w", s.ID, err)
+		if err := g.Wait(); err != nil {
+			return err
 		}
-		switch {
-		case r.Error != "":
-			return fmt.Errorf("step %s: %s", s.ID, r.Error)
-		case r.Skipped != "":
-			p.merges.add(func(st *MergeStatus) { st.Skipped[r.Skipped]++ })
-		case r.Duplicate:
-			p.merges.add(func(st *MergeStatus) { st.Duplicates++ })
-		default:
-			p.merges.add(func(st *MergeStatus) { st.Applied++ })
+		if err := p.sendStep(ctx, remote, s); err != nil {
+			return err
 		}
+		g, gctx = errgroup.WithContext(ctx)
+		g.SetLimit(mergeWindow)
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	done := strings.TrimSuffix(path, ".plan") + ".merged"
 	if err := os.Rename(path, done); err != nil {
@@ -425,25 +430,97 @@ func (p *Pair) runPlan(ctx context.Context, remote *nats.Conn, path string) erro
 	return nil
 }
 
+// mergeWindow bounds the merge steps in flight at once.
+const mergeWindow = 32
+
+// concurrentStep tells a step that may run beside its neighbours: one
+// that changes a single message.
+func concurrentStep(s mergeStep) bool {
+	if s.IfUnchanged != nil {
+		return false
+	}
+	op, err := store.DecodeOp(s.Op)
+	if err != nil {
+		return false // sendStep reports it, alone
+	}
+	switch op := op.(type) {
+	case *store.Deliver:
+		return true
+	case *store.StoreFlags:
+		return len(op.UIDs) == 1
+	}
+	return false
+}
+
+// sendStep has the active apply one step and counts its outcome.
+func (p *Pair) sendStep(ctx context.Context, remote *nats.Conn, s mergeStep) error {
+	req, _ := json.Marshal(mergeRequest{Step: s})
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	msg, err := remote.RequestWithContext(rctx, mergeSubject, req)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("step %s: %w", s.ID, err)
+	}
+	var r mergeReply
+	if err := json.Unmarshal(msg.Data, &r); err != nil {
+		return fmt.Errorf("step %s: the active's answer: %w", s.ID, err)
+	}
+	switch {
+	case r.Error != "":
+		return fmt.Errorf("step %s: %s", s.ID, r.Error)
+	case r.Skipped != "":
+		p.merges.add(func(st *MergeStatus) { st.Skipped[r.Skipped]++ })
+	case r.Duplicate:
+		p.merges.add(func(st *MergeStatus) { st.Duplicates++ })
+	default:
+		p.merges.add(func(st *MergeStatus) { st.Applied++ })
+	}
+	return nil
+}
+
 // serveMerges answers merge steps on the active (on its own NATS server,
 // where the passive's link connection arrives), through the replicated
 // write path. The returned func stops it.
 func (p *Pair) serveMerges() (func(), error) {
+	// A subscription's handler runs one message at a time; the steps a
+	// merge sends concurrently are applied concurrently (their writes
+	// share group commits), at most mergeWindow at once.
+	var (
+		slots   = make(chan struct{}, mergeWindow)
+		mu      sync.Mutex
+		stopped bool
+		wg      sync.WaitGroup
+	)
 	sub, err := p.nc.Subscribe(mergeSubject, func(m *nats.Msg) {
-		var req mergeRequest
-		var rep mergeReply
-		if err := json.Unmarshal(m.Data, &req); err != nil {
-			rep.Error = "malformed merge request: " + err.Error()
-		} else {
-			rep = p.applyMergeStep(req.Step)
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return // the sender's request times out and it retries
 		}
-		b, _ := json.Marshal(rep)
-		_ = m.Respond(b)
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			var req mergeRequest
+			var rep mergeReply
+			if err := json.Unmarshal(m.Data, &req); err != nil {
+				rep.Error = "malformed merge request: " + err.Error()
+			} else {
+				rep = p.applyMergeStep(req.Step)
+			}
+			b, _ := json.Marshal(rep)
+			_ = m.Respond(b)
+		})
 	})
 	if err != nil {
 		return nil, err
 	}
-	return func() { sub.Unsubscribe() }, nil
+	return func() {
+		sub.Unsubscribe()
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		wg.Wait()
+	}, nil
 }
 
 // applyMergeStep applies one step on the active, once.

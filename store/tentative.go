@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -110,13 +111,19 @@ func (b txBatch) Delete(k []byte, o *pebble.WriteOptions) error {
 	return b.Batch.Delete(k, o)
 }
 
-// ApplyTentative applies entries as ApplyLogged does (durable in the log
-// already, so no fsync of its own), keeping an undo record of each so that
-// Rollback can take them back; acked[i] records whether entry i was
-// acknowledged to a client (what a merge after a split brain re-applies on
-// the other node).
+// ApplyTentative applies entries as ApplyLogged does, keeping an undo
+// record of each so that Rollback can take them back; acked[i] records
+// whether entry i is acknowledged to a client (what a merge after a split
+// brain re-applies on the other node).
+//
+// The entries are durable in the log already, but that an entry was
+// acknowledged is known only here: when any is, the batch is fsynced
+// before ApplyTentative returns (and so before the client is told). A
+// batch left to the next fsync would lose its acknowledged marks in a
+// crash, and the merge after the restart would then drop acknowledged
+// mail as never acknowledged (seen: async mode, kill -9 of the active).
 func (s *Store) ApplyTentative(ctx context.Context, entries []Entry, acked []bool) ([]Result, error) {
-	return s.apply(ctx, entries, applyMode{tentative: true, acked: acked})
+	return s.apply(ctx, entries, applyMode{tentative: true, acked: acked, sync: slices.Contains(acked, true)})
 }
 
 // Firm returns the firm position: entries up to it cannot be rolled back.
