@@ -570,7 +570,11 @@ func writeAddresses(w *respWriter, l []store.Address) {
 	}
 	w.raw("(")
 	for _, a := range l {
-		w.raw("(").nstr(a.Name).raw(" NIL ").nstr(a.Mailbox).raw(" ").nstr(a.Host).raw(")")
+		if a.Group { // a group's start (its name) or end (NIL)
+			w.raw("(NIL NIL ").nstr(a.Mailbox).raw(" NIL)")
+			continue
+		}
+		w.raw("(").nstr(a.Name).raw(" ").nstr(a.Route).raw(" ").nstr(a.Mailbox).raw(" ").nstr(a.Host).raw(")")
 	}
 	w.raw(")")
 }

@@ -309,3 +309,30 @@ func TestLsubParentAndChildInfo(t *testing.T) {
 		t.Errorf("RECURSIVEMATCH alone: %q", tagged)
 	}
 }
+
+// TestEnvelopeGroupsRoutesComments (R4, R5): ENVELOPE keeps group
+// markers and puts a source route in the adl; SEARCH FROM finds an
+// address whose addr-spec has comments in it.
+func TestEnvelopeGroupsRoutesComments(t *testing.T) {
+	e := prototest.Start(t, nil)
+	hdr := func(h string) []byte {
+		return []byte("Date: Thu, 15 Feb 2007 01:02:03 +0200\r\n" + h + "\r\n\r\nbody\r\n")
+	}
+	send(t, e, hdr("From: user@domain (Real Name)\r\nTo: group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;\r\nCc: group:;, group2: (foo) ;"), "alice@localhost")
+	send(t, e, hdr("From: <@route:user@domain>"), "alice@localhost")
+	send(t, e, hdr("From: <user-from (comment)@ (comment) domain.org>"), "alice@localhost")
+	s := loginRaw(t, e, "alice")
+	s.ok("SELECT INBOX")
+	u := s.ok("FETCH 1:2 ENVELOPE")
+	want1 := `* 1 FETCH (ENVELOPE ("Thu, 15 Feb 2007 01:02:03 +0200" NIL (("Real Name" NIL "user" "domain")) (("Real Name" NIL "user" "domain")) (("Real Name" NIL "user" "domain")) ((NIL NIL "group" NIL)(NIL NIL "g1" "d1.org")(NIL NIL "g2" "d2.org")(NIL NIL NIL NIL)(NIL NIL "group2" NIL)(NIL NIL "g3" "d3.org")(NIL NIL NIL NIL)) ((NIL NIL "group" NIL)(NIL NIL NIL NIL)(NIL NIL "group2" NIL)(NIL NIL NIL NIL)) NIL NIL NIL))`
+	want2 := `* 2 FETCH (ENVELOPE ("Thu, 15 Feb 2007 01:02:03 +0200" NIL ((NIL "@route" "user" "domain")) ((NIL "@route" "user" "domain")) ((NIL "@route" "user" "domain")) NIL NIL NIL NIL NIL))`
+	if !has(u, want1) || !has(u, want2) {
+		t.Errorf("FETCH ENVELOPE:\n%s\nwant\n%s\n%s", strings.Join(u, "\n"), want1, want2)
+	}
+	if u := s.ok("SEARCH FROM user-from@domain.org"); !has(u, "* SEARCH 3") {
+		t.Errorf("SEARCH FROM an address with comments: %q", u)
+	}
+	if u := s.ok("SEARCH FROM \"real name\""); !has(u, "* SEARCH 1") {
+		t.Errorf("SEARCH FROM a name from a comment: %q", u)
+	}
+}

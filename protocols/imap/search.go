@@ -208,7 +208,13 @@ func (s *session) searchKey(c *store.Criteria) error {
 		} else {
 			c.NotFlag = append(c.NotFlag, f)
 		}
-	case "BCC", "CC", "FROM", "TO", "SUBJECT":
+	case "BCC", "CC", "FROM", "TO":
+		v, err := arg()
+		if err != nil {
+			return err
+		}
+		c.Address = append(c.Address, store.HeaderMatch{Name: key, Value: v})
+	case "SUBJECT":
 		v, err := arg()
 		if err != nil {
 			return err
