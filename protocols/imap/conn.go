@@ -83,6 +83,11 @@ type session struct {
 	// wake is signalled when updates were queued (IDLE).
 	wake chan struct{}
 
+	// condstore: CONDSTORE is enabled (RFC 7162 3.1): FETCH responses
+	// carry MODSEQ, SELECT tells HIGHESTMODSEQ.
+	condstore bool
+	// searchModSeq: the SEARCH being parsed has a MODSEQ key.
+	searchModSeq bool
 	// curTag is the running command's tag (ESEARCH quotes it).
 	curTag string
 	// done is the tagged OK's response code and text; commands set it.
@@ -108,6 +113,7 @@ type update struct {
 	recent bool     // updExists: the new messages are recent here
 	uid    uint32   // updFlags
 	flags  []string // updFlags: the flags; updKeywords: every keyword
+	modseq uint64   // updFlags
 }
 
 type updateKind int
@@ -216,7 +222,7 @@ func (s *session) acceptLiteral(size int64, nonSync bool, limit int64) error {
 func (s *session) caps() []string {
 	caps := []string{"IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
 		"UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-		"ESEARCH", "STATUS=SIZE", "APPENDLIMIT=" + strconv.FormatUint(uint64(s.appendLimit()), 10)}
+		"ESEARCH", "STATUS=SIZE", "CONDSTORE", "APPENDLIMIT=" + strconv.FormatUint(uint64(s.appendLimit()), 10)}
 	if s.state == stateNotAuth {
 		if s.srv.opts.TLSConfig != nil && !s.tls {
 			caps = append(caps, "STARTTLS")
@@ -539,20 +545,47 @@ func (s *session) cmdID() error {
 	return nil
 }
 
-// cmdEnable takes ENABLE (RFC 5161); no extension that needs enabling is
-// offered yet, so none is enabled.
+// cmdEnable takes ENABLE (RFC 5161): CONDSTORE is the one extension
+// that can be enabled; others are ignored, as the RFC asks.
 func (s *session) cmdEnable() error {
 	p := &s.p
+	var enabled []string
+	if p.atEnd() {
+		return bad("ENABLE needs a capability")
+	}
 	for !p.atEnd() {
 		if err := p.sp(); err != nil {
 			return err
 		}
-		if _, err := p.atom(); err != nil {
+		c, err := p.atom()
+		if err != nil {
 			return err
 		}
+		if strings.EqualFold(c, "CONDSTORE") && !slices.Contains(enabled, "CONDSTORE") {
+			s.enableCondStore()
+			enabled = append(enabled, "CONDSTORE")
+		}
 	}
-	s.w.raw("* ENABLED").crlf()
+	s.w.raw("* ENABLED")
+	for _, c := range enabled {
+		s.w.raw(" ").raw(c)
+	}
+	s.w.crlf()
 	return nil
+}
+
+// enableCondStore turns CONDSTORE on; a mailbox already selected gets
+// its HIGHESTMODSEQ told (RFC 7162 3.1).
+func (s *session) enableCondStore() {
+	if s.condstore {
+		return
+	}
+	s.condstore = true
+	if s.sel != nil {
+		if info, err := s.srv.opts.Reader.Mailbox(s.user, s.sel.name); err == nil {
+			s.w.raw("* OK [HIGHESTMODSEQ ").num64(info.HighestModSeq).raw("] Highest").crlf()
+		}
+	}
 }
 
 func (s *session) cmdLogin() error {
@@ -827,6 +860,9 @@ func (s *session) poll(allowExpunge bool) {
 			if k, ok := slices.BinarySearch(sel.uids, u.uid); ok {
 				s.w.raw("* ").num(uint32(k + 1)).raw(" FETCH (UID ").num(u.uid).raw(" FLAGS ")
 				s.writeFlagList(u.flags, u.uid)
+				if s.condstore {
+					s.w.raw(" MODSEQ (").num64(u.modseq).raw(")")
+				}
 				s.w.raw(")").crlf()
 			}
 		}

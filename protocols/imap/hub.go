@@ -392,7 +392,7 @@ func (h *hub) queueFlagsLocked(v *view, m store.Message, source *session, own []
 		if mine && sess == source {
 			continue
 		}
-		sess.queue(update{kind: updFlags, uid: m.UID, flags: m.Flags})
+		sess.queue(update{kind: updFlags, uid: m.UID, flags: m.Flags, modseq: m.ModSeq})
 	}
 }
 

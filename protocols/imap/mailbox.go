@@ -50,6 +50,23 @@ func (s *session) cmdSelect(examine bool) error {
 		s.unselect()
 		return err
 	}
+	if p.maybe(' ') {
+		// RFC 4466 select parameters: (CONDSTORE).
+		err := p.list(func() error {
+			a, err := p.atom()
+			if err != nil {
+				return err
+			}
+			if !strings.EqualFold(a, "CONDSTORE") {
+				return bad("Unknown SELECT parameter %s", a)
+			}
+			s.condstore = true
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
 	if err := p.end(); err != nil {
 		return err
 	}
@@ -86,6 +103,9 @@ func (s *session) cmdSelect(examine bool) error {
 	}
 	s.w.raw("* OK [UIDVALIDITY ").num(o.info.UIDValidity).raw("] UIDs valid").crlf()
 	s.w.raw("* OK [UIDNEXT ").num(o.info.UIDNext).raw("] Predicted next UID").crlf()
+	if s.condstore {
+		s.w.raw("* OK [HIGHESTMODSEQ ").num64(o.info.HighestModSeq).raw("] Highest").crlf()
+	}
 	if ro {
 		s.doneCode, s.doneText = "READ-ONLY", "EXAMINE completed"
 		if !examine {
@@ -282,6 +302,8 @@ func (s *session) statusItemsArg() (statusItems, error) {
 		a = strings.ToUpper(a)
 		switch a {
 		case "MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "DELETED":
+		case "HIGHESTMODSEQ":
+			s.enableCondStore()
 		default:
 			return bad("Unknown STATUS item %s", a)
 		}
@@ -340,6 +362,8 @@ func (s *session) writeStatus(info store.MailboxInfo, items statusItems) {
 			s.w.num64(uint64(max(info.Size, 0)))
 		case "DELETED":
 			s.w.num(info.Deleted)
+		case "HIGHESTMODSEQ":
+			s.w.num64(info.HighestModSeq)
 		}
 	}
 	s.w.raw(")").crlf()

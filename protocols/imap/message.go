@@ -135,6 +135,7 @@ const (
 	fetchSection       // BODY[...], RFC822, RFC822.HEADER, RFC822.TEXT
 	fetchBinary
 	fetchBinarySize
+	fetchModSeq // MODSEQ (RFC 7162)
 )
 
 func (s *session) fetchItemsArg() ([]fetchItem, error) {
@@ -158,8 +159,12 @@ func (s *session) fetchItemArg(macros bool) ([]fetchItem, error) {
 		return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.'
 	}))
 	simple := map[string]fetchKind{"UID": fetchUID, "FLAGS": fetchFlags, "INTERNALDATE": fetchInternalDate,
-		"RFC822.SIZE": fetchSize, "ENVELOPE": fetchEnvelope, "BODYSTRUCTURE": fetchBodyStructure}
+		"RFC822.SIZE": fetchSize, "ENVELOPE": fetchEnvelope, "BODYSTRUCTURE": fetchBodyStructure,
+		"MODSEQ": fetchModSeq}
 	if k, ok := simple[name]; ok {
+		if k == fetchModSeq {
+			s.enableCondStore()
+		}
 		return []fetchItem{{kind: k}}, nil
 	}
 	if macros {
@@ -356,15 +361,48 @@ func (s *session) cmdFetch(uid bool) error {
 	if err != nil {
 		return err
 	}
+	var changedSince uint64
+	if p.maybe(' ') {
+		// RFC 7162 3.1.4: FETCH ... (CHANGEDSINCE modseq)
+		err := p.list(func() error {
+			a, err := p.atom()
+			if err != nil {
+				return err
+			}
+			if !strings.EqualFold(a, "CHANGEDSINCE") {
+				return bad("Unknown FETCH modifier %s", a)
+			}
+			if err := p.sp(); err != nil {
+				return err
+			}
+			changedSince, err = p.number64()
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if changedSince == 0 {
+			return bad("CHANGEDSINCE needs a mod-sequence above 0")
+		}
+		s.enableCondStore()
+	}
 	if err := p.end(); err != nil {
 		return err
 	}
 	if uid && !slices.ContainsFunc(items, func(it fetchItem) bool { return it.kind == fetchUID }) {
 		items = append([]fetchItem{{kind: fetchUID}}, items...)
 	}
+	if changedSince > 0 && !slices.ContainsFunc(items, func(it fetchItem) bool { return it.kind == fetchModSeq }) {
+		items = append(items, fetchItem{kind: fetchModSeq})
+	}
 	refs, err := s.resolve(set, uid)
 	if err != nil || len(refs) == 0 {
 		return err
+	}
+	if changedSince > 0 {
+		if refs, err = s.changedSince(refs, changedSince); err != nil || len(refs) == 0 {
+			return err
+		}
 	}
 	// A body section without PEEK sets \Seen (RFC 3501 6.4.5).
 	setSeen := false
@@ -380,8 +418,29 @@ func (s *session) cmdFetch(uid bool) error {
 		if !slices.ContainsFunc(items, func(it fetchItem) bool { return it.kind == fetchFlags }) {
 			items = append(items, fetchItem{kind: fetchFlags})
 		}
+		if s.condstore {
+			if !slices.ContainsFunc(items, func(it fetchItem) bool { return it.kind == fetchUID }) {
+				items = append(items, fetchItem{kind: fetchUID})
+			}
+			if !slices.ContainsFunc(items, func(it fetchItem) bool { return it.kind == fetchModSeq }) {
+				items = append(items, fetchItem{kind: fetchModSeq})
+			}
+		}
 	}
 	return s.fetchRefs(refs, items)
+}
+
+// changedSince keeps the refs whose modseq is above modseq.
+func (s *session) changedSince(refs []msgRef, modseq uint64) ([]msgRef, error) {
+	uids, err := s.srv.opts.Reader.Search(s.user, s.sel.name, &store.Criteria{
+		UID: [][]store.UIDRange{uidRanges(refUIDs(refs))}, MinModSeq: modseq + 1})
+	if err != nil {
+		return nil, mapError(err)
+	}
+	return slices.DeleteFunc(refs, func(r msgRef) bool {
+		_, ok := slices.BinarySearch(uids, r.uid)
+		return !ok
+	}), nil
 }
 
 // fetchRefs writes the FETCH responses of refs.
@@ -517,6 +576,8 @@ func (s *session) fetchOne(r msgRef, m *store.Message, items []fetchItem) error 
 			w.raw("~").literal(b)
 		case fetchBinarySize:
 			w.raw(it.name).raw(" ").num(imapserver.ExtractBinarySectionSize(bytes.NewReader(literal()), it.binSize))
+		case fetchModSeq:
+			w.raw("MODSEQ (").num64(m.ModSeq).raw(")")
 		}
 	}
 	w.raw(")").crlf()
@@ -688,6 +749,7 @@ func (s *session) cmdStore(uid bool) error {
 		return err
 	}
 	op := &store.StoreFlags{User: s.user, Mailbox: s.sel.name}
+	unchangedZero := false
 	if p.peek() == '(' {
 		err := p.list(func() error {
 			a, err := p.atom()
@@ -705,6 +767,11 @@ func (s *session) cmdStore(uid bool) error {
 		})
 		if err != nil {
 			return err
+		}
+		s.enableCondStore()
+		if op.UnchangedSince == 0 {
+			// RFC 7162 3.1.3: nothing has a mod-sequence of 0 or below.
+			unchangedZero = true
 		}
 		if err := p.sp(); err != nil {
 			return err
@@ -762,21 +829,61 @@ func (s *session) cmdStore(uid bool) error {
 	if err != nil || len(refs) == 0 {
 		return err
 	}
-	op.UIDs = refUIDs(refs)
-	if _, err := s.write(op, op.UIDs); err != nil {
-		return mapError(err)
+	var modified []uint32
+	if unchangedZero {
+		modified, refs = refUIDs(refs), nil
+	} else {
+		op.UIDs = refUIDs(refs)
+		res, err := s.write(op, op.UIDs)
+		if err != nil {
+			return mapError(err)
+		}
+		modified = res.Modified
+		if len(modified) > 0 {
+			refs = slices.DeleteFunc(refs, func(r msgRef) bool {
+				_, ok := slices.BinarySearch(modified, r.uid)
+				return ok
+			})
+		}
 	}
 	// A keyword new to the mailbox is announced (FLAGS) before the
 	// message that has it.
 	s.poll(false)
-	if silent {
-		return nil
+	var items []fetchItem
+	if uid || s.condstore {
+		// RFC 7162 3.2: with CONDSTORE on, UID and MODSEQ in every
+		// FETCH a flag change causes.
+		items = append(items, fetchItem{kind: fetchUID})
 	}
-	items := []fetchItem{{kind: fetchFlags}}
-	if uid {
-		items = []fetchItem{{kind: fetchUID}, {kind: fetchFlags}}
+	if !silent {
+		items = append(items, fetchItem{kind: fetchFlags})
 	}
-	return s.fetchRefs(refs, items)
+	if s.condstore {
+		// RFC 7162 3.2: the new mod-sequence is sent even when silent.
+		items = append(items, fetchItem{kind: fetchModSeq})
+	}
+	if silent && !s.condstore {
+		items = nil
+	}
+	if len(items) > 0 && len(refs) > 0 {
+		if err := s.fetchRefs(refs, items); err != nil {
+			return err
+		}
+	}
+	if len(modified) > 0 {
+		set := modified
+		if !uid {
+			set = make([]uint32, 0, len(modified))
+			for _, u := range modified {
+				if k, ok := slices.BinarySearch(s.sel.uids, u); ok {
+					set = append(set, uint32(k+1))
+				}
+			}
+		}
+		s.doneCode = "MODIFIED " + uidSetString(set)
+		s.doneText = "Conditional STORE failed"
+	}
+	return nil
 }
 
 func (s *session) cmdCopy(uid, move bool) error {

@@ -65,6 +65,7 @@ func (s *session) cmdSearch(uid bool) error {
 		}
 	}
 	c := &store.Criteria{}
+	s.searchModSeq = false
 	for {
 		if err := s.searchKey(c); err != nil {
 			return err
@@ -93,10 +94,31 @@ func (s *session) cmdSearch(uid bool) error {
 		}
 	}
 	slices.Sort(nums)
+	// With a MODSEQ key, the highest mod-sequence of what matched (RFC
+	// 7162 3.1.5).
+	var highest uint64
+	if s.searchModSeq && len(nums) > 0 {
+		var matched []uint32
+		for _, u := range uids {
+			if _, ok := slices.BinarySearch(s.sel.uids, u); ok {
+				matched = append(matched, u)
+			}
+		}
+		msgs, err := s.srv.opts.Reader.Messages(s.user, s.sel.name, matched)
+		if err != nil {
+			return mapError(err)
+		}
+		for _, m := range msgs {
+			highest = max(highest, m.ModSeq)
+		}
+	}
 	if !esearch {
 		s.w.raw("* SEARCH")
 		for _, n := range nums {
 			s.w.raw(" ").num(n)
+		}
+		if highest > 0 {
+			s.w.raw(" (MODSEQ ").num64(highest).raw(")")
 		}
 		s.w.crlf()
 		return nil
@@ -122,6 +144,9 @@ func (s *session) cmdSearch(uid bool) error {
 				s.w.raw(" ALL ").raw(uidSetString(nums))
 			}
 		}
+	}
+	if highest > 0 {
+		s.w.raw(" MODSEQ ").num64(highest)
 	}
 	s.w.crlf()
 	return nil
@@ -272,6 +297,38 @@ func (s *session) searchKey(c *store.Criteria) error {
 		} else if c.Smaller == 0 || int64(n) < c.Smaller {
 			c.Smaller = int64(n)
 		}
+	case "MODSEQ":
+		// MODSEQ ["/flags/name" priv|shared|all] mod-sequence
+		if err := p.sp(); err != nil {
+			return err
+		}
+		if p.peek() == '"' {
+			if _, err := p.quoted(); err != nil {
+				return err
+			}
+			if err := p.sp(); err != nil {
+				return err
+			}
+			typ, err := p.atom()
+			if err != nil {
+				return err
+			}
+			switch strings.ToLower(typ) {
+			case "priv", "shared", "all":
+			default:
+				return bad("Unknown MODSEQ entry type %s", typ)
+			}
+			if err := p.sp(); err != nil {
+				return err
+			}
+		}
+		n, err := p.number64()
+		if err != nil {
+			return err
+		}
+		c.MinModSeq = max(c.MinModSeq, n)
+		s.searchModSeq = true
+		s.enableCondStore()
 	case "UID":
 		if err := p.sp(); err != nil {
 			return err
