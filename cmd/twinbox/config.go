@@ -105,6 +105,7 @@ type config struct {
 	FenceTimeout  time.Duration `toml:"fence_timeout"`
 	FenceDelay    time.Duration `toml:"fence_delay"`
 	FenceAction   string        `toml:"fence_action"`
+	Witness       string        `toml:"witness"`
 	OnPromote     string        `toml:"on_promote"`
 	OnDemote      string        `toml:"on_demote"`
 	HookTimeout   time.Duration `toml:"hook_timeout"`
@@ -243,6 +244,7 @@ func (c *config) settings() []setting {
 		{"fence_timeout", "how long fencing may take (a timeout is a failure)", &c.FenceTimeout},
 		{"fence_delay", "wait before fencing the peer, so that the other node wins a mutual shootout (default: 0 on the preferred node, 1s on the other; more if the fence device takes longer than 1s to power the peer off)", &c.FenceDelay},
 		{"fence_action", "off, or reboot: off, then on again once this node is active, so that the fenced node comes back as the passive (with devices that can power on: fence-agents programs, docker)", &c.FenceAction},
+		{"witness", "UDP address host:port of a witness (twinbox witness on a third machine): a node then promotes or goes on alone only with its vote, so that a lying fence cannot make two actives; empty: none", &c.Witness},
 		{"on_promote", "shell command run after this node becomes active (drbdadm primary, mount, add the service address); a failure steps it down", &c.OnPromote},
 		{"on_demote", "shell command run after this node becomes passive", &c.OnDemote},
 		{"hook_timeout", "how long on_promote and on_demote may take", &c.HookTimeout},
@@ -551,6 +553,11 @@ func (c *config) validateFailover(bad func(string, ...any)) {
 			bad("%s", e)
 		}
 	}
+	if c.Witness != "" {
+		if _, _, err := net.SplitHostPort(c.Witness); err != nil {
+			bad("witness: %q is not host:port", c.Witness)
+		}
+	}
 	if c.FenceAction != "off" && c.FenceAction != "reboot" {
 		bad("fence_action: %q is not off or reboot", c.FenceAction)
 	}
@@ -640,6 +647,7 @@ func (c *config) pairConfig(tlsConf *tls.Config, log *slog.Logger, progress io.W
 		Keepalive: c.Keepalive, Warntime: c.Warntime, Deadtime: c.Deadtime, Initdead: c.Initdead,
 		FenceDelay: c.FenceDelay, Device: c.FenceAgent,
 		OnPromote: c.OnPromote, OnDemote: c.OnDemote, HookTimeout: c.HookTimeout, AutoFailback: c.AutoFailback,
+		Witness: c.Witness,
 	}
 	if dev != nil {
 		pc.Failover.Fencer = deviceFencer{dev: dev, timeout: c.FenceTimeout, reboot: c.FenceAction == "reboot"}

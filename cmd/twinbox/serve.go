@@ -20,6 +20,7 @@ import (
 	"github.com/twinbox/twinbox/failover/fence"
 	"github.com/twinbox/twinbox/internal/admin"
 	"github.com/twinbox/twinbox/internal/tlscert"
+	"github.com/twinbox/twinbox/migrate"
 	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/protocols/imap"
 	"github.com/twinbox/twinbox/protocols/smtp"
@@ -347,7 +348,10 @@ func (s *server) initAdmin(context.Context) error {
 	s.m.Counter("twinbox_login_throttled_total", "Logins refused unchecked after too many failures.", func() float64 { return float64(s.guard.Stats().Throttled) })
 	s.m.Counter("twinbox_login_abandoned_total", "Logins not checked because the client left while it waited.", func() float64 { return float64(s.guard.Stats().Abandoned) })
 	s.m.RegisterPair(s.node)
-	o := admin.Options{Metrics: s.m, Status: s.status, Digest: s.node.Digest, Healthy: s.healthy, Pprof: s.c.AdminPprof}
+	o := admin.Options{Metrics: s.m, Status: s.status, Digest: s.node.Digest, Healthy: s.healthy, Pprof: s.c.AdminPprof,
+		Import: migrate.Handler(importWriter{s.node}, &migrate.HandlerOptions{
+			MaxMessageSize: s.c.MaxMessageSize, Logger: s.log.With("component", "import"),
+		})}
 	if s.c.Failover {
 		o.Command = s.node.Command
 		if s.manual != nil {

@@ -34,6 +34,9 @@ type Options struct {
 	ConfirmFence func()
 	// Pprof serves Go's profiler under /debug/pprof/ (admin_pprof).
 	Pprof bool
+	// Import serves `twinbox import` under /import/ (package migrate);
+	// nil: not served.
+	Import http.Handler
 }
 
 // Handler is the operator's API: /healthz, /status, /digest, /metrics,
@@ -68,6 +71,9 @@ func Handler(o Options) http.Handler {
 	}
 	if o.Command != nil {
 		handleCommands(mux, o)
+	}
+	if o.Import != nil {
+		mux.Handle("POST /import/", o.Import)
 	}
 	return mux
 }
