@@ -176,6 +176,9 @@ func Open(ctx context.Context, dir string, opts *Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: in use by another process (is another twinbox running on this data directory?): %w", dir, err)
 	}
 	if err != nil {
+		if pebble.IsCorruptionError(err) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s.db = db

@@ -15,6 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/twinbox/twinbox/internal/admin"
 	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/replog"
@@ -79,8 +82,9 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("verify: no store at %s: %w", dir, err)
 	}
 	s, err := store.Open(ctx, dir, &store.Options{ReadOnly: true})
-	if errors.Is(err, store.ErrCorrupt) {
-		// A damaged file (issue 14 D16): the report names it, exit 1.
+	if err != nil && !errors.Is(err, os.ErrNotExist) && !isLocked(dir) {
+		// A damaged or missing file (issue 14 D16): the report names
+		// it, exit 1.
 		r := &store.Report{Problems: []string{err.Error()}}
 		if *asJSON {
 			return errors.Join(json.NewEncoder(stdout).Encode(verifyJSON(r)), exitError{code: 1})
@@ -166,6 +170,16 @@ type logCheck struct {
 	Span        [2]uint64 `json:"span"`
 	Entries     uint64    `json:"entries"`
 	Problems    []string  `json:"problems,omitempty"`
+}
+
+// isLocked reports whether a running node holds the store in dir.
+func isLocked(dir string) bool {
+	l, err := pebble.LockDirectory(dir, vfs.Default)
+	if err != nil {
+		return true
+	}
+	l.Close()
+	return false
 }
 
 // blockDir is where the log's JetStream block files are, to name in a

@@ -104,6 +104,15 @@ func TestVerifyFlippedByte(t *testing.T) {
 	if !strings.Contains(out, filepath.Base(tables[0])) || !strings.Contains(out, "problem") {
 		t.Errorf("the report does not name %s:\n%s", filepath.Base(tables[0]), out)
 	}
+
+	// Cut short, as a disk that lost the file's tail leaves it.
+	if err := os.Truncate(tables[0], int64(len(b)/2)); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = runCmd(t, "verify", "--data", data)
+	if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(out, filepath.Base(tables[0])) {
+		t.Errorf("verify of a truncated table file: %v, want exit 1 naming it\n%s%s", err, out, errOut)
+	}
 }
 
 func TestVerifyCommandErrors(t *testing.T) {
