@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -103,6 +104,15 @@ func TestVerifyFlippedByte(t *testing.T) {
 	}
 	if !strings.Contains(out, filepath.Base(tables[0])) || !strings.Contains(out, "problem") {
 		t.Errorf("the report does not name %s:\n%s", filepath.Base(tables[0]), out)
+	}
+
+	// serve refuses to start on it, naming the file.
+	sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = run(sctx, []string{"serve", "--data", data, "--imap-addr", "127.0.0.1:0", "--imaps-addr", "",
+		"--smtp-addr", "", "--smtps-addr", "", "--lmtp-addr", "", "--metrics-addr", ""}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), filepath.Base(tables[0])) {
+		t.Errorf("serve on a damaged store: %v, want a refusal naming %s", err, filepath.Base(tables[0]))
 	}
 
 	// Cut short, as a disk that lost the file's tail leaves it.
