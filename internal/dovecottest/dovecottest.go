@@ -9,6 +9,7 @@ package dovecottest
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -29,6 +30,9 @@ const (
 type Dovecot struct {
 	Conf string // its dovecot.conf
 	Mail string // users' homes: Mail/USER/Maildir
+	// Addr is its IMAP listener (host:port; no TLS, any user logs in
+	// with the password Password).
+	Addr string
 	tb   testing.TB
 }
 
@@ -94,6 +98,15 @@ func Start(tb testing.TB) *Dovecot {
 			os.Chown(p, uid, gid)
 		}
 	}
+	// A port for IMAP (a client's login, as on a real server): the kernel
+	// picks one, free when Dovecot binds it unless a race takes it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	d.Addr = l.Addr().String()
 	conf := fmt.Sprintf(`base_dir = %[1]s
 state_dir = %[2]s/state
 log_path = %[2]s/dovecot.log
@@ -111,12 +124,14 @@ userdb {
 }
 passdb {
   driver = static
-  args = password=pw
+  args = password=%[7]s
 }
 protocols = imap lmtp
+disable_plaintext_auth = no
 service imap-login {
   inet_listener imap {
-    port = 0
+    address = 127.0.0.1
+    port = %[6]d
   }
   inet_listener imaps {
     port = 0
@@ -129,7 +144,7 @@ namespace inbox {
   inbox = yes
   separator = /
 }
-`, run, dir, d.Mail, owner, group)
+`, run, dir, d.Mail, owner, group, port, Password)
 	if err := os.WriteFile(d.Conf, []byte(conf), 0o644); err != nil {
 		tb.Fatal(err)
 	}
@@ -185,10 +200,16 @@ func (d *Dovecot) IMAP(user string, commands ...string) string {
 	return string(out)
 }
 
-// Tunnel is the command line of a PREAUTH IMAP session as user, for
-// mbsync's Tunnel.
+// Password is every user's password.
+const Password = "pw"
+
+// Tunnel is the shell command of a PREAUTH IMAP session as user, for
+// mbsync's Tunnel. It sets PATH: doveadm finds itself through it, and a
+// test's client may run with a bare environment. The session's input and
+// output are pipes: Dovecot's imap refuses a socket ("must not be started
+// from inetd"), and mbsync's tunnel is one.
 func (d *Dovecot) Tunnel(user string) string {
-	return fmt.Sprintf("%s -c %s exec imap -u %s", Doveadm, d.Conf, user)
+	return fmt.Sprintf("cat | PATH=/usr/sbin:/usr/bin:/sbin:/bin %s -c %s exec imap -u %s | cat", Doveadm, d.Conf, user)
 }
 
 // Message is one message as Dovecot lists it.
