@@ -83,6 +83,7 @@ type config struct {
 	ServiceAddr     string        `toml:"service_address"`
 
 	Failover      bool          `toml:"failover"`
+	External      bool          `toml:"external"`
 	PeerName      string        `toml:"peer_name"`
 	HeartbeatAddr string        `toml:"heartbeat_addr"`
 	PeerHeartbeat string        `toml:"peer_heartbeat"`
@@ -142,7 +143,7 @@ func defaultConfig() config {
 		Warntime:        failover.DefaultWarntime,
 		Deadtime:        failover.DefaultDeadtime,
 		Initdead:        failover.DefaultInitdead,
-		FenceTimeout:    10 * time.Second,
+		FenceTimeout:    DefaultFenceTimeout,
 		FenceAction:     "reboot",
 		HookTimeout:     failover.DefaultHookTimeout,
 		ShutdownTimeout: 30 * time.Second,
@@ -217,6 +218,7 @@ func (c *config) settings() []setting {
 		{"log_keep", "log entries kept behind what both nodes have (replay, a peer's catch-up); never trims what the passive lacks", &c.LogKeep},
 		{"service_address", "the name or address mail clients use for the pair (a service IP or DNS name); a passive's refusals point there", &c.ServiceAddr},
 		{"failover", "automatic failover: heartbeats, fencing and role changes decide which node is active (role then names the preferred node)", &c.Failover},
+		{"external", "an outside cluster manager (Pacemaker, with ops/ocf/twinbox) decides the role: twinbox's own failover is off, and promote/demote change the role", &c.External},
 		{"peer_name", "the peer's node_name (failover; Heartbeat's node list)", &c.PeerName},
 		{"heartbeat_addr", "UDP address this node's heartbeats arrive on (failover)", &c.HeartbeatAddr},
 		{"peer_heartbeat", "the peer's heartbeat UDP address host:port (failover)", &c.PeerHeartbeat},
@@ -379,6 +381,10 @@ func loadConfig(name string, args []string, stderr interface{ Write([]byte) (int
 	return &c, nil
 }
 
+// DefaultFenceTimeout is fence_timeout: Pacemaker's stonith-timeout, as
+// fence_ipmilan alone can take 21 s to fail.
+const DefaultFenceTimeout = 60 * time.Second
+
 // DefaultPassiveFenceDelay is fence_delay on the node that is not
 // preferred (role passive) when none is set.
 const DefaultPassiveFenceDelay = time.Second
@@ -466,6 +472,12 @@ func (c *config) validate() error {
 	}
 	if c.Failover && c.Role == "standalone" {
 		bad("failover: needs a pair (role active for the preferred node, passive for the other)")
+	}
+	if c.External && c.Failover {
+		bad("external: the cluster manager decides the role; set failover = false")
+	}
+	if c.External && c.Role == "standalone" {
+		bad("external: needs a pair (role passive on both nodes: the cluster manager promotes one)")
 	}
 	if c.ReplicationMode != "sync" && c.ReplicationMode != "async" {
 		bad("replication_mode: %q is not sync or async", c.ReplicationMode)

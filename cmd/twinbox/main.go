@@ -72,7 +72,7 @@ Commands:
             --peer compare two running nodes' digests at the same log position
   replay    rebuild a store from a stopped node's log, up to a sequence or time; export a mailbox
   switchover, promote [--force], demote, fence confirm
-            operator role changes of a pair running with failover
+            operator role changes of a pair running with failover or external = true
   import    bring a Dovecot Maildir or mbox files into a running node, UIDs kept
   fence-agent process|docker
             a built-in fence device speaking the fence-agents stdin protocol

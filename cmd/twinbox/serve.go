@@ -282,6 +282,9 @@ func (s *server) initAdmin(context.Context) error {
 			o.ConfirmFence = s.manual.Confirm
 		}
 	}
+	if s.c.External {
+		o.Command = externalRole{p: s.node, lg: s.log.With("component", "external")}.command
+	}
 	s.admin.Handler = admin.Handler(o)
 	s.onClose(func(ctx context.Context) error {
 		s.admin.Shutdown(ctx)
