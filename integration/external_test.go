@@ -35,7 +35,6 @@ func TestOCFTester(t *testing.T) {
 	if err := os.WriteFile(agent, src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	admin := freePort(t)
 	conf := filepath.Join(dir, "node.toml")
 	os.WriteFile(conf, fmt.Appendf(nil, `data = %q
 imap_addr = "127.0.0.1:0"
@@ -43,17 +42,17 @@ imaps_addr = "127.0.0.1:0"
 smtp_addr = "127.0.0.1:0"
 smtps_addr = "127.0.0.1:0"
 lmtp_addr = "127.0.0.1:0"
-admin_addr = %q
+metrics_addr = "127.0.0.1:0"
 role = "passive"
 external = true
 node_name = "a"
 nats_addr = %q
 peer_nats = %q
 link_password = %q
-`, filepath.Join(dir, "data"), admin, freePort(t), freePort(t), linkPassword), 0o600)
+`, filepath.Join(dir, "data"), freePort(t), freePort(t), linkPassword), 0o600)
 	log := filepath.Join(dir, "twinbox.log")
 	r := run(t, 5*time.Minute, nil, nil, tester, "-n", "twinbox", "-o", "binary="+bin, "-o", "config="+conf,
-		"-o", "admin="+admin, "-o", "pidfile="+filepath.Join(dir, "twinbox.pid"), "-o", "log="+log, agent)
+		"-o", "pidfile="+filepath.Join(dir, "twinbox.pid"), "-o", "log="+log, agent)
 	out := string(r.stdout) + string(r.stderr)
 	if r.code != 0 || !strings.Contains(out, "passed all tests") {
 		nodeLog, _ := os.ReadFile(log)

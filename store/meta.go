@@ -34,11 +34,16 @@ type Envelope struct {
 	MessageID string    `cbor:"10,keyasint,omitempty"` // without angle brackets
 }
 
-// Address is one mailbox of an address list.
+// Address is one mailbox of an address list, or a group's marker: with
+// Group set, a Mailbox names the group that begins and an empty one ends
+// it (the IMAP ENVELOPE's group syntax, RFC 3501 7.4.2).
 type Address struct {
 	Name    string `cbor:"1,keyasint,omitempty"`
 	Mailbox string `cbor:"2,keyasint,omitempty"` // local part
 	Host    string `cbor:"3,keyasint,omitempty"`
+	// Route is an obsolete source route ("@a,@b"), ENVELOPE's adl.
+	Route string `cbor:"4,keyasint,omitempty"`
+	Group bool   `cbor:"5,keyasint,omitempty"`
 }
 
 // Part is a node of the MIME tree with byte offsets into the message.

@@ -692,9 +692,10 @@ func (p *parser) decodeText(s string) string {
 	return cleanString(d + tail)
 }
 
-// addressList parses an address header leniently: the standard parser
-// first, then address by address, then a best-effort guess per address.
-// Group names are dropped and their members listed.
+// addressList parses an address header leniently: by RFC 5322 first
+// (address.go: groups kept, routes apart, comments out of addr-specs),
+// then net/mail, then address by address, then a best-effort guess per
+// address; the lenient paths drop group names and list their members.
 func (p *parser) addressList(raw []byte) []Address {
 	if raw == nil {
 		return nil
@@ -708,6 +709,9 @@ func (p *parser) addressList(raw []byte) []Address {
 	}
 	if strings.TrimSpace(v) == "" {
 		return nil
+	}
+	if list, ok := p.parseAddressList(v); ok {
+		return list
 	}
 	if list, err := p.addrs.ParseList(v); err == nil {
 		out := make([]Address, 0, min(len(list), maxAddresses))

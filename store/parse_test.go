@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -750,7 +751,7 @@ func TestParseMetaEnvelope(t *testing.T) {
 			}
 		}},
 		{"encoded display name", "From: =?utf-8?q?J=C3=B6rg?= <j@example.de>", func(t *testing.T, e Envelope) {
-			if len(e.From) != 1 || e.From[0] != (Address{"Jörg", "j", "example.de"}) {
+			if len(e.From) != 1 || e.From[0] != (Address{Name: "Jörg", Mailbox: "j", Host: "example.de"}) {
 				t.Errorf("from %+v", e.From)
 			}
 		}},
@@ -765,8 +766,19 @@ func TestParseMetaEnvelope(t *testing.T) {
 			}
 		}},
 		{"group syntax", "To: undisclosed-recipients:;\nCc: team: a@x, b@y;, c@z", func(t *testing.T, e Envelope) {
-			if len(e.To) != 0 || len(e.Cc) != 3 {
+			// Group markers are kept, as the IMAP ENVELOPE shows them.
+			start := func(n string) Address { return Address{Group: true, Mailbox: n} }
+			end := Address{Group: true}
+			if !slices.Equal(e.To, []Address{start("undisclosed-recipients"), end}) ||
+				!slices.Equal(e.Cc, []Address{start("team"), {Mailbox: "a", Host: "x"}, {Mailbox: "b", Host: "y"}, end, {Mailbox: "c", Host: "z"}}) {
 				t.Errorf("to %+v cc %+v", e.To, e.Cc)
+			}
+		}},
+		{"source route and comments", "From: <@route1,@route2:user@domain>\nTo: <user (c)@ (c) domain.org>\nCc: user@domain (Real Name)", func(t *testing.T, e Envelope) {
+			if !slices.Equal(e.From, []Address{{Mailbox: "user", Host: "domain", Route: "@route1,@route2"}}) ||
+				!slices.Equal(e.To, []Address{{Mailbox: "user", Host: "domain.org"}}) ||
+				!slices.Equal(e.Cc, []Address{{Name: "Real Name", Mailbox: "user", Host: "domain"}}) {
+				t.Errorf("from %+v to %+v cc %+v", e.From, e.To, e.Cc)
 			}
 		}},
 		{"junk in address list", `To: good@example.com, Bob <bob@[bad>, root, "unterminated <u@x>, <>, last@example.org`, func(t *testing.T, e Envelope) {

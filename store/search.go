@@ -27,8 +27,13 @@ type Criteria struct {
 	SentSince, SentBefore time.Time // Date: header
 
 	Header []HeaderMatch
-	Body   []string // in the decoded text of the body
-	Text   []string // in the header or the decoded text of the body
+	// Address matches an address field (From, To, Cc, Bcc) by its parsed
+	// addresses, "Name <mailbox@host>", as SEARCH FROM does: comments
+	// and folding in the raw field do not hide an address. The raw
+	// field is matched too.
+	Address []HeaderMatch
+	Body    []string // in the decoded text of the body
+	Text    []string // in the header or the decoded text of the body
 
 	Flag    []string
 	NotFlag []string
@@ -118,6 +123,46 @@ func (l *lazyMsg) body() ([]byte, error) {
 	}
 	l.raw = raw
 	return raw, nil
+}
+
+// addressHas reports whether an address of the field h names (From, To,
+// Cc or Bcc) contains h's value, or the raw field does.
+func (l *lazyMsg) addressHas(h HeaderMatch) (bool, error) {
+	if h.Value == "" {
+		return l.headerHas(h)
+	}
+	if err := l.loadMeta(); err != nil {
+		return false, err
+	}
+	e := &l.meta.Envelope
+	var list []Address
+	switch strings.ToLower(h.Name) {
+	case "from":
+		list = e.From
+	case "to":
+		list = e.To
+	case "cc":
+		list = e.Cc
+	case "bcc":
+		list = e.Bcc
+	}
+	want := strings.ToLower(h.Value)
+	for _, a := range list {
+		if a.Group {
+			continue
+		}
+		s := a.Mailbox
+		if a.Host != "" {
+			s += "@" + a.Host
+		}
+		if a.Name != "" {
+			s = a.Name + " <" + s + ">"
+		}
+		if strings.Contains(strings.ToLower(s), want) {
+			return true, nil
+		}
+	}
+	return l.headerHas(h)
 }
 
 // headerHas reports whether a field of the message (its prefix or its
@@ -274,6 +319,12 @@ func (c *Criteria) match(l *lazyMsg) (bool, error) {
 	}
 	for _, h := range c.Header {
 		ok, err := l.headerHas(h)
+		if err != nil || !ok {
+			return false, err
+		}
+	}
+	for _, h := range c.Address {
+		ok, err := l.addressHas(h)
 		if err != nil || !ok {
 			return false, err
 		}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,12 +13,13 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/twinbox/twinbox/internal/admin"
 	"github.com/twinbox/twinbox/migrate"
 	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/store"
 )
 
-const importUsage = `usage: twinbox import maildir|mbox --user NAME [--admin HOST:PORT] PATH...
+const importUsage = `usage: twinbox import maildir|mbox --user NAME [--admin SOCKET|HOST:PORT] PATH...
 
 Imports existing mail into a running node, through its write path (on an
 active, the passive gets every message too):
@@ -40,7 +42,7 @@ Flags:`
 func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("admin", envDefault("TWINBOX_ADMIN_ADDR", "127.0.0.1:8410"), "the node's admin address (env TWINBOX_ADMIN_ADDR)")
+	af := addAdminFlags(fs, "the node to import into")
 	user := fs.String("user", "", "the user who receives the mail (created in the store if missing; add the login with 'twinbox user add')")
 	folder := fs.String("folder", "", "mbox: the folder of a single file (default: the file's name; inbox and mbox: INBOX)")
 	batch := fs.Int("batch", migrate.DefaultBatchMessages, "messages per request (one log entry each with UIDs kept)")
@@ -100,7 +102,11 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			folders = append(folders, f)
 		}
 	}
-	o := migrate.Options{URL: "http://" + *addr, User: *user, BatchMessages: *batch}
+	ac, err := af.client(*af.addr, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	o := migrate.Options{HTTP: adminDoer{ac}, User: *user, BatchMessages: *batch}
 	var bar *progressbar.ProgressBar
 	if f, ok := stderr.(*os.File); ok && !*quiet && term.IsTerminal(int(f.Fd())) {
 		var total int64
@@ -124,6 +130,12 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	return nil
 }
+
+// adminDoer sends import requests through the admin client (its socket,
+// or its address with the token).
+type adminDoer struct{ c *admin.Client }
+
+func (d adminDoer) Do(req *http.Request) (*http.Response, error) { return d.c.Send(req) }
 
 // importWriter is the node's write path for package migrate.
 type importWriter struct{ p *pair.Pair }

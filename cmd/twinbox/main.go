@@ -73,6 +73,7 @@ Commands:
   replay    rebuild a store from a stopped node's log, up to a sequence or time; export a mailbox
   switchover, promote [--force], demote, fence confirm
             operator role changes of a pair running with failover or external = true
+  witness   the pair's optional third vote, on a third machine (against split brain)
   import    bring a Dovecot Maildir or mbox files into a running node, UIDs kept
   fence-agent process|docker
             a built-in fence device speaking the fence-agents stdin protocol
@@ -101,6 +102,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runReplay(ctx, args[1:], stdout, stderr)
 	case "switchover", "promote", "demote", "fence":
 		return runRole(ctx, args[0], args[1:], stdout, stderr)
+	case "witness":
+		return runWitness(ctx, args[1:], stdout, stderr)
 	case "fence-agent":
 		return runFenceAgent(args[1:], os.Stdin, stdout, stderr)
 	case "import":

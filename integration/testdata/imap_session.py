@@ -70,7 +70,8 @@ def flags_of(m, seq):
     mt = re.search(rb"FLAGS \(([^)]*)\)", resp)
     if not mt:
         fail(f"FETCH {seq} (FLAGS): no FLAGS in {resp!r}")
-    return set(mt.group(1).decode().split())
+    # \Recent is the session's own (RFC 3501 2.3.2), not a stored flag.
+    return set(mt.group(1).decode().split()) - {"\\Recent"}
 
 
 def main():
@@ -116,10 +117,13 @@ def main():
         (b'"' + subject.encode() + b'"', "the subject"),
         (b'"' + from_local.encode() + b'" "' + from_domain.encode() + b'"', "the From address"),
         (b'BODYSTRUCTURE ("text" "plain"', "a text/plain body structure"),
-        (b"FLAGS ()", "no flags yet"),
+        (b"FLAGS (", "flags"),
     ):
         if want_part.lower() not in resp.lower():
             fail(f"FETCH 1 (ENVELOPE BODYSTRUCTURE FLAGS): want {what} ({want_part!r}) in {resp!r}")
+
+    if flags_of(m, "1"):
+        fail(f"FLAGS of a new message: {flags_of(m, '1')}, want none but \\Recent")
 
     body = fetch_literal(m, "1", "(BODY.PEEK[])")
     if not body.endswith(sent):

@@ -33,7 +33,7 @@ pcs -f twinbox.xml resource create sysvol-fs ocf:heartbeat:Filesystem \
 
 # Twinbox: both nodes run it; Pacemaker promotes one.
 pcs -f twinbox.xml resource create twinbox ocf:twinbox:twinbox \
-  config=/etc/twinbox/twinbox.toml admin=127.0.0.1:8410 log=/var/log/twinbox.log \
+  config=/etc/twinbox/twinbox.toml log=/var/log/twinbox.log \
   op monitor interval=10s role=Promoted timeout=20s op monitor interval=11s role=Unpromoted timeout=20s \
   op start timeout=120s op stop timeout=60s op promote timeout=60s op demote timeout=60s \
   promotable promoted-max=1 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true

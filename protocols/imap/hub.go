@@ -1,12 +1,11 @@
 package imap
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"sync"
-
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
+	"time"
 
 	"github.com/twinbox/twinbox/protocols"
 	"github.com/twinbox/twinbox/store"
@@ -14,7 +13,11 @@ import (
 
 // hub keeps one view per selected mailbox and turns store changes into the
 // unsolicited updates of the sessions that have it selected (EXISTS,
-// EXPUNGE, FETCH FLAGS), through go-imap's MailboxTracker.
+// EXPUNGE, FETCH FLAGS, FLAGS when a keyword appears): each session gets
+// the updates in a queue of its own and writes them when the protocol
+// lets it (see session.poll). A view also hands out \Recent: each new
+// message is recent in one session only, the one that first has the
+// mailbox selected read-write after it arrived (RFC 3501 2.3.2).
 //
 // A view is brought up to date by reconciling it with the store: the UID
 // list and the messages whose modseq rose since the last reconcile. That
@@ -38,31 +41,49 @@ type hub struct {
 
 	mu    sync.Mutex
 	views map[protocols.MailboxRef]*view
+	// firstRecent is, per mailbox, the lowest UID no session has been
+	// given as \Recent yet. It lives in memory: after a restart or a
+	// failover every message is recent to the first session again, as
+	// when Dovecot loses its index.
+	firstRecent map[protocols.MailboxRef]uint32
 }
 
 // view is the server's view of one selected mailbox.
 type view struct {
 	ref protocols.MailboxRef
 
-	// mu serialises reconciles, and guards the fields below and every
-	// use of the tracker's sequence-number translation with uids.
+	// mu serialises reconciles and guards the fields below; sessions'
+	// update queues are filled under it, so each gets them in order.
 	mu          sync.Mutex
-	tracker     *imapserver.MailboxTracker
+	opened      bool
 	uids        []uint32 // the server view: ascending
 	uidValidity uint32
 	modseq      uint64
 	gone        bool
 	sessions    map[*session]struct{}
-	refs        int // guarded by hub.mu
+	// keywords are the keywords seen in the mailbox since the view was
+	// made (FLAGS lists them; one is never taken back while selected).
+	keywords map[string]struct{}
+	refs     int // guarded by hub.mu
 }
 
 func newHub(r protocols.Reader) *hub {
-	return &hub{r: r, views: make(map[protocols.MailboxRef]*view)}
+	return &hub{r: r, views: make(map[protocols.MailboxRef]*view), firstRecent: make(map[protocols.MailboxRef]uint32)}
 }
 
-// open returns the view of a mailbox, up to date, with a new session
-// tracker for sess, and the mailbox's info as of that view.
-func (h *hub) open(ref protocols.MailboxRef, sess *session) (*view, *imapserver.SessionTracker, store.MailboxInfo, error) {
+// opened is what a session gets when it selects a mailbox.
+type opened struct {
+	view     *view
+	uids     []uint32 // the session's first view: a copy
+	info     store.MailboxInfo
+	keywords []string
+	recent   []uint32 // the UIDs recent in this session
+}
+
+// open returns the view of a mailbox, up to date, registers sess for its
+// updates, and gives sess the messages no session was given as \Recent
+// yet unless it selects read-only.
+func (h *hub) open(ref protocols.MailboxRef, sess *session, readOnly bool) (*opened, error) {
 	h.mu.Lock()
 	v := h.views[ref]
 	if v != nil {
@@ -74,34 +95,81 @@ func (h *hub) open(ref protocols.MailboxRef, sess *session) (*view, *imapserver.
 		}
 	}
 	if v == nil {
-		v = &view{ref: ref, sessions: make(map[*session]struct{})}
+		v = &view{ref: ref, sessions: make(map[*session]struct{}), keywords: make(map[string]struct{})}
 		h.views[ref] = v
 	}
 	v.refs++
 	h.mu.Unlock()
 
 	v.mu.Lock()
+	defer v.mu.Unlock()
 	info, err := h.reconcileLocked(v, nil, nil)
 	if err == nil && v.gone {
 		err = store.ErrNoMailbox
 	}
 	if err != nil {
-		v.mu.Unlock()
 		h.release(v)
-		return nil, nil, store.MailboxInfo{}, err
+		return nil, err
 	}
 	v.sessions[sess] = struct{}{}
-	st := v.tracker.NewSession()
-	info.Messages = uint32(len(v.uids)) // the tracker's count, which may lag
-	v.mu.Unlock()
-	return v, st, info, nil
+	sess.rw = !readOnly
+	o := &opened{view: v, uids: slices.Clone(v.uids), info: info}
+	o.info.Messages = uint32(len(v.uids))
+	for k := range v.keywords {
+		o.keywords = append(o.keywords, k)
+	}
+	slices.Sort(o.keywords)
+	if !readOnly {
+		h.mu.Lock()
+		first, known := h.firstRecent[ref]
+		if !known || v.uidValidity != info.UIDValidity {
+			first = 0
+		}
+		var last uint32
+		if len(v.uids) > 0 {
+			last = v.uids[len(v.uids)-1]
+		}
+		h.firstRecent[ref] = max(first, last+1)
+		h.mu.Unlock()
+		i, _ := slices.BinarySearch(v.uids, max(first, 1))
+		o.recent = slices.Clone(v.uids[i:])
+	}
+	return o, nil
+}
+
+// unclaimed are the UIDs among uids that no session was given as
+// \Recent yet (what EXAMINE shows as recent, without claiming them).
+func (h *hub) unclaimed(ref protocols.MailboxRef, uids []uint32) []uint32 {
+	h.mu.Lock()
+	first := h.firstRecent[ref]
+	h.mu.Unlock()
+	i, _ := slices.BinarySearch(uids, max(first, 1))
+	return uids[i:]
+}
+
+// recentCount is STATUS RECENT: how many messages of the mailbox no
+// session was given as \Recent yet.
+func (h *hub) recentCount(ref protocols.MailboxRef, info store.MailboxInfo) uint32 {
+	h.mu.Lock()
+	first, known := h.firstRecent[ref]
+	h.mu.Unlock()
+	if !known || first <= 1 {
+		return info.Messages
+	}
+	if first >= info.UIDNext {
+		return 0
+	}
+	_, uids, err := h.r.UIDsAfter(ref.User, ref.Mailbox, first-1)
+	if err != nil {
+		return 0
+	}
+	return uint32(len(uids))
 }
 
 // close drops a session's interest in a view.
-func (h *hub) close(v *view, sess *session, st *imapserver.SessionTracker) {
+func (h *hub) close(v *view, sess *session) {
 	v.mu.Lock()
 	delete(v.sessions, sess)
-	st.Close()
 	v.mu.Unlock()
 	h.release(v)
 }
@@ -132,8 +200,8 @@ var anyChange = change{}
 
 // changed brings the view of ref up to date, if any session has it
 // selected. Flag changes to the UIDs in own are not reported to the
-// session tracker source (it reports them itself, as STORE's response).
-func (h *hub) changed(ref protocols.MailboxRef, c change, source *imapserver.SessionTracker, own []uint32) {
+// session source (it reports them itself, as STORE's response).
+func (h *hub) changed(ref protocols.MailboxRef, c change, source *session, own []uint32) {
 	h.mu.Lock()
 	v := h.views[ref]
 	if v != nil {
@@ -145,7 +213,7 @@ func (h *hub) changed(ref protocols.MailboxRef, c change, source *imapserver.Ses
 	}
 	v.mu.Lock()
 	switch {
-	case v.gone || v.tracker == nil:
+	case v.gone || !v.opened:
 	case c.added && h.addedLocked(v):
 	case c.flags != nil && h.flagsLocked(v, c.flags, source, own):
 	case c.expunged != nil && h.expungedLocked(v, c.expunged):
@@ -175,14 +243,73 @@ func (h *hub) addedLocked(v *view) bool {
 	if len(added) == 0 {
 		return true
 	}
-	for n := len(v.uids) + 1; n <= len(v.uids)+len(added); n++ {
-		v.tracker.QueueNumMessages(uint32(n))
-	}
-	v.uids = append(v.uids, added...) // readers copy under v.mu; the elements they saw do not change
+	h.keywordsOfLocked(v, added)
+	h.addLocked(v, added)
 	v.modseq = max(v.modseq, info.HighestModSeq)
 	v.wakeLocked()
 	return true
 }
+
+// addLocked appends new UIDs to v and queues them to its sessions, as
+// \Recent to one session that has the mailbox selected read-write.
+func (h *hub) addLocked(v *view, added []uint32) {
+	v.uids = append(v.uids, added...) // readers copy under v.mu; the elements they saw do not change
+	var owner *session
+	for sess := range v.sessions {
+		if sess.rw {
+			owner = sess
+			break
+		}
+	}
+	if owner != nil {
+		h.mu.Lock()
+		h.firstRecent[v.ref] = added[len(added)-1] + 1
+		h.mu.Unlock()
+	}
+	for sess := range v.sessions {
+		sess.queue(update{kind: updExists, uids: added, recent: sess == owner})
+	}
+}
+
+// keywordsOfLocked reads the flags of uids and takes any new keyword into
+// v, telling its sessions.
+func (h *hub) keywordsOfLocked(v *view, uids []uint32) {
+	msgs, err := h.r.Messages(v.ref.User, v.ref.Mailbox, uids)
+	if err != nil {
+		return
+	}
+	for _, m := range msgs {
+		h.noteKeywordsLocked(v, m.Flags)
+	}
+}
+
+// noteKeywordsLocked takes the keywords among flags into v; if one is
+// new, every session is told the mailbox's flags anew.
+func (h *hub) noteKeywordsLocked(v *view, flags []string) {
+	grew := false
+	for _, f := range flags {
+		if isKeyword(f) {
+			if _, ok := v.keywords[f]; !ok {
+				v.keywords[f] = struct{}{}
+				grew = true
+			}
+		}
+	}
+	if !grew {
+		return
+	}
+	kw := make([]string, 0, len(v.keywords))
+	for k := range v.keywords {
+		kw = append(kw, k)
+	}
+	slices.Sort(kw)
+	for sess := range v.sessions {
+		sess.queue(update{kind: updKeywords, flags: kw})
+	}
+}
+
+// isKeyword tells a keyword from a system flag.
+func isKeyword(f string) bool { return f != "" && f[0] != '\\' }
 
 // expungedLocked takes the expunge of the given UIDs into v without
 // listing the mailbox: the view without them, plus any UIDs above its
@@ -207,9 +334,12 @@ func (h *hub) expungedLocked(v *view, expunged []uint32) bool {
 	if err != nil || info.UIDValidity != v.uidValidity || int(info.Messages) != kept+len(added) {
 		return false
 	}
-	// Highest sequence number first, so each is valid when applied.
-	for k := len(gone) - 1; k >= 0; k-- {
-		v.tracker.QueueExpunge(uint32(gone[k]) + 1)
+	goneUIDs := make([]uint32, len(gone))
+	for k, i := range gone {
+		goneUIDs[k] = v.uids[i]
+	}
+	for sess := range v.sessions {
+		sess.queue(update{kind: updExpunge, uids: goneUIDs})
 	}
 	uids := make([]uint32, 0, kept+len(added))
 	prev := 0
@@ -218,10 +348,11 @@ func (h *hub) expungedLocked(v *view, expunged []uint32) bool {
 		prev = i + 1
 	}
 	uids = append(uids, v.uids[prev:]...)
-	for n := kept + 1; n <= kept+len(added); n++ {
-		v.tracker.QueueNumMessages(uint32(n))
+	v.uids = uids
+	if len(added) > 0 {
+		h.keywordsOfLocked(v, added)
+		h.addLocked(v, added)
 	}
-	v.uids = append(uids, added...)
 	v.wakeLocked()
 	return true
 }
@@ -230,7 +361,7 @@ func (h *hub) expungedLocked(v *view, expunged []uint32) bool {
 // It reports false when it could not read them, for a full reconcile.
 // v.modseq stays: a full reconcile later may report these again, which
 // is harmless.
-func (h *hub) flagsLocked(v *view, uids []uint32, source *imapserver.SessionTracker, own []uint32) bool {
+func (h *hub) flagsLocked(v *view, uids []uint32, source *session, own []uint32) bool {
 	known := make([]uint32, 0, len(uids))
 	for _, uid := range uids {
 		if store.UIDList(v.uids).SeqNum(uid) != 0 {
@@ -246,14 +377,23 @@ func (h *hub) flagsLocked(v *view, uids []uint32, source *imapserver.SessionTrac
 		return false
 	}
 	for _, m := range msgs {
-		src := (*imapserver.SessionTracker)(nil)
-		if _, mine := slices.BinarySearch(own, m.UID); mine {
-			src = source
-		}
-		v.tracker.QueueMessageFlags(store.UIDList(v.uids).SeqNum(m.UID), imap.UID(m.UID), imapFlags(m.Flags), src)
+		h.noteKeywordsLocked(v, m.Flags)
+		h.queueFlagsLocked(v, m, source, own)
 	}
 	v.wakeLocked()
 	return true
+}
+
+// queueFlagsLocked queues m's flags to v's sessions, but to source only
+// for UIDs not in own.
+func (h *hub) queueFlagsLocked(v *view, m store.Message, source *session, own []uint32) {
+	_, mine := slices.BinarySearch(own, m.UID)
+	for sess := range v.sessions {
+		if mine && sess == source {
+			continue
+		}
+		sess.queue(update{kind: updFlags, uid: m.UID, flags: m.Flags, modseq: m.ModSeq})
+	}
 }
 
 // wakeLocked tells v's idling sessions that updates are queued.
@@ -282,8 +422,8 @@ func (h *hub) changedUser(user string) {
 }
 
 // reconcileLocked brings v up to date with the store and queues the
-// updates that take the trackers from the old view to the new one.
-func (h *hub) reconcileLocked(v *view, source *imapserver.SessionTracker, own []uint32) (store.MailboxInfo, error) {
+// updates that take the sessions from the old view to the new one.
+func (h *hub) reconcileLocked(v *view, source *session, own []uint32) (store.MailboxInfo, error) {
 	if v.gone {
 		return store.MailboxInfo{}, nil
 	}
@@ -291,7 +431,7 @@ func (h *hub) reconcileLocked(v *view, source *imapserver.SessionTracker, own []
 	// the UID list and the modseq search, and at worst reported twice.
 	info, err := h.r.Mailbox(v.ref.User, v.ref.Mailbox)
 	if errors.Is(err, store.ErrNoMailbox) || errors.Is(err, store.ErrNoUser) ||
-		(err == nil && v.tracker != nil && info.UIDValidity != v.uidValidity) {
+		(err == nil && v.opened && info.UIDValidity != v.uidValidity) {
 		v.goneLocked()
 		return store.MailboxInfo{}, nil
 	}
@@ -302,8 +442,19 @@ func (h *hub) reconcileLocked(v *view, source *imapserver.SessionTracker, own []
 	if err != nil {
 		return info, err
 	}
-	if v.tracker == nil { // first open
-		v.tracker = imapserver.NewMailboxTracker(uint32(len(uids)))
+	if !v.opened { // first open
+		msgs, err := h.r.Messages(v.ref.User, v.ref.Mailbox, nil)
+		if err != nil {
+			return info, err
+		}
+		for _, m := range msgs {
+			for _, f := range m.Flags {
+				if isKeyword(f) {
+					v.keywords[f] = struct{}{}
+				}
+			}
+		}
+		v.opened = true
 		v.uids = uids
 		v.uidValidity = info.UIDValidity
 		v.modseq = info.HighestModSeq
@@ -326,8 +477,14 @@ func (h *hub) reconcileLocked(v *view, source *imapserver.SessionTracker, own []
 			gone = append(gone, i)
 		}
 	}
-	for k := len(gone) - 1; k >= 0; k-- {
-		v.tracker.QueueExpunge(uint32(gone[k]) + 1)
+	if len(gone) > 0 {
+		goneUIDs := make([]uint32, len(gone))
+		for k, i := range gone {
+			goneUIDs[k] = old[i]
+		}
+		for sess := range v.sessions {
+			sess.queue(update{kind: updExpunge, uids: goneUIDs})
+		}
 	}
 	// New: UIDs only grow, so every UID above the last kept one is new.
 	var last uint32
@@ -345,12 +502,11 @@ func (h *hub) reconcileLocked(v *view, source *imapserver.SessionTracker, own []
 		v.goneLocked()
 		return store.MailboxInfo{}, nil
 	}
-	// One EXISTS per new message: the session tracker's translation of
-	// sequence numbers relies on increments of one.
-	for n := len(kept) + 1; n <= len(uids); n++ {
-		v.tracker.QueueNumMessages(uint32(n))
+	v.uids = kept
+	if added := uids[len(kept):]; len(added) > 0 {
+		h.keywordsOfLocked(v, added)
+		h.addLocked(v, slices.Clone(added))
 	}
-	v.uids = uids
 
 	if info.HighestModSeq > v.modseq && len(kept) > 0 {
 		changed, err := h.r.Search(v.ref.User, v.ref.Mailbox, &store.Criteria{
@@ -365,11 +521,8 @@ func (h *hub) reconcileLocked(v *view, source *imapserver.SessionTracker, own []
 				if seq == 0 || seq > uint32(len(kept)) {
 					continue
 				}
-				src := (*imapserver.SessionTracker)(nil)
-				if _, mine := slices.BinarySearch(own, m.UID); mine {
-					src = source
-				}
-				v.tracker.QueueMessageFlags(seq, imap.UID(m.UID), imapFlags(m.Flags), src)
+				h.noteKeywordsLocked(v, m.Flags)
+				h.queueFlagsLocked(v, m, source, own)
 			}
 		}
 		if err != nil {
@@ -390,6 +543,10 @@ func (v *view) goneLocked() {
 	}
 	v.gone = true
 	for s := range v.sessions {
-		go s.conn.Bye("Selected mailbox was deleted or renamed")
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			s.bye(ctx, "Selected mailbox was deleted or renamed")
+		}()
 	}
 }

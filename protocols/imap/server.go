@@ -1,6 +1,9 @@
-// Package imap serves IMAP4rev1 (with IDLE, UIDPLUS, MOVE, NAMESPACE,
-// SPECIAL-USE, LIST-STATUS, ESEARCH, LITERAL+, UNSELECT, STATUS=SIZE) over a
-// Twinbox store, through go-imap's imapserver.
+// Package imap serves IMAP4rev1 (with the extensions docs/imap.md lists)
+// over a Twinbox store. The protocol layer is the package's own: the wire
+// parser (wire.go), the command dispatch and session states (conn.go) and
+// the commands; go-imap's public imap types name flags and mailbox
+// attributes, and its imapserver package lends three pure helpers (LIST
+// pattern matching, body section extraction).
 //
 // Sessions read through protocols.Reader and change the store only through
 // protocols.Writer; every OK to a write is sent after the Writer returned,
@@ -29,7 +32,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
 
 	"github.com/twinbox/twinbox/protocols"
 	"github.com/twinbox/twinbox/store"
@@ -73,28 +75,20 @@ var DefaultSpecialUse = map[string]imap.MailboxAttr{
 	"Archive": imap.MailboxAttrArchive,
 }
 
-// Capabilities advertised besides IMAP4rev1.
-var capabilities = []imap.Cap{
-	imap.CapIMAP4rev1, imap.CapIdle, imap.CapUIDPlus, imap.CapMove,
-	imap.CapNamespace, imap.CapSpecialUse, imap.CapListStatus,
-	imap.CapListExtended, imap.CapESearch, imap.CapLiteralPlus,
-	imap.CapUnselect, imap.CapStatusSize, imap.CapCreateSpecialUse,
-	imap.CapChildren, imap.CapSASLIR,
-}
-
 // Server is an IMAP server over a store.
 type Server struct {
 	opts Options
 	log  *slog.Logger
-	srv  *imapserver.Server
 	hub  *hub
 	ro   atomic.Pointer[writeMode]
 	// unavailable, when set, says why no session is served now.
 	unavailable atomic.Pointer[string]
 
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	closing  bool
+	mu        sync.Mutex
+	sessions  map[*session]struct{}
+	listeners map[net.Listener]struct{}
+	closing   bool
+	conns     sync.WaitGroup
 }
 
 // New returns a Server.
@@ -102,7 +96,7 @@ func New(opts *Options) (*Server, error) {
 	if opts == nil || opts.Reader == nil || opts.Writer == nil || opts.Users == nil {
 		return nil, errors.New("imap: Reader, Writer and Users are required")
 	}
-	s := &Server{opts: *opts, sessions: make(map[*session]struct{})}
+	s := &Server{opts: *opts, sessions: make(map[*session]struct{}), listeners: make(map[net.Listener]struct{})}
 	if s.opts.SpecialUse == nil {
 		s.opts.SpecialUse = DefaultSpecialUse
 	}
@@ -113,28 +107,54 @@ func New(opts *Options) (*Server, error) {
 	s.log = s.log.With("component", "imap")
 	s.hub = newHub(s.opts.Reader)
 	s.SetReadOnly(s.opts.ReadOnly, s.opts.ReadOnlyHint)
-	caps := imap.CapSet{}
-	for _, c := range capabilities {
-		caps[c] = struct{}{}
-	}
-	s.srv = imapserver.New(&imapserver.Options{
-		NewSession: s.newSession,
-		Caps:       caps,
-		Logger:     slogPrinter{s.log},
-		TLSConfig:  s.opts.TLSConfig,
-		// Login checks TLS itself: plain text is allowed from loopback.
-		InsecureAuth: true,
-	})
 	return s, nil
 }
 
-// Serve accepts connections on ln until Shutdown.
+// Serve accepts connections on ln until Shutdown. Connections that ln
+// gives as *tls.Conn are implicit TLS (IMAPS).
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(ln)
-	if err != nil && s.isClosing() {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
 		return nil
 	}
-	return err
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay) // out of file descriptors, say: back off
+				continue
+			}
+			return err
+		}
+		delay = 0
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			nc.Close()
+			return nil
+		}
+		s.conns.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.conns.Done()
+			s.serveConn(nc)
+		}()
+	}
 }
 
 func (s *Server) isClosing() bool {
@@ -208,11 +228,22 @@ func (s *Server) Kick(ctx context.Context, reason string) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
 	s.mu.Unlock()
-	_ = s.byeAll(ctx, "Server shutting down")
-	err := s.srv.Close()
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
+	err := s.byeAll(ctx, "Server shutting down")
+	done := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
 	}
 	return err
 }
@@ -251,10 +282,10 @@ func (s *Server) byeAll(ctx context.Context, text string) error {
 // change this server's session made carries that session's origin.
 func (s *Server) Notify(c protocols.Change) {
 	op, res := c.Op, c.Result
-	var source *imapserver.SessionTracker
+	var source *session
 	var own []uint32
 	if o, ok := c.Origin.(*origin); ok {
-		source, own = o.tracker, o.uids
+		source, own = o.session, o.uids
 	}
 	if du, ok := op.(*store.DeleteUser); ok {
 		s.hub.changedUser(du.User)
@@ -309,40 +340,12 @@ func changeOf(op store.Op, res *store.Result, ref protocols.MailboxRef) change {
 // origin is a session's write origin (protocols.Origin), so that Notify
 // does not echo a STORE's flag changes back to the session that made them.
 type origin struct {
-	tracker *imapserver.SessionTracker
+	session *session
 	uids    []uint32
-}
-
-func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-	sess := &session{srv: s, conn: c, wake: make(chan struct{}, 1)}
-	nc := c.NetConn()
-	if _, ok := nc.(*tls.Conn); ok {
-		sess.tls = true
-	}
-	sess.remote = nc.RemoteAddr().String()
-	if why := s.unavailable.Load(); why != nil {
-		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Code: imap.ResponseCodeUnavailable,
-			Text: "This node does not serve mail yet: " + *why}
-	}
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
-	}
-	s.sessions[sess] = struct{}{}
-	s.mu.Unlock()
-	return sess, nil, nil
 }
 
 func (s *Server) dropSession(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
 	s.mu.Unlock()
-}
-
-// slogPrinter adapts slog to imapserver's Logger.
-type slogPrinter struct{ l *slog.Logger }
-
-func (p slogPrinter) Printf(format string, args ...any) {
-	p.l.Warn(fmt.Sprintf(format, args...))
 }
