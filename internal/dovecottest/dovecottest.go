@@ -33,7 +33,9 @@ type Dovecot struct {
 	// Addr is its IMAP listener (host:port; no TLS, any user logs in
 	// with the password Password).
 	Addr string
-	tb   testing.TB
+
+	owner, group string
+	tb           testing.TB
 }
 
 // need finds a program: missing, it skips the test, or fails it under CI.
@@ -107,6 +109,7 @@ func Start(tb testing.TB) *Dovecot {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	d.Addr = l.Addr().String()
+	d.owner, d.group = owner, group
 	conf := fmt.Sprintf(`base_dir = %[1]s
 state_dir = %[2]s/state
 log_path = %[2]s/dovecot.log
@@ -159,6 +162,40 @@ namespace inbox {
 		}
 	})
 	return d
+}
+
+// Dir is a directory the mail user can read and write, for a source
+// Dovecot imports from (removed with the instance).
+func (d *Dovecot) Dir(name string) string {
+	d.tb.Helper()
+	p := filepath.Join(filepath.Dir(d.Conf), name)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		d.tb.Fatal(err)
+	}
+	return p
+}
+
+// Own gives path (recursively) to the mail user, as Dovecot needs to
+// read a source it imports from.
+func (d *Dovecot) Own(path string) {
+	d.tb.Helper()
+	if os.Getuid() != 0 {
+		return
+	}
+	if out, err := exec.Command("chown", "-R", d.owner+":"+d.group, path).CombinedOutput(); err != nil {
+		d.tb.Fatalf("chown: %v\n%s", err, out)
+	}
+}
+
+// Import runs doveadm import: Dovecot copies every message of the Maildir
+// src into user's mailboxes (its own copy, for comparison with twinbox
+// import).
+func (d *Dovecot) Import(user, src string) {
+	d.tb.Helper()
+	out, err := exec.Command(Doveadm, "-c", d.Conf, "import", "-u", user, "maildir:"+src, "", "all").CombinedOutput()
+	if err != nil {
+		d.tb.Fatalf("doveadm import: %v\n%s\n%s", err, out, d.Log())
+	}
 }
 
 // Log is Dovecot's log.
