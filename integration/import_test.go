@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -140,4 +141,40 @@ func keys(m map[string]bool) []string {
 	}
 	slices.Sort(k)
 	return k
+}
+
+// TestImportPairThroughput measures `twinbox import` into the active of a
+// pair with sync replication (each batch confirmed by the passive) and
+// prints msg/s and MB/s; set TWINBOX_BENCH=1 to run it.
+func TestImportPairThroughput(t *testing.T) {
+	if os.Getenv("TWINBOX_BENCH") == "" {
+		t.Skip("a measurement: TWINBOX_BENCH=1 runs it")
+	}
+	const n = 5000
+	src := filepath.Join(t.TempDir(), "Maildir")
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		os.MkdirAll(filepath.Join(src, sub), 0o755)
+	}
+	var list strings.Builder
+	list.WriteString("3 V1700000000 N1\n")
+	var size int64
+	for i := 1; i <= n; i++ {
+		m := message(fmt.Sprintf("bench %d", i), strings.Repeat("a line of the body of a message\r\n", 300))
+		size += int64(len(m))
+		name := fmt.Sprintf("1700000000.M%dP1.host,S=%d", i, len(m))
+		os.WriteFile(filepath.Join(src, "cur", name+":2,S"), m, 0o644)
+		fmt.Fprintf(&list, "%d :%s\n", i, name)
+	}
+	os.WriteFile(filepath.Join(src, "dovecot-uidlist"), []byte(list.String()), 0o644)
+	p := newFOPair(t, nil)
+	p.startBoth(t)
+	n0 := p.nodes[p.waitActive(t, -1)]
+	start := time.Now()
+	r := run(t, 5*time.Minute, nil, nil, p.bin, "import", "maildir", "--user", "alice", "--admin", n0.adm, src)
+	took := time.Since(start)
+	if r.code != 0 {
+		t.Fatalf("import: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	fmt.Printf("twinbox import into a pair (sync replication): %d messages of %d KB in %s: %.0f msg/s, %.1f MB/s\n%s",
+		n, size/n/1000, took.Round(time.Millisecond), float64(n)/took.Seconds(), float64(size)/1e6/took.Seconds(), r.stdout)
 }
