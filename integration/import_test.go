@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twinbox/twinbox/internal/dovecottest"
+	"github.com/twinbox/twinbox/internal/harness"
 )
 
 // mbsyncDovecotRC is an mbsync configuration whose far side is first a
@@ -177,4 +178,35 @@ func TestImportPairThroughput(t *testing.T) {
 	}
 	fmt.Printf("twinbox import into a pair (sync replication): %d messages of %d KB in %s: %.0f msg/s, %.1f MB/s\n%s",
 		n, size/n/1000, took.Round(time.Millisecond), float64(n)/took.Seconds(), float64(size)/1e6/took.Seconds(), r.stdout)
+}
+
+// TestImportIMAP: `twinbox import imap` from a running Dovecot (password
+// on the standard input) keeps UIDVALIDITY and UIDs, and the node serves
+// them.
+func TestImportIMAP(t *testing.T) {
+	d := dovecottest.Start(t)
+	for _, s := range []string{"one", "two", "three"} {
+		d.Deliver("carol", message("imap "+s, "body "+s))
+	}
+	d.IMAP("carol", "a SELECT INBOX", `b UID STORE 2 +FLAGS (\Deleted)`, "c EXPUNGE")
+	st := d.Status("carol")["INBOX"]
+	bin := buildTwinbox(t)
+	n := startNode(t, bin)
+	n.addUser(t, "carol", "carol-pw")
+	r := run(t, clientTimeout, nil, []byte(dovecottest.Password+"\n"), bin, "import", "imap", "--user", "carol", "--tls", "none", "--admin", n.adm, d.Addr)
+	if r.code != 0 || !strings.Contains(string(r.stdout), "2 imported with their UIDs") {
+		t.Fatalf("twinbox import imap: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	c, err := harness.IMAPDial(t.Context(), n.imap, "carol", "carol-pw", clientTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sel, err := c.Select("INBOX", nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel.UIDValidity != st[0] || uint32(sel.UIDNext) < st[1] || sel.NumMessages != 2 {
+		t.Fatalf("INBOX on Twinbox: UIDVALIDITY %d UIDNEXT %d, %d messages; Dovecot's %d %d, 2", sel.UIDValidity, sel.UIDNext, sel.NumMessages, st[0], st[1])
+	}
 }

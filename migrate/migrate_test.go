@@ -48,11 +48,10 @@ func message(i int, size int) []byte {
 	return b
 }
 
-// TestDovecotMaildir imports a Maildir that a real Dovecot 2.3 wrote
-// (dovecot-lda deliveries; flags, keywords, a folder, a copy and an
-// expunge over IMAP) and checks that every message has the UID, flags and
-// UIDVALIDITY Dovecot reports; a second run stores nothing more.
-func TestDovecotMaildir(t *testing.T) {
+// dovecotMail fills a real Dovecot 2.3 user's mailbox: dovecot-lda
+// deliveries; flags, keywords, a folder, a copy and an expunge over IMAP.
+// It returns the instance and what doveadm reports.
+func dovecotMail(t *testing.T) (*dovecottest.Dovecot, []dovecottest.Message, map[string][2]uint32) {
 	d := dovecottest.Start(t)
 	for i := 1; i <= 6; i++ {
 		d.Deliver("ann", message(i, 200*i))
@@ -65,22 +64,23 @@ func TestDovecotMaildir(t *testing.T) {
 		"g UID COPY 1,4 Work/2026", "h SUBSCRIBE Work/2026")
 	d.IMAP("ann", "a SELECT INBOX", "b UID EXPUNGE 3")
 	want := d.Fetch("ann")
-	status := d.Status("ann")
 	if slices.ContainsFunc(want, func(m dovecottest.Message) bool { return m.Mailbox == "INBOX" && m.UID == 3 }) {
 		t.Fatalf("Dovecot did not expunge INBOX UID 3: %v", want)
 	}
+	return d, want, d.Status("ann")
+}
 
+// importLikeDovecot imports folders twice into a new store and checks
+// that every message has the UID, flags and UIDVALIDITY Dovecot reports,
+// and that the second run stores nothing more.
+func importLikeDovecot(t *testing.T, folders []migrate.Folder, want []dovecottest.Message, status map[string][2]uint32) {
+	t.Helper()
 	s, url := newTarget(t)
-	folders, err := migrate.ReadMaildir(d.Maildir("ann"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	sum, err := migrate.Run(t.Context(), folders, migrate.Options{URL: url, User: "ann", BatchMessages: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("summary:\n%s", sum)
-
 	if sum.Imported != len(want) || sum.Appended != 0 || len(sum.Kept) != len(folders) {
 		t.Fatalf("imported %d, appended %d, kept %v; Dovecot holds %d messages", sum.Imported, sum.Appended, sum.Kept, len(want))
 	}
@@ -109,7 +109,7 @@ func TestDovecotMaildir(t *testing.T) {
 	if mb, _ := s.Mailbox("ann", "Work/2026"); !mb.Subscribed {
 		t.Errorf("Work/2026 is not subscribed")
 	}
-	// Bodies are Dovecot's files with CRLF line ends.
+	// Bodies are Dovecot's with CRLF line ends.
 	msgs, _ := s.Messages("ann", "INBOX", []uint32{1})
 	raw, err := s.Body(msgs[0].Body)
 	if err != nil {
@@ -118,13 +118,39 @@ func TestDovecotMaildir(t *testing.T) {
 	if !strings.Contains(string(raw), "Subject: message 1\r\n") || strings.Contains(strings.ReplaceAll(string(raw), "\r\n", ""), "\n") {
 		t.Errorf("INBOX UID 1 is not message 1 with CRLF line ends:\n%q", raw)
 	}
-
 	again, err := migrate.Run(t.Context(), folders, migrate.Options{URL: url, User: "ann"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if again.Imported != 0 || again.Present != len(want) {
 		t.Fatalf("second run: %+v", again)
+	}
+}
+
+// TestDovecotMaildir imports the Maildir a real Dovecot 2.3 wrote.
+func TestDovecotMaildir(t *testing.T) {
+	d, want, status := dovecotMail(t)
+	folders, err := migrate.ReadMaildir(d.Maildir("ann"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	importLikeDovecot(t, folders, want, status)
+}
+
+// TestDovecotIMAP imports the same mail from the running Dovecot over
+// IMAP (the source untouched: no \Seen set by the import).
+func TestDovecotIMAP(t *testing.T) {
+	d, want, status := dovecotMail(t)
+	folders, src, err := migrate.ReadIMAP(d.Addr, "ann", dovecottest.Password, &migrate.IMAPOptions{TLS: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	importLikeDovecot(t, folders, want, status)
+	if after := d.Fetch("ann"); !slices.EqualFunc(after, want, func(a, b dovecottest.Message) bool {
+		return a.Mailbox == b.Mailbox && a.UID == b.UID && slices.Equal(a.Flags, b.Flags)
+	}) {
+		t.Errorf("the import changed the source:\nbefore %v\nafter  %v", want, after)
 	}
 }
 

@@ -13,6 +13,7 @@
 //	twinbox switchover|promote [--force]|demote|fence confirm [--admin HOST:PORT]
 //	twinbox fence-agent process|docker < OPTIONS
 //	twinbox import maildir|mbox --user NAME PATH...
+//	twinbox import imap --user NAME HOST:PORT < PASSWORD
 //
 // Every flag also reads a TWINBOX_* environment variable (--data:
 // TWINBOX_DATA). Each subcommand lives in a file of its own.
@@ -74,7 +75,7 @@ Commands:
   switchover, promote [--force], demote, fence confirm
             operator role changes of a pair running with failover or external = true
   witness   the pair's optional third vote, on a third machine (against split brain)
-  import    bring a Dovecot Maildir or mbox files into a running node, UIDs kept
+  import    bring a Dovecot Maildir, mbox files or an IMAP server's mail into a running node, UIDs kept
   fence-agent process|docker
             a built-in fence device speaking the fence-agents stdin protocol
 
@@ -107,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "fence-agent":
 		return runFenceAgent(args[1:], os.Stdin, stdout, stderr)
 	case "import":
-		return runImport(ctx, args[1:], stdout, stderr)
+		return runImport(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
