@@ -57,13 +57,16 @@ func dovecotMail(t *testing.T) (*dovecottest.Dovecot, []dovecottest.Message, map
 		d.Deliver("ann", message(i, 200*i))
 	}
 	d.IMAP("ann",
-		"a CREATE Work/2026", "b SELECT INBOX",
+		"a CREATE Work/2026", "a2 CREATE Entw&APw-rfe", "b SELECT INBOX",
 		`c UID STORE 2 +FLAGS (\Seen $Work Urgent)`,
 		`d UID STORE 3,6 +FLAGS (\Deleted)`,
 		`f UID STORE 4 +FLAGS (\Flagged \Answered $Work)`,
-		"g UID COPY 1,4 Work/2026", "h SUBSCRIBE Work/2026")
+		"g UID COPY 1,4 Work/2026", "g2 UID COPY 2 Entw&APw-rfe", "h SUBSCRIBE Work/2026")
 	d.IMAP("ann", "a SELECT INBOX", "b UID EXPUNGE 3")
 	want := d.Fetch("ann")
+	if !slices.ContainsFunc(want, func(m dovecottest.Message) bool { return m.Mailbox == "Entwürfe" }) {
+		t.Fatalf("doveadm lists no message in Entwürfe: %v", want)
+	}
 	if slices.ContainsFunc(want, func(m dovecottest.Message) bool { return m.Mailbox == "INBOX" && m.UID == 3 }) {
 		t.Fatalf("Dovecot did not expunge INBOX UID 3: %v", want)
 	}
