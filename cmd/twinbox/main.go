@@ -120,12 +120,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // parseFlags parses a subcommand's flags; the subcommand takes no
 // arguments. help is set when -h was asked: the usage is out, nothing
 // more to do.
+//
+// A bad flag is one line naming it and where the flags are listed, not
+// the whole usage (the flag package prints that after its error, which
+// then scrolls away): only -h prints the usage.
 func parseFlags(fs *flag.FlagSet, args []string, name string) (help bool, err error) {
-	if err := fs.Parse(args); err != nil {
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err = fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			if usage != nil {
+				usage()
+			} else {
+				fs.PrintDefaults()
+			}
 			return true, nil
 		}
-		return false, fmt.Errorf("%w: %v", errUsage, err)
+		return false, fmt.Errorf("%w: %v; 'twinbox %s -h' lists the flags", errUsage, err, name)
 	}
 	if fs.NArg() > 0 {
 		return false, fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())
