@@ -104,6 +104,10 @@ type selected struct {
 	uids     []uint32
 	recent   map[uint32]struct{}
 	keywords []string
+	// shown is, per UID, the mod-sequence of the flags the client was
+	// last told: an update read before a newer FETCH but queued after it
+	// is not sent (it would take the flags back).
+	shown map[uint32]uint64
 }
 
 // update is a change the hub queued for a session.
@@ -339,7 +343,9 @@ func (s *session) finish(tag, name string, err error) bool {
 	switch {
 	case errors.Is(err, errAnswered):
 	case err == nil:
-		s.poll(allowsExpunge(name))
+		if s.state != stateLogout { // nothing after BYE but the OK
+			s.poll(allowsExpunge(name))
+		}
 		s.w.raw(tag).raw(" OK ")
 		if s.doneCode != "" {
 			s.w.raw("[").raw(s.doneCode).raw("] ")
@@ -840,6 +846,7 @@ func (s *session) poll(allowExpunge bool) {
 				if k, ok := slices.BinarySearch(sel.uids, uid); ok {
 					sel.uids = slices.Delete(sel.uids, k, k+1)
 					delete(sel.recent, uid)
+					delete(sel.shown, uid)
 					s.w.raw("* ").num(uint32(k + 1)).raw(" EXPUNGE").crlf()
 				}
 			}
@@ -857,7 +864,14 @@ func (s *session) poll(allowExpunge bool) {
 			sel.keywords = u.flags
 			s.writeFlags(sel)
 		case updFlags:
+			// EXISTS before a FETCH of a message it announces.
+			s.writeExists(sel, before, grew, recent)
+			before, grew, recent = len(sel.uids), false, false
+			if u.modseq != 0 && u.modseq <= sel.shown[u.uid] {
+				continue
+			}
 			if k, ok := slices.BinarySearch(sel.uids, u.uid); ok {
+				sel.shown[u.uid] = u.modseq
 				s.w.raw("* ").num(uint32(k + 1)).raw(" FETCH (UID ").num(u.uid).raw(" FLAGS ")
 				s.writeFlagList(u.flags, u.uid)
 				if s.condstore {
@@ -868,6 +882,21 @@ func (s *session) poll(allowExpunge bool) {
 		}
 	}
 	s.writeExists(sel, before, grew, recent)
+}
+
+// dropStaleFlags records that the client was just told uid's flags as of
+// modseq, and forgets queued updates that are not newer: sent after, they
+// would take the flags back.
+func (s *session) dropStaleFlags(uid uint32, modseq uint64) {
+	s.sel.shown[uid] = max(s.sel.shown[uid], modseq)
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	if len(s.pending) == 0 {
+		return
+	}
+	s.pending = slices.DeleteFunc(s.pending, func(u update) bool {
+		return u.kind == updFlags && u.uid == uid && u.modseq <= modseq
+	})
 }
 
 func (s *session) writeExists(sel *selected, before int, grew, recent bool) {

@@ -41,11 +41,22 @@ type hub struct {
 
 	mu    sync.Mutex
 	views map[protocols.MailboxRef]*view
+	// recentMu guards firstRecent. It is taken under a view's lock (and
+	// never the other way), while mu is taken before a view's lock.
+	recentMu sync.Mutex
 	// firstRecent is, per mailbox, the lowest UID no session has been
 	// given as \Recent yet. It lives in memory: after a restart or a
 	// failover every message is recent to the first session again, as
 	// when Dovecot loses its index.
-	firstRecent map[protocols.MailboxRef]uint32
+	firstRecent map[protocols.MailboxRef]recentMark
+}
+
+// recentMark is the lowest UID not yet given as \Recent in one
+// incarnation of a mailbox (a mailbox deleted and made again has another
+// UIDVALIDITY, and starts afresh).
+type recentMark struct {
+	uidValidity uint32
+	first       uint32
 }
 
 // view is the server's view of one selected mailbox.
@@ -68,7 +79,7 @@ type view struct {
 }
 
 func newHub(r protocols.Reader) *hub {
-	return &hub{r: r, views: make(map[protocols.MailboxRef]*view), firstRecent: make(map[protocols.MailboxRef]uint32)}
+	return &hub{r: r, views: make(map[protocols.MailboxRef]*view), firstRecent: make(map[protocols.MailboxRef]recentMark)}
 }
 
 // opened is what a session gets when it selects a mailbox.
@@ -102,15 +113,16 @@ func (h *hub) open(ref protocols.MailboxRef, sess *session, readOnly bool) (*ope
 	h.mu.Unlock()
 
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	info, err := h.reconcileLocked(v, nil, nil)
 	if err == nil && v.gone {
 		err = store.ErrNoMailbox
 	}
 	if err != nil {
+		v.mu.Unlock()
 		h.release(v)
 		return nil, err
 	}
+	defer v.mu.Unlock()
 	v.sessions[sess] = struct{}{}
 	sess.rw = !readOnly
 	o := &opened{view: v, uids: slices.Clone(v.uids), info: info}
@@ -120,17 +132,14 @@ func (h *hub) open(ref protocols.MailboxRef, sess *session, readOnly bool) (*ope
 	}
 	slices.Sort(o.keywords)
 	if !readOnly {
-		h.mu.Lock()
-		first, known := h.firstRecent[ref]
-		if !known || v.uidValidity != info.UIDValidity {
-			first = 0
-		}
+		h.recentMu.Lock()
+		first := h.firstRecentLocked(ref, info.UIDValidity)
 		var last uint32
 		if len(v.uids) > 0 {
 			last = v.uids[len(v.uids)-1]
 		}
-		h.firstRecent[ref] = max(first, last+1)
-		h.mu.Unlock()
+		h.firstRecent[ref] = recentMark{info.UIDValidity, max(first, last+1)}
+		h.recentMu.Unlock()
 		i, _ := slices.BinarySearch(v.uids, max(first, 1))
 		o.recent = slices.Clone(v.uids[i:])
 	}
@@ -139,10 +148,10 @@ func (h *hub) open(ref protocols.MailboxRef, sess *session, readOnly bool) (*ope
 
 // unclaimed are the UIDs among uids that no session was given as
 // \Recent yet (what EXAMINE shows as recent, without claiming them).
-func (h *hub) unclaimed(ref protocols.MailboxRef, uids []uint32) []uint32 {
-	h.mu.Lock()
-	first := h.firstRecent[ref]
-	h.mu.Unlock()
+func (h *hub) unclaimed(ref protocols.MailboxRef, uidValidity uint32, uids []uint32) []uint32 {
+	h.recentMu.Lock()
+	first := h.firstRecentLocked(ref, uidValidity)
+	h.recentMu.Unlock()
 	i, _ := slices.BinarySearch(uids, max(first, 1))
 	return uids[i:]
 }
@@ -150,10 +159,10 @@ func (h *hub) unclaimed(ref protocols.MailboxRef, uids []uint32) []uint32 {
 // recentCount is STATUS RECENT: how many messages of the mailbox no
 // session was given as \Recent yet.
 func (h *hub) recentCount(ref protocols.MailboxRef, info store.MailboxInfo) uint32 {
-	h.mu.Lock()
-	first, known := h.firstRecent[ref]
-	h.mu.Unlock()
-	if !known || first <= 1 {
+	h.recentMu.Lock()
+	first := h.firstRecentLocked(ref, info.UIDValidity)
+	h.recentMu.Unlock()
+	if first <= 1 {
 		return info.Messages
 	}
 	if first >= info.UIDNext {
@@ -164,6 +173,16 @@ func (h *hub) recentCount(ref protocols.MailboxRef, info store.MailboxInfo) uint
 		return 0
 	}
 	return uint32(len(uids))
+}
+
+// firstRecentLocked is the lowest UID of the mailbox not given as
+// \Recent yet (0: none was).
+func (h *hub) firstRecentLocked(ref protocols.MailboxRef, uidValidity uint32) uint32 {
+	m, ok := h.firstRecent[ref]
+	if !ok || m.uidValidity != uidValidity {
+		return 0
+	}
+	return m.first
 }
 
 // close drops a session's interest in a view.
@@ -262,9 +281,9 @@ func (h *hub) addLocked(v *view, added []uint32) {
 		}
 	}
 	if owner != nil {
-		h.mu.Lock()
-		h.firstRecent[v.ref] = added[len(added)-1] + 1
-		h.mu.Unlock()
+		h.recentMu.Lock()
+		h.firstRecent[v.ref] = recentMark{v.uidValidity, added[len(added)-1] + 1}
+		h.recentMu.Unlock()
 	}
 	for sess := range v.sessions {
 		sess.queue(update{kind: updExists, uids: added, recent: sess == owner})

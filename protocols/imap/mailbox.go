@@ -26,10 +26,12 @@ func (s *session) mailboxArg() (string, error) {
 func canonicalName(raw string) (string, error) {
 	name, err := decodeUTF7(raw)
 	if err != nil {
-		return "", bad("Mailbox name is not valid modified UTF-7")
+		return "", &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+			Text: "Mailbox name is not valid modified UTF-7"}
 	}
 	if strings.ContainsAny(name, "\x00\r\n") {
-		return "", bad("Mailbox name contains a control character")
+		return "", &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+			Text: "Mailbox name contains a control character"}
 	}
 	c, err := store.CanonicalMailbox(name)
 	if err != nil {
@@ -80,13 +82,13 @@ func (s *session) cmdSelect(examine bool) error {
 		return mapError(err)
 	}
 	sel := &selected{name: name, view: o.view, readOnly: ro, uids: o.uids,
-		recent: make(map[uint32]struct{}, len(o.recent)), keywords: o.keywords}
+		recent: make(map[uint32]struct{}, len(o.recent)), keywords: o.keywords, shown: make(map[uint32]uint64)}
 	for _, u := range o.recent {
 		sel.recent[u] = struct{}{}
 	}
 	if ro {
 		// EXAMINE shows what no session has claimed, without claiming it.
-		for _, u := range s.srv.hub.unclaimed(sel.view.ref, sel.uids) {
+		for _, u := range s.srv.hub.unclaimed(sel.view.ref, o.info.UIDValidity, sel.uids) {
 			sel.recent[u] = struct{}{}
 		}
 	}
@@ -481,13 +483,15 @@ func (s *session) cmdList(lsub bool) error {
 	if err := p.end(); err != nil {
 		return err
 	}
+	// A reference or pattern that is not valid modified UTF-7 matches
+	// no name (names are stored decoded), as in Dovecot: OK, nothing.
 	ref, err := decodeUTF7(refRaw)
 	if err != nil {
-		return bad("Reference is not valid modified UTF-7")
+		return nil
 	}
 	for i, pat := range patterns {
 		if patterns[i], err = decodeUTF7(pat); err != nil {
-			return bad("Mailbox pattern is not valid modified UTF-7")
+			patterns[i] = "\x00" // matches nothing
 		}
 	}
 	verb := "LIST"
@@ -568,7 +572,7 @@ func (s *session) list(verb, ref string, patterns []string, o *listOptions) erro
 			if !e.subscribed {
 				// LSUB and RECURSIVEMATCH name a level above a subscribed
 				// mailbox that "%" stops at (RFC 3501 6.3.9, RFC 5258 3.5).
-				if !e.subChild || !matchAny(n, ref, patterns) || matchBelow(n, ref, patterns, entries, true) {
+				if !e.subChild || !matchAny(n, ref, patterns) || !unmatchedBelow(n, ref, patterns, entries, true) {
 					continue
 				}
 				if verb == "LSUB" {
@@ -592,7 +596,7 @@ func (s *session) list(verb, ref string, patterns []string, o *listOptions) erro
 		case e.box == nil:
 			// A level that is not a mailbox is listed when "%" stops at
 			// it (RFC 3501 6.3.8's example).
-			if !matchAny(n, ref, patterns) || matchBelow(n, ref, patterns, entries, false) {
+			if !matchAny(n, ref, patterns) || !unmatchedBelow(n, ref, patterns, entries, false) {
 				continue
 			}
 			attrs = append(attrs, `\Noselect`)
@@ -629,18 +633,17 @@ func (s *session) list(verb, ref string, patterns []string, o *listOptions) erro
 	return nil
 }
 
-// matchBelow reports whether a pattern matching name also matches an
-// entry below it (so name itself need not be listed as a level).
-func matchBelow(name, ref string, patterns []string, entries map[string]*listEntry, subscribedOnly bool) bool {
+// unmatchedBelow reports whether an entry below name (a subscribed one,
+// or a mailbox) is matched by no pattern: name then stands for it (LSUB's
+// \Noselect parent, RECURSIVEMATCH's CHILDINFO, a level "%%" stops at).
+func unmatchedBelow(name, ref string, patterns []string, entries map[string]*listEntry, subscribedOnly bool) bool {
 	prefix := name + string(store.Delimiter)
 	for n, e := range entries {
 		if !strings.HasPrefix(n, prefix) || (subscribedOnly && !e.subscribed) || (!subscribedOnly && e.box == nil) {
 			continue
 		}
-		for _, p := range patterns {
-			if imapserver.MatchList(name, store.Delimiter, ref, p) && imapserver.MatchList(n, store.Delimiter, ref, p) {
-				return true
-			}
+		if !matchAny(n, ref, patterns) {
+			return true
 		}
 	}
 	return false

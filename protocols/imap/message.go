@@ -581,6 +581,9 @@ func (s *session) fetchOne(r msgRef, m *store.Message, items []fetchItem) error 
 		}
 	}
 	w.raw(")").crlf()
+	if slices.ContainsFunc(items, func(it fetchItem) bool { return it.kind == fetchFlags || it.kind == fetchModSeq }) {
+		s.dropStaleFlags(m.UID, m.ModSeq)
+	}
 	return w.err
 }
 
