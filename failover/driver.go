@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/twinbox/twinbox/failover/witness"
 )
 
 // Node is what the driver changes: the node's replication role.
@@ -68,7 +70,10 @@ type DriverOptions struct {
 	StateFile string
 	// Announce sends a heartbeat at once.
 	Announce func()
-	Logger   *slog.Logger
+	// Witness, when set, is asked for every promotion and pinged every
+	// keepalive (Config.Witness).
+	Witness *witness.Client
+	Logger  *slog.Logger
 }
 
 // DefaultHookTimeout bounds on_promote and on_demote.
@@ -93,6 +98,8 @@ type Driver struct {
 	status  Status
 	self    PeerState
 	hookErr string
+
+	pingNow chan struct{} // a ping to the witness at once (the role changed)
 
 	persistMu sync.Mutex // one writer of the state file at a time
 	persisted persistedState
@@ -162,6 +169,7 @@ func StartDriver(opts DriverOptions, heard <-chan Heard) (*Driver, error) {
 		return nil, errors.New("failover: no node to drive")
 	}
 	opts.Config.Fencing = opts.Fencer != nil
+	opts.Config.Witness = opts.Witness != nil
 	opts.Config.EnsureDefaults()
 	if err := opts.Config.Validate(); err != nil {
 		return nil, err
@@ -194,6 +202,10 @@ func StartDriver(opts DriverOptions, heard <-chan Heard) (*Driver, error) {
 	d.ctx, d.stop = context.WithCancel(context.Background())
 	d.wg.Add(1)
 	go d.run()
+	if opts.Witness != nil {
+		d.pingNow = make(chan struct{}, 1)
+		d.wg.Go(d.pingWitness)
+	}
 	return d, nil
 }
 
@@ -262,6 +274,18 @@ func (d *Driver) do(acts []Action) {
 			}
 		case Announce:
 			d.opts.Announce()
+			if d.pingNow != nil {
+				select {
+				case d.pingNow <- struct{}{}:
+				default:
+				}
+			}
+		case AskWitness:
+			d.spawn(func(ctx context.Context) any {
+				ctx, cancel := context.WithTimeout(ctx, d.opts.Config.Deadtime)
+				defer cancel()
+				return d.askWitness(ctx, witness.Request{Want: witness.Promote, Epoch: a.Epoch})
+			})
 		case SetDegraded:
 			d.opts.Node.SetDegraded(a.On)
 			if a.On {
@@ -281,6 +305,42 @@ func (d *Driver) do(acts []Action) {
 		}
 	}
 	d.publish()
+}
+
+// pingWitness tells the witness this node's role and epoch every
+// keepalive, and at once after a role change; the answers renew the
+// active's lease (Config.Witness).
+func (d *Driver) pingWitness() {
+	t := time.NewTicker(d.opts.Config.Keepalive)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+		case <-d.pingNow:
+		}
+		self := d.Self()
+		ctx, cancel := context.WithTimeout(d.ctx, d.opts.Config.Keepalive*2)
+		r := d.askWitness(ctx, witness.Request{Want: witness.Ping, Epoch: self.Epoch, Active: self.Role == Active})
+		cancel()
+		select {
+		case d.results <- r:
+		case <-d.ctx.Done():
+			return
+		}
+	}
+}
+
+// askWitness asks the witness and turns its answer into the machine's
+// input.
+func (d *Driver) askWitness(ctx context.Context, req witness.Request) WitnessReply {
+	rep, sent, err := d.opts.Witness.Ask(ctx, req)
+	if err != nil {
+		return WitnessReply{Promote: req.Want == witness.Promote, Epoch: req.Epoch, Err: err}
+	}
+	return WitnessReply{Promote: req.Want == witness.Promote, Epoch: req.Epoch, Sent: sent, Granted: rep.Granted,
+		Holder: rep.Holder, HolderEpoch: rep.Epoch, Why: rep.Why}
 }
 
 func (d *Driver) spawn(f func(ctx context.Context) any) {

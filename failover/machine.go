@@ -95,6 +95,11 @@ type Config struct {
 	AutoFailback bool
 	// Paths are the heartbeat paths' names (for warnings and status).
 	Paths []string
+	// Witness: a witness is configured (package witness). A node then
+	// promotes only with the witness's vote for the new epoch, and an
+	// active that loses its peer steps down once its lease from the
+	// witness (half the deadtime from its last granted ping) runs out.
+	Witness bool
 }
 
 // Defaults: failover within 3 s of the active's death (deadtime, then
@@ -171,6 +176,22 @@ type Heard struct {
 	Boot, Counter uint64
 }
 
+// WitnessReply is the witness's answer to a ping (Promote false) or to a
+// request for the active role at Epoch, or Err when none came.
+type WitnessReply struct {
+	Promote bool
+	Epoch   uint64
+	// Sent is when the answered request left this node: a granted lease
+	// runs from there.
+	Sent    time.Time
+	Granted bool
+	// Holder and HolderEpoch are the witness's state.
+	Holder      string
+	HolderEpoch uint64
+	Why         string
+	Err         error
+}
+
 // FenceDone is the end of a fencing attempt: nil means the peer is
 // confirmed off.
 type FenceDone struct{ Err error }
@@ -241,6 +262,10 @@ type Demote struct {
 // fenced) or to wait for it again (it caught up).
 type SetDegraded struct{ On bool }
 
+// AskWitness asks the witness for the active role at Epoch; the driver
+// answers with a WitnessReply.
+type AskWitness struct{ Epoch uint64 }
+
 // Announce asks for a heartbeat at once (the state changed).
 type Announce struct{}
 
@@ -254,6 +279,7 @@ func (Fence) action()       {}
 func (Promote) action()     {}
 func (Demote) action()      {}
 func (SetDegraded) action() {}
+func (AskWitness) action()  {}
 func (Announce) action()    {}
 func (Event) action()       {}
 
@@ -314,6 +340,18 @@ type Machine struct {
 	takeoverUntil  time.Time
 	handoverAfter  time.Time // no new handover before (one just failed)
 	reason         string
+
+	// With a witness: the epoch it granted this node, the end of this
+	// node's lease as the active, whether a request is out, when the next
+	// may go, and why the last was refused.
+	vote       uint64
+	leaseUntil time.Time
+	asking     bool
+	askAfter   time.Time
+	witnessWhy string
+	// leaseForced: an operator forced this node active; it holds the
+	// role without a lease until it is passive again.
+	leaseForced bool
 }
 
 // New returns a machine for a node starting passive at now, with the
@@ -338,6 +376,8 @@ func (m *Machine) Step(in any) []Action {
 		out = m.promoteDone(in)
 	case DemoteDone:
 		out = m.demoteDone(in)
+	case WitnessReply:
+		out = m.witnessReply(in)
 	default:
 		panic(fmt.Sprintf("failover: unknown input %T", in))
 	}
@@ -443,7 +483,7 @@ func (m *Machine) demoteDone(d DemoteDone) []Action {
 		m.handoverAfter = m.now.Add(m.cfg.FenceRetry)
 		return []Action{Event{Warn: true, Msg: "demotion failed; still active: " + d.Err.Error()}, Announce{}}
 	}
-	m.role, m.degraded, m.conflictAt = Passive, false, 0
+	m.role, m.degraded, m.conflictAt, m.leaseForced = Passive, false, 0, false
 	m.handover = d.Handover
 	m.standbyHandoff = d.Handover != 0
 	return []Action{Event{Msg: fmt.Sprintf("passive, following the peer (handover at %d)", d.Handover)}, Announce{}}
@@ -486,6 +526,9 @@ func (m *Machine) Command(c Command) ([]Action, error) {
 			return nil, errors.New("failover: already active")
 		}
 		m.standby, m.reason = false, ""
+		// The operator's word stands for the witness's vote (the witness
+		// may be the thing that is lost), and for its lease.
+		m.vote, m.leaseForced = m.nextEpoch(), true
 		return m.promote(!alive, "forced by the operator"), nil
 	case CmdDemote:
 		m.standby = true
@@ -508,17 +551,23 @@ func (m *Machine) peerAlive() bool {
 	if !m.everHeard {
 		limit = m.cfg.Initdead
 	}
+	return m.now.Sub(m.lastHeard()) <= limit
+}
+
+// heardRecently: a path was actually heard within deadtime (not merely
+// the benefit of the doubt at boot).
+// lastHeard is when the peer was last heard on any path (or when this
+// node began to listen).
+func (m *Machine) lastHeard() time.Time {
 	last := m.observeFrom
 	for _, at := range m.heard {
 		if at.After(last) {
 			last = at
 		}
 	}
-	return m.now.Sub(last) <= limit
+	return last
 }
 
-// heardRecently: a path was actually heard within deadtime (not merely
-// the benefit of the doubt at boot).
 func (m *Machine) heardRecently() bool {
 	for _, at := range m.heard {
 		if m.now.Sub(at) <= m.cfg.Deadtime {
@@ -543,7 +592,66 @@ func (m *Machine) nextEpoch() uint64 {
 	return e
 }
 
+// lease is how long a ping the witness granted lets an active that lost
+// its peer go on: half the witness's deadtime, so that it has stopped
+// before the witness can give the role to the other node.
+func (m *Machine) lease() time.Duration { return m.cfg.Deadtime / 2 }
+
+func (m *Machine) witnessReply(r WitnessReply) []Action {
+	if r.Promote {
+		m.asking = false
+	}
+	if r.Err != nil {
+		m.witnessWhy = "no answer from the witness"
+		if r.Promote {
+			m.askAfter = m.now.Add(m.cfg.Keepalive)
+		}
+		return nil
+	}
+	var out []Action
+	if r.Holder != m.cfg.Node && r.HolderEpoch > m.epoch {
+		if m.role == Active || m.busy == promoting {
+			// The witness gave the role to the peer at a later epoch:
+			// this node is stale.
+			m.conflictAt = r.HolderEpoch
+		} else {
+			m.epoch = r.HolderEpoch // asks for a later epoch from now on
+		}
+	}
+	switch {
+	case r.Granted && r.Promote:
+		m.vote, m.witnessWhy = r.Epoch, ""
+		m.leaseUntil = r.Sent.Add(m.lease())
+	case r.Granted && m.role == Active && r.Epoch == m.epoch:
+		m.witnessWhy = ""
+		if t := r.Sent.Add(m.lease()); t.After(m.leaseUntil) {
+			m.leaseUntil = t
+		}
+	case !r.Granted:
+		m.witnessWhy = r.Why
+		if r.Promote {
+			m.askAfter = m.now.Add(m.cfg.Keepalive)
+			out = append(out, Event{Msg: fmt.Sprintf("the witness refused epoch %d: %s", r.Epoch, r.Why)})
+		}
+	}
+	return out
+}
+
 func (m *Machine) promote(alone bool, why string) []Action {
+	if m.cfg.Witness {
+		e := m.nextEpoch()
+		if m.vote != e {
+			m.reason = fmt.Sprintf("%s; waiting for the witness's vote for epoch %d", why, e)
+			if m.witnessWhy != "" {
+				m.reason += " (" + m.witnessWhy + ")"
+			}
+			if m.asking || m.now.Before(m.askAfter) {
+				return nil
+			}
+			m.asking = true
+			return []Action{AskWitness{Epoch: e}}
+		}
+	}
 	m.busy = promoting
 	return []Action{Event{Msg: "promoting: " + why}, Promote{Epoch: m.nextEpoch(), Alone: alone}}
 }
@@ -579,6 +687,18 @@ func (m *Machine) decide() []Action {
 }
 
 func (m *Machine) decideActive(alive bool) []Action {
+	if m.cfg.Witness && !m.leaseForced && !m.now.Before(m.leaseUntil) && m.now.Sub(m.lastHeard()) > m.lease() {
+		// Cut off from the peer and from the witness: the witness gives
+		// the role to the peer once this node has been silent for its
+		// deadtime, so this node stops first, well before that: its lease
+		// is over and the peer was not heard for as long (a quorum lost).
+		m.busy = demoting
+		why := "peer not heard and no lease from the witness"
+		if m.witnessWhy != "" {
+			why += " (" + m.witnessWhy + ")"
+		}
+		return []Action{Event{Warn: true, Msg: why + ": stepping down so that only one node can be active"}, Demote{Reason: why}}
+	}
 	if alive {
 		m.reason = ""
 		switch {
@@ -745,6 +865,10 @@ type Status struct {
 	// writes this node lacks; it will not take over by itself.
 	Outdated bool   `json:"outdated,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// Witness, when one is configured: "lease until <time>" on an
+	// active that holds one, or why the witness last refused or did not
+	// answer.
+	Witness string `json:"witness,omitempty"`
 }
 
 // Status reports the state.
@@ -773,6 +897,18 @@ func (m *Machine) Status() Status {
 		fenceConfirmed: "peer confirmed off", fenceFailed: "failed: " + m.fenceErr}[m.fence]
 	if !m.cfg.Fencing {
 		s.Fencing = "no fence device"
+	}
+	if m.cfg.Witness {
+		switch {
+		case m.role == Active && m.leaseForced:
+			s.Witness = "forced active by the operator: no lease"
+		case m.role == Active && m.now.Before(m.leaseUntil):
+			s.Witness = "lease until " + m.leaseUntil.UTC().Format(time.RFC3339Nano)
+		case m.witnessWhy != "":
+			s.Witness = m.witnessWhy
+		default:
+			s.Witness = "no lease"
+		}
 	}
 	return s
 }

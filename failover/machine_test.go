@@ -70,7 +70,7 @@ func TestMachine(t *testing.T) {
 					AutoFailback: d.HasArg("auto_failback"), Paths: []string{"udp", "nats"},
 					Keepalive: dur(d, "keepalive", DefaultKeepalive), Warntime: dur(d, "warntime", DefaultWarntime),
 					Deadtime: dur(d, "deadtime", DefaultDeadtime), Initdead: dur(d, "initdead", 5*time.Second),
-					FenceDelay: dur(d, "fence_delay", 0), FenceRetry: dur(d, "fence_retry", 0)}
+					FenceDelay: dur(d, "fence_delay", 0), FenceRetry: dur(d, "fence_retry", 0), Witness: d.HasArg("witness")}
 				if d.HasArg("node") {
 					d.ScanArgs(t, "node", &cfg.Node)
 				}
@@ -116,6 +116,21 @@ func TestMachine(t *testing.T) {
 					c = u64(d, "counter")
 				}
 				acts = m.Step(Heard{Path: path, At: at(d), Peer: p, Boot: 1, Counter: c})
+			case "witness":
+				// The witness's answer: witness t=.. [promote] epoch=N
+				// granted|refused=why|noanswer holder=x holder_epoch=M
+				r := WitnessReply{Promote: d.HasArg("promote"), Epoch: u64(d, "epoch"), Sent: at(d),
+					Granted: d.HasArg("granted"), HolderEpoch: u64(d, "holder_epoch")}
+				if d.HasArg("holder") {
+					d.ScanArgs(t, "holder", &r.Holder)
+				}
+				if d.HasArg("refused") {
+					d.ScanArgs(t, "refused", &r.Why)
+				}
+				if d.HasArg("noanswer") {
+					r.Err = errors.New("no answer")
+				}
+				acts = m.Step(r)
 			case "fence-done":
 				acts = m.Step(FenceDone{Err: errArg(t, d)})
 			case "promote-done":
@@ -136,8 +151,12 @@ func TestMachine(t *testing.T) {
 			case "status":
 				s := m.Status()
 				self := m.Self()
-				return fmt.Sprintf("role=%s epoch=%d busy=%s peer=%s fencing=%q degraded=%t standby=%t takeover=%t handover=%d reason=%q",
+				out := fmt.Sprintf("role=%s epoch=%d busy=%s peer=%s fencing=%q degraded=%t standby=%t takeover=%t handover=%d reason=%q",
 					s.Role, s.Epoch, orNone(s.Busy), s.Peer, s.Fencing, s.Degraded, s.Standby, self.Takeover, self.Handover, s.Reason)
+				if s.Witness != "" {
+					out += fmt.Sprintf(" witness=%q", s.Witness)
+				}
+				return out
 			default:
 				d.Fatalf(t, "unknown command %s", d.Cmd)
 			}
@@ -179,6 +198,8 @@ func formatActions(acts []Action) string {
 			fmt.Fprintf(&b, "DEGRADED %t\n", a.On)
 		case Announce:
 			b.WriteString("ANNOUNCE\n")
+		case AskWitness:
+			fmt.Fprintf(&b, "ASK-WITNESS epoch=%d\n", a.Epoch)
 		case Event:
 			lvl := "info"
 			if a.Warn {

@@ -51,6 +51,52 @@ type foPair struct {
 	cert     string
 	extra    []string
 	mu       sync.Mutex // guards nodes for the load's address lookups
+
+	// With relays (p.withRelays), node i reaches node j's NATS through
+	// natsTo[j] and its heartbeat port through hbTo[j], so that a test can
+	// cut the network between them.
+	natsTo, hbTo [2]*harness.Relay
+	// witness[i], with p.withWitness, is node i's way to the witness.
+	witness [2]*harness.Relay
+}
+
+// withRelays puts a relay in front of each node's NATS and heartbeat
+// ports, used by the other node (before the nodes start).
+func (p *foPair) withRelays(t *testing.T) {
+	t.Helper()
+	for i := range 2 {
+		n, err := harness.NewTCPRelay(p.nats[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := harness.NewUDPRelay(p.hb[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close(); h.Close() })
+		p.natsTo[i], p.hbTo[i] = n, h
+	}
+}
+
+// partition cuts (or, with heal, restores) every path between the nodes.
+func (p *foPair) partition(heal bool) {
+	for _, r := range [...]*harness.Relay{p.natsTo[0], p.natsTo[1], p.hbTo[0], p.hbTo[1]} {
+		if heal {
+			r.Heal()
+		} else {
+			r.Cut()
+		}
+	}
+}
+
+// peerAddrs are the addresses node i is given for its peer's NATS and
+// heartbeat port: the relays' when there are.
+func (p *foPair) peerAddrs(i int) (nats, hb string) {
+	j := 1 - i
+	if p.natsTo[j] != nil {
+		return p.natsTo[j].Addr(), p.hbTo[j].Addr()
+	}
+	return p.nats[j], p.hb[j]
 }
 
 var foNames = [2]string{"a", "b"}
@@ -81,13 +127,17 @@ func (p *foPair) start(t *testing.T, i int) *node {
 	t.Helper()
 	j := 1 - i
 	role := map[int]string{0: "active", 1: "passive"}[i]
+	peerNATS, peerHB := p.peerAddrs(i)
 	args := []string{"--role", role, "--failover=true", "--node-name", foNames[i], "--peer-name", foNames[j],
-		"--nats-addr", p.nats[i], "--peer-nats", p.nats[j], "--link-ca", p.cert,
-		"--heartbeat-addr", p.hb[i], "--peer-heartbeat", p.hb[j],
+		"--nats-addr", p.nats[i], "--peer-nats", peerNATS, "--link-ca", p.cert,
+		"--heartbeat-addr", p.hb[i], "--peer-heartbeat", peerHB,
 		"--keepalive", "100ms", "--warntime", "400ms", "--deadtime", "800ms", "--initdead", "4s",
 		"--peer-timeout", "2s", "--fence-timeout", "2s",
 		"--fence-agent", p.fence[i], "--fence-options", "port=" + filepath.Join(p.data[j], "pid"),
 		"--pid-file", filepath.Join(p.data[i], "pid")}
+	if p.witness[i] != nil {
+		args = append(args, "--witness", p.witness[i].Addr())
+	}
 	args = append(args, p.extra...)
 	n := startNodeIn(t, p.bin, p.data[i], args, "TWINBOX_LINK_PASSWORD="+linkPassword, "TWINBOX_HEARTBEAT_KEY="+heartbeatKey)
 	n.users["alice"], n.users["bob"] = "alice-pw", "bob-pw"
@@ -466,12 +516,16 @@ func TestFailoverFenceFailsOrHangs(t *testing.T) {
 }
 
 func sendOne(addr string) error {
+	return sendRaw(addr, "From: x@example.org\r\nTo: alice@localhost\r\nSubject: one\r\n\r\nx\r\n")
+}
+
+// sendRaw delivers raw to alice over SMTP at addr.
+func sendRaw(addr, raw string) error {
 	c, err := gosmtp.Dial(addr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	raw := "From: x@example.org\r\nTo: alice@localhost\r\nSubject: one\r\n\r\nx\r\n"
 	return c.SendMail("x@example.org", []string{"alice@localhost"}, strings.NewReader(raw))
 }
 

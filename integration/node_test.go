@@ -43,10 +43,11 @@ func buildTwinbox(t *testing.T) string { return harness.MustBinary(t) }
 // users the test added.
 type node struct {
 	*harness.Node
-	bin, data                           string
-	imap, imaps, smtp, smtps, lmtp, adm string // host:port
-	nats                                string // host:port, on a node of a pair
-	users                               map[string]string
+	bin, data                      string
+	imap, imaps, smtp, smtps, lmtp string // host:port
+	adm                            string // the admin socket's path
+	nats                           string // host:port, on a node of a pair
+	users                          map[string]string
 }
 
 // startNode runs `bin serve` and returns once /healthz answers 200. On
@@ -66,11 +67,11 @@ func startNodeIn(t *testing.T, bin, data string, extra []string, env ...string) 
 	hn.Args = append([]string{"serve", "--data", data,
 		"--imap-addr", "127.0.0.1:0", "--imaps-addr", "127.0.0.1:0",
 		"--smtp-addr", "127.0.0.1:0", "--smtps-addr", "127.0.0.1:0",
-		"--lmtp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, extra...)
+		"--lmtp-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"}, extra...)
 	harness.StartNode(t, hn)
 	a := hn.Addrs
 	return &node{Node: hn, bin: bin, data: data, users: map[string]string{},
-		imap: a["imap"], imaps: a["imaps"], smtp: a["smtp"], smtps: a["smtps"], lmtp: a["lmtp"], adm: a["admin"], nats: a["nats"]}
+		imap: a["imap"], imaps: a["imaps"], smtp: a["smtp"], smtps: a["smtps"], lmtp: a["lmtp"], adm: hn.AdminSocket(), nats: a["nats"]}
 }
 
 // stop sends SIGTERM and waits for a clean exit.

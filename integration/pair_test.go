@@ -38,6 +38,7 @@ type pairNodes struct {
 	bin                  string
 	activeData, passData string
 	natsAddr             string
+	peerNATS             string // the passive's way to natsAddr, when not direct (a relay)
 	active, passive      *node
 }
 
@@ -49,8 +50,12 @@ func (p *pairNodes) startActive(t *testing.T) {
 
 func (p *pairNodes) startPassive(t *testing.T) {
 	t.Helper()
+	peer := p.natsAddr
+	if p.peerNATS != "" {
+		peer = p.peerNATS
+	}
 	p.passive = startNodeIn(t, p.bin, p.passData, []string{"--role", "passive", "--node-name", "b",
-		"--nats-addr", "127.0.0.1:0", "--peer-nats", p.natsAddr,
+		"--nats-addr", "127.0.0.1:0", "--peer-nats", peer,
 		"--link-ca", p.activeData + "/tls/cert.pem", "--service-address", serviceAddress}, "TWINBOX_LINK_PASSWORD="+linkPassword)
 }
 

@@ -10,13 +10,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-A=127.0.0.1:18410 B=127.0.0.1:28410
+# The nodes' admin APIs over TCP, with the lab's token (lab/run.sh).
+A=127.0.0.1:18411 B=127.0.0.1:28411
+AUTH="Authorization: Bearer $(cat lab/admin.token)"
 SMTP_A=127.0.0.1:12525 SMTP_B=127.0.0.1:22525
 IMAP_A=127.0.0.1:11143 IMAP_B=127.0.0.1:21143
 PASSWORD=lab-pw
 
 field() { # admin-address python-expression-on-s
-  curl -s --max-time 5 "http://$1/status" | python3 -c "import json,sys; s=json.load(sys.stdin); print($2)" 2>/dev/null || echo "?"
+  curl -s --max-time 5 -H "$AUTH" "http://$1/status" | python3 -c "import json,sys; s=json.load(sys.stdin); print($2)" 2>/dev/null || echo "?"
 }
 wait_for() { # what seconds command...
   local what=$1 n=$2; shift 2
@@ -72,7 +74,7 @@ EOF
 }
 
 echo "== setup"
-wait_for "an active node" 60 sh -c "[ \"\$(curl -s http://$A/status | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"role\"])')\" = active ]"
+wait_for "an active node" 60 sh -c "[ \"\$(curl -s -H '$AUTH' http://$A/status | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"role\"])')\" = active ]"
 for n in a b; do echo "$PASSWORD" | docker-compose exec -T $n /twinbox user add alice >/dev/null 2>&1 ||
   echo "$PASSWORD" | docker-compose exec -T $n /twinbox user passwd alice >/dev/null; done
 wait_for "both nodes serving" 60 both_serving
@@ -88,7 +90,7 @@ sleep 10
 docker network connect "$net" $passive
 wait_for "both nodes serving after the cut" 120 both_serving
 kill $LOAD; wait $LOAD 2>/dev/null || true
-wait_for "identical stores" 60 sh -c "[ \"\$(curl -s http://$A/digest | head -c 120)\" = \"\$(curl -s http://$B/digest | head -c 120)\" ]"
+wait_for "identical stores" 60 sh -c "[ \"\$(curl -s -H '$AUTH' http://$A/digest | head -c 120)\" = \"\$(curl -s -H '$AUTH' http://$B/digest | head -c 120)\" ]"
 check
 
 echo "== 2. docker kill of the active under load"
@@ -100,6 +102,6 @@ docker kill $active >/dev/null
 wait_for "both nodes serving after the kill" 120 both_serving
 sleep 3
 kill $LOAD; wait $LOAD 2>/dev/null || true
-wait_for "identical stores" 60 sh -c "[ \"\$(curl -s http://$A/digest | head -c 120)\" = \"\$(curl -s http://$B/digest | head -c 120)\" ]"
+wait_for "identical stores" 60 sh -c "[ \"\$(curl -s -H '$AUTH' http://$A/digest | head -c 120)\" = \"\$(curl -s -H '$AUTH' http://$B/digest | head -c 120)\" ]"
 check
 echo "== both faults survived: $(wc -l <"$ACKED") messages acknowledged, none missing, none twice"

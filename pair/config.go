@@ -131,6 +131,9 @@ type FailoverConfig struct {
 	OnPromote, OnDemote string
 	HookTimeout         time.Duration
 	AutoFailback        bool
+	// Witness is the witness's UDP address (package failover/witness),
+	// "" for none. With one, a node promotes only with its vote.
+	Witness string
 }
 
 // EnsureDefaults fills the zero fields with their defaults.
@@ -249,6 +252,11 @@ func (c *Config) Validate() error {
 		for _, a := range []struct{ name, addr string }{{"HeartbeatAddr", f.HeartbeatAddr}, {"PeerHeartbeat", f.PeerHeartbeat}} {
 			if _, _, err := net.SplitHostPort(a.addr); err != nil {
 				bad("Failover.%s: %q is not host:port", a.name, a.addr)
+			}
+		}
+		if f.Witness != "" {
+			if _, _, err := net.SplitHostPort(f.Witness); err != nil {
+				bad("Failover.Witness: %q is not host:port", f.Witness)
 			}
 		}
 		if len(f.Key) < heartbeat.MinKey {

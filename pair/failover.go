@@ -14,6 +14,7 @@ import (
 
 	"github.com/twinbox/twinbox/failover"
 	"github.com/twinbox/twinbox/failover/heartbeat"
+	"github.com/twinbox/twinbox/failover/witness"
 )
 
 // failoverRun is a node's automatic failover: heartbeats on two paths
@@ -24,6 +25,7 @@ type failoverRun struct {
 	heart  *heartbeat.Heart
 	peer   *nats.Conn // the heartbeat path's connection to the peer's NATS
 	device string
+	wit    *witness.Client // nil without a witness
 	lg     *slog.Logger
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
@@ -62,6 +64,14 @@ func (p *Pair) startFailover() (_ *failoverRun, err error) {
 		return nil, err
 	}
 	undo = append(undo, func() { np.Close() })
+	var wc *witness.Client
+	if fc.Witness != "" {
+		if wc, err = witness.Dial(fc.Witness, c.Name, fc.Key); err != nil {
+			return nil, err
+		}
+		undo = append(undo, func() { wc.Close() })
+		f.wit = wc
+	}
 	heard := make(chan failover.Heard, 16)
 	mc := fc.machineConfig(c)
 	mc.Paths = []string{udp.Name(), np.Name()}
@@ -75,7 +85,8 @@ func (p *Pair) startFailover() (_ *failoverRun, err error) {
 				h.SendNow()
 			}
 		},
-		Logger: p.lg,
+		Witness: wc,
+		Logger:  p.lg,
 	}, heard)
 	if err != nil {
 		return nil, err
@@ -176,6 +187,9 @@ func (f *failoverRun) close() {
 		f.wg.Wait()
 		f.heart.Close()
 		f.peer.Close()
+		if f.wit != nil {
+			f.wit.Close()
+		}
 	})
 }
 

@@ -20,7 +20,7 @@ import (
 //	go test ./pair -run '^$' -bench Rejoin -benchtime 1x
 func BenchmarkRejoin(b *testing.B) {
 	for _, store := range []int{100, 2000} {
-		for _, tail := range []int{10, 200} {
+		for _, tail := range []int{10, 200, 2000} {
 			b.Run(fmt.Sprintf("store=%d/tail=%d", store, tail), func(b *testing.B) {
 				for range b.N {
 					rejoinOnce(b, store, tail)

@@ -115,6 +115,10 @@ func Affected(op store.Op) []MailboxRef {
 		return []MailboxRef{{o.User, o.From}, {o.User, o.To}}
 	case *store.CreateMailbox:
 		return []MailboxRef{{o.User, o.Name}}
+	case *store.ImportMailbox:
+		return []MailboxRef{{o.User, o.Name}}
+	case *store.Import:
+		return []MailboxRef{{o.User, o.Mailbox}}
 	}
 	return nil
 }

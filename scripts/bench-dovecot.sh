@@ -340,16 +340,16 @@ start_twinbox() {
   TWINBOX_IMAP=127.0.0.1:$(pick_port)
   TWINBOX_SMTP=127.0.0.1:$(pick_port)
   TWINBOX_LMTP=127.0.0.1:$(pick_port)
-  TWINBOX_ADMIN=127.0.0.1:$(pick_port)
+  TWINBOX_METRICS=127.0.0.1:$(pick_port)
   log "adding $USERS + $READERS users to twinbox"
   for i in $(seq "$USERS"); do printf '%s\n' "$PASSWORD" | "$BIN" user add "user$i" --data "$T" >/dev/null; done
   for i in $(seq "$READERS"); do printf '%s\n' "$PASSWORD" | "$BIN" user add "reader$i" --data "$T" >/dev/null; done
-  log "starting twinbox: imap $TWINBOX_IMAP, lmtp $TWINBOX_LMTP, admin $TWINBOX_ADMIN, in $T"
+  log "starting twinbox: imap $TWINBOX_IMAP, lmtp $TWINBOX_LMTP, metrics $TWINBOX_METRICS, in $T"
   "$BIN" serve --data "$T" --imap-addr "$TWINBOX_IMAP" --smtp-addr "$TWINBOX_SMTP" \
-    --lmtp-addr "$TWINBOX_LMTP" --admin-addr "$TWINBOX_ADMIN" \
+    --lmtp-addr "$TWINBOX_LMTP" --metrics-addr "$TWINBOX_METRICS" \
     --imaps-addr "" --smtps-addr "" >"$WORK/twinbox.log" 2>&1 &
   TWINBOX_PID=$!
-  if ! wait_http twinbox "$TWINBOX_PID" "http://$TWINBOX_ADMIN/healthz"; then
+  if ! wait_http twinbox "$TWINBOX_PID" "http://$TWINBOX_METRICS/healthz"; then
     tail -n 20 "$WORK/twinbox.log" >&2 || true
     die "twinbox did not come up"
   fi

@@ -40,6 +40,10 @@ type Result struct {
 	Freed     int64
 	// Merged: the operation's ID was applied before; nothing changed.
 	Duplicate bool
+	// Import: the UIDs placed, those already present (an import that
+	// runs again), and those below the mailbox's UIDNEXT but absent
+	// (expunged since an earlier run): the last two are not imported.
+	Imported, Present, Gone []uint32
 }
 
 // Placement is where a delivered message landed.
@@ -320,10 +324,8 @@ func checkEntry(e Entry) error {
 	if err := e.Op.check(); err != nil {
 		return fmt.Errorf("%s: %w", e.Op.Kind(), err)
 	}
-	if d, ok := e.Op.(*Deliver); ok {
-		if err := d.Body.checkContent(); err != nil {
-			return fmt.Errorf("%s: %w", e.Op.Kind(), err)
-		}
+	if err := checkBodies(e.Op); err != nil {
+		return fmt.Errorf("%s: %w", e.Op.Kind(), err)
 	}
 	return nil
 }
@@ -371,6 +373,10 @@ func (t *txn) applyOp(op Op, res *Result) error {
 		res.UIDValidity, err = t.skipUIDs(op)
 	case *Merged:
 		err = t.merged(op, res)
+	case *ImportMailbox:
+		res.UIDValidity, err = t.importMailbox(op)
+	case *Import:
+		err = t.importMessages(op, res)
 	default:
 		err = fmt.Errorf("%w: %T", ErrInvalidOp, op)
 	}

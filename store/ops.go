@@ -37,6 +37,8 @@ const (
 	KindCollect       OpKind = 12
 	KindSkipUIDs      OpKind = 13
 	KindMerged        OpKind = 14
+	KindImportMailbox OpKind = 15
+	KindImport        OpKind = 16
 )
 
 // Op is a mutation of the store. Ops are plain values: they are encoded with
@@ -221,6 +223,8 @@ func (*Expunge) Kind() OpKind       { return KindExpunge }
 func (*Collect) Kind() OpKind       { return KindCollect }
 func (*SkipUIDs) Kind() OpKind      { return KindSkipUIDs }
 func (*Merged) Kind() OpKind        { return KindMerged }
+func (*ImportMailbox) Kind() OpKind { return KindImportMailbox }
+func (*Import) Kind() OpKind        { return KindImport }
 
 func newOp(k OpKind) (Op, error) {
 	switch k {
@@ -252,6 +256,10 @@ func newOp(k OpKind) (Op, error) {
 		return new(SkipUIDs), nil
 	case KindMerged:
 		return new(Merged), nil
+	case KindImportMailbox:
+		return new(ImportMailbox), nil
+	case KindImport:
+		return new(Import), nil
 	}
 	return nil, fmt.Errorf("%w: unknown operation kind %d", ErrInvalidOp, k)
 }
@@ -259,7 +267,7 @@ func newOp(k OpKind) (Op, error) {
 func (k OpKind) String() string {
 	names := [...]string{"", "create-user", "delete-user", "create-mailbox", "delete-mailbox",
 		"rename-mailbox", "subscribe", "deliver", "copy", "move", "store-flags", "expunge", "collect",
-		"skip-uids", "merged"}
+		"skip-uids", "merged", "import-mailbox", "import"}
 	if int(k) < len(names) && k != 0 {
 		return names[k]
 	}
@@ -353,7 +361,13 @@ func (o *Deliver) check() error {
 			return err
 		}
 	}
-	b := &o.Body
+	return o.Body.checkFields()
+}
+
+// checkFields checks a body's fields against each other: a reference
+// carries no content; a full body's manifest covers its size and refers
+// only to parts it lists, whose data match their hashes.
+func (b *Body) checkFields() error {
 	if b.Stored {
 		if b.ID.IsZero() || b.Size < 0 || len(b.Manifest.Segments) > 0 || len(b.Parts) > 0 {
 			return fmt.Errorf("%w: body reference %s carries content", ErrInvalidOp, b.ID)

@@ -46,6 +46,14 @@ func (s *Store) Admit(op Op) error {
 	if err := op.check(); err != nil {
 		return err
 	}
+	if im, ok := op.(*Import); ok {
+		for i := range im.Messages {
+			if b := &im.Messages[i].Body; b.Size > s.opts.MaxMessageSize {
+				return fmt.Errorf("%w: UID %d: %d bytes, the limit is %d", ErrTooLarge, im.Messages[i].UID, b.Size, s.opts.MaxMessageSize)
+			}
+		}
+		return checkBodies(op)
+	}
 	d, ok := op.(*Deliver)
 	if !ok {
 		return nil

@@ -39,6 +39,10 @@ type Options struct {
 	MaxMessageSize int64
 	// ReadOnly opens the store without taking writes (verify, inspection).
 	ReadOnly bool
+	// SkipFileCheck opens the store without checking the checksums of its
+	// table files first (CheckFiles); a damaged file is then found only
+	// when it is read.
+	SkipFileCheck bool
 	// FS is the file system; nil means the operating system's. Tests pass
 	// Pebble's crash-testing in-memory file system.
 	FS vfs.FS
@@ -98,7 +102,9 @@ type Store struct {
 	// shared, Close exclusively.
 	closeMu sync.RWMutex
 	db      *pebble.DB
+	popts   *pebble.Options
 	closed  bool
+	corrupt corruption
 
 	// wmu serialises Apply; applied is the last applied sequence; broken
 	// is set when an fsync failed and the store refuses writes.
@@ -142,6 +148,13 @@ func Open(ctx context.Context, dir string, opts *Options) (*Store, error) {
 			TargetGarbageRatio:    0.2,
 		}
 	}
+	s := &Store{opts: o, dir: dir, log: o.Logger.With("component", "store"), popts: po}
+	// A damaged file is reported and its reads fail with ErrCorrupt;
+	// Pebble's default is a panic (issue 14 D16).
+	po.EventListener = &pebble.EventListener{DataCorruption: func(info pebble.DataCorruptionInfo) {
+		s.corrupt.report(info, s.log.Error)
+	}}
+	po.EnsureDefaults()
 	db, err := pebble.Open(dir, po)
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
 		return nil, fmt.Errorf("store: open %s: in use by another process (is another twinbox running on this data directory?): %w", dir, err)
@@ -149,10 +162,27 @@ func Open(ctx context.Context, dir string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	s := &Store{opts: o, dir: dir, log: o.Logger.With("component", "store"), db: db}
+	s.db = db
 	if err := s.init(); err != nil {
 		_ = db.Close()
+		if d := s.Damaged(); d != nil {
+			err = d
+		} else if pebble.IsCorruptionError(err) {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	if !o.SkipFileCheck {
+		start := time.Now()
+		err := s.CheckFiles(ctx)
+		if err == nil {
+			err = s.Damaged()
+		}
+		if err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("store: open %s: %w", dir, err)
+		}
+		s.log.Debug("table files checked", "took", time.Since(start))
 	}
 	return s, nil
 }

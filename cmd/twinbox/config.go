@@ -21,6 +21,7 @@ import (
 
 	"github.com/twinbox/twinbox/failover"
 	"github.com/twinbox/twinbox/failover/fence"
+	"github.com/twinbox/twinbox/internal/admin"
 	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/protocols/smtp"
 	"github.com/twinbox/twinbox/store"
@@ -43,6 +44,13 @@ type config struct {
 	LMTPAddr  string `toml:"lmtp_addr"`
 	LMTPSock  string `toml:"lmtp_socket"`
 	AdminAddr string `toml:"admin_addr"`
+
+	// The admin API (docs/security.md): a unix socket always, TCP only
+	// with a token; metrics and health on an address of their own.
+	AdminSocket    string `toml:"admin_socket"`
+	AdminTokenFile string `toml:"admin_token_file"`
+	AdminPprof     bool   `toml:"admin_pprof"`
+	MetricsAddr    string `toml:"metrics_addr"`
 
 	TLSCert      string `toml:"tls_cert"`
 	TLSKey       string `toml:"tls_key"`
@@ -97,6 +105,7 @@ type config struct {
 	FenceTimeout  time.Duration `toml:"fence_timeout"`
 	FenceDelay    time.Duration `toml:"fence_delay"`
 	FenceAction   string        `toml:"fence_action"`
+	Witness       string        `toml:"witness"`
 	OnPromote     string        `toml:"on_promote"`
 	OnDemote      string        `toml:"on_demote"`
 	HookTimeout   time.Duration `toml:"hook_timeout"`
@@ -120,7 +129,7 @@ func defaultConfig() config {
 		SMTPAddr:        "127.0.0.1:2525",
 		SMTPSAddr:       "127.0.0.1:4465",
 		LMTPAddr:        "127.0.0.1:2424",
-		AdminAddr:       "127.0.0.1:8410",
+		MetricsAddr:     "127.0.0.1:8410",
 		MaxMessageSize:  store.DefaultMaxMessageSize,
 		MaxRecipients:   1000,
 		MaxLineLength:   64 << 10,
@@ -182,7 +191,11 @@ func (c *config) settings() []setting {
 		{"smtps_addr", "SMTP implicit-TLS listen address; empty disables", &c.SMTPSAddr},
 		{"lmtp_addr", "LMTP TCP listen address; empty disables", &c.LMTPAddr},
 		{"lmtp_socket", "LMTP unix socket path; empty disables", &c.LMTPSock},
-		{"admin_addr", "admin HTTP listen address (/healthz, /status, /metrics); empty disables", &c.AdminAddr},
+		{"admin_socket", "the admin API's unix socket, mode 0600, that the twinbox CLI uses (default: DATA/admin.sock)", &c.AdminSocket},
+		{"admin_addr", "admin API over TCP (status, digest, role commands), for remote operators; needs admin_token_file; empty (the default) disables", &c.AdminAddr},
+		{"admin_token_file", "file holding the bearer token admin_addr requires (at least 16 bytes, mode 0600)", &c.AdminTokenFile},
+		{"admin_pprof", "serve Go's profiler under /debug/pprof/ on the admin API", &c.AdminPprof},
+		{"metrics_addr", "HTTP listen address of /metrics and /healthz only, no credentials; empty disables", &c.MetricsAddr},
 		{"tls_cert", "TLS certificate PEM file (default: a self-signed one made in DATA/tls)", &c.TLSCert},
 		{"tls_key", "TLS private key PEM file", &c.TLSKey},
 		{"allow_insecure_auth", "allow plain-text login without TLS from any address (default: loopback only)", &c.InsecureAuth},
@@ -231,6 +244,7 @@ func (c *config) settings() []setting {
 		{"fence_timeout", "how long fencing may take (a timeout is a failure)", &c.FenceTimeout},
 		{"fence_delay", "wait before fencing the peer, so that the other node wins a mutual shootout (default: 0 on the preferred node, 1s on the other; more if the fence device takes longer than 1s to power the peer off)", &c.FenceDelay},
 		{"fence_action", "off, or reboot: off, then on again once this node is active, so that the fenced node comes back as the passive (with devices that can power on: fence-agents programs, docker)", &c.FenceAction},
+		{"witness", "UDP address host:port of a witness (twinbox witness on a third machine): a node then promotes or goes on alone only with its vote, so that a lying fence cannot make two actives; empty: none", &c.Witness},
 		{"on_promote", "shell command run after this node becomes active (drbdadm primary, mount, add the service address); a failure steps it down", &c.OnPromote},
 		{"on_demote", "shell command run after this node becomes passive", &c.OnDemote},
 		{"hook_timeout", "how long on_promote and on_demote may take", &c.HookTimeout},
@@ -405,6 +419,7 @@ func (c *config) validate() error {
 	for _, a := range []struct{ key, addr string }{
 		{"imap_addr", c.IMAPAddr}, {"imaps_addr", c.IMAPSAddr}, {"smtp_addr", c.SMTPAddr},
 		{"smtps_addr", c.SMTPSAddr}, {"lmtp_addr", c.LMTPAddr}, {"admin_addr", c.AdminAddr},
+		{"metrics_addr", c.MetricsAddr},
 	} {
 		if a.addr == "" {
 			continue
@@ -413,6 +428,7 @@ func (c *config) validate() error {
 			bad("%s: %q is not host:port", a.key, a.addr)
 		}
 	}
+	c.validateAdmin(bad)
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		bad("tls_cert and tls_key: set both or neither")
 	}
@@ -491,6 +507,29 @@ func (c *config) validate() error {
 	return nil
 }
 
+// maxSocketPath is the longest unix socket path Linux binds (sun_path
+// holds 108 bytes with the NUL).
+const maxSocketPath = 107
+
+// validateAdmin checks the admin API's settings: a TCP listener needs a
+// token.
+func (c *config) validateAdmin(bad func(string, ...any)) {
+	if c.AdminSocket == "" {
+		c.AdminSocket = filepath.Join(c.Data, admin.SocketName)
+	}
+	if len(c.AdminSocket) > maxSocketPath {
+		bad("admin_socket: %q is %d bytes, over the %d a unix socket path may have; set admin_socket to a shorter path", c.AdminSocket, len(c.AdminSocket), maxSocketPath)
+	}
+	switch {
+	case c.AdminAddr != "" && c.AdminTokenFile == "":
+		bad("admin_addr: %q needs admin_token_file (a file of at least %d random bytes, mode 0600): the admin API over TCP is never open", c.AdminAddr, admin.MinTokenLen)
+	case c.AdminTokenFile != "":
+		if _, err := admin.ReadToken(c.AdminTokenFile); err != nil {
+			bad("admin_token_file: %v", err)
+		}
+	}
+}
+
 // validateFailover checks the failover settings.
 func (c *config) validateFailover(bad func(string, ...any)) {
 	if c.PeerName == "" || c.PeerName == c.NodeName {
@@ -512,6 +551,11 @@ func (c *config) validateFailover(bad func(string, ...any)) {
 	if err := fc.Validate(); err != nil {
 		for _, e := range strings.Split(err.Error(), "\n") {
 			bad("%s", e)
+		}
+	}
+	if c.Witness != "" {
+		if _, _, err := net.SplitHostPort(c.Witness); err != nil {
+			bad("witness: %q is not host:port", c.Witness)
 		}
 	}
 	if c.FenceAction != "off" && c.FenceAction != "reboot" {
@@ -603,6 +647,7 @@ func (c *config) pairConfig(tlsConf *tls.Config, log *slog.Logger, progress io.W
 		Keepalive: c.Keepalive, Warntime: c.Warntime, Deadtime: c.Deadtime, Initdead: c.Initdead,
 		FenceDelay: c.FenceDelay, Device: c.FenceAgent,
 		OnPromote: c.OnPromote, OnDemote: c.OnDemote, HookTimeout: c.HookTimeout, AutoFailback: c.AutoFailback,
+		Witness: c.Witness,
 	}
 	if dev != nil {
 		pc.Failover.Fencer = deviceFencer{dev: dev, timeout: c.FenceTimeout, reboot: c.FenceAction == "reboot"}

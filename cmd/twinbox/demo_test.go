@@ -3,10 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"regexp"
 	"strconv"
@@ -67,7 +65,7 @@ type demoNode struct {
 
 var (
 	demoNodeLine = regexp.MustCompile(`(?m)^node (a|b)  pid (\d+)  (\w+)`)
-	demoAddrLine = regexp.MustCompile(`(?m)^  (IMAP|SMTP|admin)  +(?:http://)?([0-9.]+:\d+)`)
+	demoAddrLine = regexp.MustCompile(`(?m)^  (IMAP|SMTP|admin)  +([0-9.]+:\d+|/\S+)`)
 )
 
 // parseDemo reads the nodes' pids and addresses from the demo's banner,
@@ -113,13 +111,8 @@ func parseDemo(t *testing.T, out string) (map[string]*demoNode, string) {
 }
 
 func failoverRoleAt(addr string) (string, error) {
-	resp, err := http.Get("http://" + addr + "/status")
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
 	var st admin.Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+	if err := admin.NewClient(addr, "", 10*time.Second).GetJSON(context.Background(), "/status", &st); err != nil {
 		return "", err
 	}
 	if st.Failover == nil {

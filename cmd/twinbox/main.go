@@ -12,6 +12,7 @@
 //	twinbox demo [--data DIR]
 //	twinbox switchover|promote [--force]|demote|fence confirm [--admin HOST:PORT]
 //	twinbox fence-agent process|docker < OPTIONS
+//	twinbox import maildir|mbox --user NAME PATH...
 //
 // Every flag also reads a TWINBOX_* environment variable (--data:
 // TWINBOX_DATA). Each subcommand lives in a file of its own.
@@ -72,6 +73,8 @@ Commands:
   replay    rebuild a store from a stopped node's log, up to a sequence or time; export a mailbox
   switchover, promote [--force], demote, fence confirm
             operator role changes of a pair running with failover
+  witness   the pair's optional third vote, on a third machine (against split brain)
+  import    bring a Dovecot Maildir or mbox files into a running node, UIDs kept
   fence-agent process|docker
             a built-in fence device speaking the fence-agents stdin protocol
 
@@ -99,8 +102,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runReplay(ctx, args[1:], stdout, stderr)
 	case "switchover", "promote", "demote", "fence":
 		return runRole(ctx, args[0], args[1:], stdout, stderr)
+	case "witness":
+		return runWitness(ctx, args[1:], stdout, stderr)
 	case "fence-agent":
 		return runFenceAgent(args[1:], os.Stdin, stdout, stderr)
+	case "import":
+		return runImport(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -139,6 +140,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if help, err := parseFlags(fs, args, "replay"); help || err != nil {
 		return err
 	}
+	syscall.Umask(0o077) // the rebuilt store and the export hold mail: private (issue 14 D12)
 	u, err := parseUntil(*untilArg)
 	if err != nil {
 		return fmt.Errorf("%w: replay: %v", errUsage, err)

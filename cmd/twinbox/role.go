@@ -12,9 +12,10 @@ import (
 	"github.com/twinbox/twinbox/failover/fence"
 )
 
-const roleUsage = `usage: twinbox switchover|promote [--force]|demote|fence confirm [--admin HOST:PORT]
+const roleUsage = `usage: twinbox switchover|promote [--force]|demote|fence confirm [--admin SOCKET|HOST:PORT]
 
-Operator role changes, sent to a running node's admin server:
+Operator role changes, sent to a running node's admin API (by default its
+socket, TWINBOX_DATA/admin.sock; over TCP with --admin-token-file):
 
   switchover      hand the active role to the other node (planned, no loss):
                   on the active it drains and hands over; on the passive it
@@ -34,7 +35,7 @@ Flags:`
 func runRole(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("admin", envDefault("TWINBOX_ADMIN_ADDR", "127.0.0.1:8410"), "the node's admin address (env TWINBOX_ADMIN_ADDR)")
+	af := addAdminFlags(fs, name)
 	force := fs.Bool("force", false, "promote: without fencing")
 	fs.Usage = func() { fmt.Fprintln(stderr, roleUsage); fs.PrintDefaults() }
 	path := map[string]string{"switchover": "switchover", "promote": "promote", "demote": "demote", "fence": "fence-confirm"}[name]
@@ -51,29 +52,25 @@ func runRole(ctx context.Context, name string, args []string, stdout, stderr io.
 	if *force && name != "promote" {
 		return fmt.Errorf("%w: --force is for promote", errUsage)
 	}
-	url := "http://" + *addr + "/failover/" + path
+	path = "/failover/" + path
 	if *force {
-		url += "?force=1"
+		path += "?force=1"
 	}
-	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, "POST", url, nil)
+	c, err := af.client(*af.addr, 15*time.Second)
 	if err != nil {
-		return fmt.Errorf("%w: --admin %q: %v", errUsage, *addr, err)
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	code, body, err := c.Do(ctx, "POST", path, 64<<10)
 	if err != nil {
-		return fmt.Errorf("%s: no node answers at %s: %w", name, *addr, err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	msg := strings.TrimSpace(string(body))
-	switch resp.StatusCode {
+	switch code {
 	case http.StatusOK:
 		fmt.Fprintln(stdout, msg)
 		return nil
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
-		return fmt.Errorf("%s: the node at %s does not run failover (failover = false)", name, *addr)
+		return fmt.Errorf("%s: the node at %s does not run failover (failover = false)", name, c.Addr)
 	}
 	return fmt.Errorf("%s: %s", name, msg)
 }

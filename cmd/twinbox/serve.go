@@ -7,16 +7,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/twinbox/twinbox/failover/fence"
 	"github.com/twinbox/twinbox/internal/admin"
 	"github.com/twinbox/twinbox/internal/tlscert"
+	"github.com/twinbox/twinbox/migrate"
 	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/protocols/imap"
 	"github.com/twinbox/twinbox/protocols/smtp"
@@ -25,14 +29,19 @@ import (
 
 const serveUsage = `usage: twinbox serve [-c FILE] [flags]
 
-Runs a node: IMAP, SMTP and LMTP over the store, and the admin HTTP
-server (/healthz, /status, /metrics). With no config file it is a
+Runs a node: IMAP, SMTP and LMTP over the store, the admin API on a
+unix socket (DATA/admin.sock, mode 0600: the twinbox CLI's way in) and
+/metrics and /healthz on metrics_addr. With no config file it is a
 standalone node that keeps its data in ./twinbox-data and listens on
 loopback only:
 
   IMAP 127.0.0.1:1143 (STARTTLS)   IMAPS 127.0.0.1:1993
   SMTP 127.0.0.1:2525 (STARTTLS)   SMTPS 127.0.0.1:4465
-  LMTP 127.0.0.1:2424              admin http://127.0.0.1:8410
+  LMTP 127.0.0.1:2424              metrics http://127.0.0.1:8410
+  admin ./twinbox-data/admin.sock
+
+The admin API listens on TCP only with admin_addr and admin_token_file
+(docs/security.md).
 
 Users come from DATA/passwd (add them with 'twinbox user add NAME').
 Every setting is also a TWINBOX_* variable and a key of the config file
@@ -79,7 +88,9 @@ type server struct {
 	smtp   *smtp.Server
 	lmtp   *smtp.Server
 	lns    []listener
-	admin  *http.Server
+	// The admin API on the socket and on TCP (with the token), and
+	// /metrics with /healthz: one server per handler.
+	admin, adminTCP, metrics *http.Server
 
 	undo []func(context.Context) error
 }
@@ -120,8 +131,48 @@ func (s *server) close() error {
 	return errors.Join(errs...)
 }
 
+// initData makes the data directory, and every file the node will make
+// private to its user (issue 14 D12): the umask is 077 from here on,
+// whatever it was, since Pebble asks for 0666 and nats-server for 0640;
+// files an older node left readable are made private too.
 func (s *server) initData(context.Context) error {
-	return pair.Layout(s.c.Data).Create()
+	syscall.Umask(0o077)
+	if err := pair.Layout(s.c.Data).Create(); err != nil {
+		return err
+	}
+	return makePrivate(s.c.Data, s.log)
+}
+
+// makePrivate removes group and other permissions from every file and
+// directory under dir, logging how many it changed.
+func makePrivate(dir string, log *slog.Logger) error {
+	changed := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() && !d.IsDir() {
+			return nil // a socket is chmodded where it is made; never follow a link
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			if err := os.Chmod(path, perm&^0o077); err != nil {
+				return err
+			}
+			changed++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("data directory: make it private: %w", err)
+	}
+	if changed > 0 {
+		log.Warn("data directory: removed group and other permissions", "dir", dir, "files", changed)
+	}
+	return nil
 }
 
 func (s *server) initTLS(context.Context) (err error) {
@@ -229,6 +280,8 @@ func (s *server) initListeners(context.Context) error {
 		return nil
 	})
 	s.admin = &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	s.adminTCP = &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	s.metrics = &http.Server{ReadHeaderTimeout: 10 * time.Second}
 	for _, b := range []struct {
 		name, addr string
 		tls        bool
@@ -239,7 +292,8 @@ func (s *server) initListeners(context.Context) error {
 		{"smtp", c.SMTPAddr, false, s.smtp.Serve},
 		{"smtps", c.SMTPSAddr, true, s.smtp.Serve},
 		{"lmtp", c.LMTPAddr, false, s.lmtp.Serve},
-		{"admin", c.AdminAddr, false, s.admin.Serve},
+		{"admin", c.AdminAddr, false, s.adminTCP.Serve},
+		{"metrics", c.MetricsAddr, false, s.metrics.Serve},
 	} {
 		if b.addr == "" {
 			continue
@@ -261,7 +315,30 @@ func (s *server) initListeners(context.Context) error {
 		}
 		s.lns = append(s.lns, listener{"lmtp-socket", ln, s.lmtp.Serve})
 	}
+	ln, err := listenPrivate(c.AdminSocket)
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	s.lns = append(s.lns, listener{"admin-socket", ln, s.admin.Serve})
 	return nil
+}
+
+// listenPrivate listens on a unix socket only its owner may connect to
+// (mode 0600). A socket left by a node that died is removed first: the
+// store's lock, taken before, says no other node runs on this data.
+func listenPrivate(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == os.ModeSocket {
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }
 
 func (s *server) initAdmin(context.Context) error {
@@ -271,16 +348,30 @@ func (s *server) initAdmin(context.Context) error {
 	s.m.Counter("twinbox_login_throttled_total", "Logins refused unchecked after too many failures.", func() float64 { return float64(s.guard.Stats().Throttled) })
 	s.m.Counter("twinbox_login_abandoned_total", "Logins not checked because the client left while it waited.", func() float64 { return float64(s.guard.Stats().Abandoned) })
 	s.m.RegisterPair(s.node)
-	o := admin.Options{Metrics: s.m, Status: s.status, Digest: s.node.Digest, Healthy: s.healthy}
+	o := admin.Options{Metrics: s.m, Status: s.status, Digest: s.node.Digest, Healthy: s.healthy, Pprof: s.c.AdminPprof,
+		Import: migrate.Handler(importWriter{s.node}, &migrate.HandlerOptions{
+			MaxMessageSize: s.c.MaxMessageSize, Logger: s.log.With("component", "import"),
+		})}
 	if s.c.Failover {
 		o.Command = s.node.Command
 		if s.manual != nil {
 			o.ConfirmFence = s.manual.Confirm
 		}
 	}
-	s.admin.Handler = admin.Handler(o)
+	api := admin.Handler(o)
+	s.admin.Handler = admin.Local(api)
+	s.metrics.Handler = admin.MetricsHandler(o)
+	if s.c.AdminAddr != "" {
+		token, err := admin.ReadToken(s.c.AdminTokenFile)
+		if err != nil {
+			return err
+		}
+		s.adminTCP.Handler = admin.RequireToken(token, api)
+	}
 	s.onClose(func(ctx context.Context) error {
-		s.admin.Shutdown(ctx)
+		for _, h := range []*http.Server{s.admin, s.adminTCP, s.metrics} {
+			h.Shutdown(ctx)
+		}
 		return nil
 	})
 	return nil

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -27,7 +26,7 @@ func startServe(t *testing.T, extra ...string) (map[string]string, context.Cance
 	t.Helper()
 	data := t.TempDir()
 	args := []string{"serve", "--data", data, "--log-level", "warn"}
-	for _, k := range []string{"imap-addr", "imaps-addr", "smtp-addr", "smtps-addr", "lmtp-addr", "admin-addr"} {
+	for _, k := range []string{"imap-addr", "imaps-addr", "smtp-addr", "smtps-addr", "lmtp-addr", "metrics-addr"} {
 		args = append(args, "--"+k, "127.0.0.1:0")
 	}
 	args = append(args, extra...)
@@ -41,13 +40,15 @@ func startServe(t *testing.T, extra ...string) (map[string]string, context.Cance
 	}()
 	addrs := map[string]string{}
 	sc := bufio.NewScanner(pr)
-	for len(addrs) < 6 && sc.Scan() {
+	ready := false
+	for !ready && sc.Scan() {
 		if f := strings.Fields(sc.Text()); len(f) == 2 && strings.HasPrefix(sc.Text(), "  ") {
 			addrs[f[0]] = f[1]
 		}
+		ready = strings.HasPrefix(sc.Text(), "twinbox: ready")
 	}
 	go io.Copy(io.Discard, pr)
-	if len(addrs) < 6 {
+	if !ready {
 		cancel()
 		t.Fatalf("serve printed %v, then: %v", addrs, <-done)
 	}
@@ -71,12 +72,12 @@ func get(t *testing.T, url string) string {
 
 func TestServeAdminAndShutdown(t *testing.T) {
 	addrs, stop, done := startServe(t)
-	adminURL := "http://" + addrs["admin"]
-	if body := get(t, adminURL+"/healthz"); body != "ok\n" {
+	metricsURL := "http://" + addrs["metrics"]
+	if body := get(t, metricsURL+"/healthz"); body != "ok\n" {
 		t.Errorf("/healthz: %q", body)
 	}
 	var st admin.Status
-	if err := json.Unmarshal([]byte(get(t, adminURL+"/status")), &st); err != nil {
+	if err := admin.NewClient(addrs["admin-socket"], "", 10*time.Second).GetJSON(t.Context(), "/status", &st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Role != "standalone" || st.Listeners["imap"] != addrs["imap"] {
@@ -105,7 +106,7 @@ func TestServeAdminAndShutdown(t *testing.T) {
 		t.Error("login of an unknown user succeeded")
 	}
 	ic0.Close()
-	metrics := get(t, adminURL+"/metrics")
+	metrics := get(t, metricsURL+"/metrics")
 	for _, name := range []string{"twinbox_deliveries_total", "twinbox_imap_sessions", "twinbox_store_disk_bytes",
 		"twinbox_cache_hits_total", "twinbox_login_failures_total", "twinbox_login_throttled_total", "twinbox_login_abandoned_total", "twinbox_command_duration_seconds", "go_goroutines"} {
 		if !strings.Contains(metrics, name) {

@@ -8,43 +8,38 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/twinbox/twinbox/internal/admin"
 )
 
-const statusUsage = `usage: twinbox status [--admin HOST:PORT] [--json]
+const statusUsage = `usage: twinbox status [--admin SOCKET|HOST:PORT] [--json]
 
-Prints a running node's status from its admin HTTP server.
+Prints a running node's status from its admin API: by default over the
+socket of the node in TWINBOX_DATA (./twinbox-data/admin.sock).
 
 Flags:`
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("admin", envDefault("TWINBOX_ADMIN_ADDR", "127.0.0.1:8410"), "the node's admin address (env TWINBOX_ADMIN_ADDR)")
+	af := addAdminFlags(fs, "status")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
 	fs.Usage = func() { fmt.Fprintln(stderr, statusUsage); fs.PrintDefaults() }
 	if help, err := parseFlags(fs, args, "status"); help || err != nil {
 		return err
 	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, "GET", "http://"+*addr+"/status", nil)
+	c, err := af.client(*af.addr, 10*time.Second)
 	if err != nil {
-		return fmt.Errorf("%w: --admin %q: %v", errUsage, *addr, err)
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("status: no node answers at %s: %w", *addr, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	code, body, err := c.Do(ctx, "GET", "/status", 1<<20)
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status: %s answered %s", *addr, resp.Status)
+	if code != http.StatusOK {
+		return fmt.Errorf("status: %s answered %d: %s", c.Addr, code, strings.TrimSpace(string(body)))
 	}
 	if *asJSON {
 		_, err := stdout.Write(body)
@@ -52,7 +47,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	var st admin.Status
 	if err := json.Unmarshal(body, &st); err != nil {
-		return fmt.Errorf("status: %s did not answer with a node status: %w", *addr, err)
+		return fmt.Errorf("status: %s did not answer with a node status: %w", c.Addr, err)
 	}
 	printStatus(stdout, &st)
 	return nil

@@ -14,19 +14,21 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twinbox/twinbox/internal/admin"
 	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/store"
 )
 
 const verifyUsage = `usage: twinbox verify [--data DIR] [--json]
-       twinbox verify --peer HOST:PORT [--admin HOST:PORT] [--timeout 30s] [--json]
+       twinbox verify --peer SOCKET|HOST:PORT [--admin SOCKET|HOST:PORT] [--admin-token-file FILE] [--timeout 30s] [--json]
 
 Checks a stopped node's store: re-hashes every blob, recounts references,
 checks mailbox invariants, and prints a summary with the store digest.
 Exits 1 naming each problem found.
 
 With --peer, compares two running nodes instead: reads both nodes' digests
-(GET /digest on their admin addresses) until both report the same log
+(GET /digest on their admin APIs: a socket, or host:port with the
+token of --admin-token-file, the same for both) until both report the same log
 position (the passive catches up when the load stops; polled every 100 ms
 for up to --timeout), then compares them there. Identical: prints
 "identical at sequence N: SUM" and exits 0. Otherwise exits 1 naming the
@@ -39,8 +41,8 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	data := fs.String("data", envDefault("TWINBOX_DATA", DefaultDataDir), "node data directory (env TWINBOX_DATA)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	admin := fs.String("admin", envDefault("TWINBOX_ADMIN_ADDR", "127.0.0.1:8410"), "with --peer: this node's admin address (env TWINBOX_ADMIN_ADDR)")
-	peer := fs.String("peer", "", "the other node's admin address host:port: compare two running nodes at one log position")
+	af := addAdminFlags(fs, "with --peer")
+	peer := fs.String("peer", "", "the other node's admin socket or host:port: compare two running nodes at one log position")
 	timeout := fs.Duration("timeout", 30*time.Second, "with --peer: how long to wait for both nodes to reach the same position")
 	fs.Usage = func() { fmt.Fprintln(stderr, verifyUsage); fs.PrintDefaults() }
 	if help, err := parseFlags(fs, args, "verify"); help || err != nil {
@@ -57,9 +59,17 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		case *timeout <= 0:
 			return fmt.Errorf("%w: verify: --timeout %v: must be positive", errUsage, *timeout)
 		}
-		return verifyPeer(ctx, *admin, *peer, *timeout, peerPollInterval, *asJSON, stdout)
+		a, err := af.client(*af.addr, 0)
+		if err != nil {
+			return fmt.Errorf("%w: verify: %v", errUsage, err)
+		}
+		b, err := af.client(*peer, 0)
+		if err != nil {
+			return fmt.Errorf("%w: verify: %v", errUsage, err)
+		}
+		return verifyPeer(ctx, a, b, *timeout, peerPollInterval, *asJSON, stdout)
 	}
-	if set["admin"] || set["timeout"] {
+	if set["admin"] || set["admin-token-file"] || set["timeout"] {
 		return fmt.Errorf("%w: verify: --admin and --timeout go with --peer", errUsage)
 	}
 	dir := pair.Layout(*data).Store()
@@ -67,6 +77,15 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("verify: no store at %s: %w", dir, err)
 	}
 	s, err := store.Open(ctx, dir, &store.Options{ReadOnly: true})
+	if errors.Is(err, store.ErrCorrupt) {
+		// A damaged file (issue 14 D16): the report names it, exit 1.
+		r := &store.Report{Problems: []string{err.Error()}}
+		if *asJSON {
+			return errors.Join(json.NewEncoder(stdout).Encode(verifyJSON(r)), exitError{code: 1})
+		}
+		printReport(stdout, dir, r)
+		return exitError{code: 1}
+	}
 	if err != nil {
 		return fmt.Errorf("verify: %w (is the node still running? verify reads a stopped node's store)", err)
 	}
@@ -74,6 +93,9 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	r, err := s.Verify(ctx)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
+	}
+	if d := s.Damaged(); d != nil {
+		r.Problems = append(r.Problems, d.Error())
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -165,14 +187,15 @@ type mailboxDiff struct {
 
 // verifyPeer compares two running nodes' digests at the same position,
 // asking both again every interval until they report one, within timeout.
-func verifyPeer(ctx context.Context, adminAddr, peerAddr string, timeout, interval time.Duration, asJSON bool, stdout io.Writer) error {
+func verifyPeer(ctx context.Context, adminNode, peerNode *admin.Client, timeout, interval time.Duration, asJSON bool, stdout io.Writer) error {
+	adminAddr, peerAddr := adminNode.Addr, peerNode.Addr
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var a, b store.Digest
 	fetched := false
 	for {
-		da, db, err := fetchDigests(wctx, adminAddr, peerAddr)
+		da, db, err := fetchDigests(wctx, adminNode, peerNode)
 		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("verify: %w", ctx.Err())
@@ -285,17 +308,17 @@ func firstMailboxDiff(a, b []store.MailboxSum) *mailboxDiff {
 
 // fetchDigests asks both nodes at once, so that the two answers are close
 // in time.
-func fetchDigests(ctx context.Context, adminAddr, peerAddr string) (store.Digest, store.Digest, error) {
+func fetchDigests(ctx context.Context, adminNode, peerNode *admin.Client) (store.Digest, store.Digest, error) {
 	type answer struct {
 		d   store.Digest
 		err error
 	}
 	ch := make(chan answer, 1)
 	go func() {
-		d, err := fetchDigest(ctx, peerAddr)
+		d, err := fetchDigest(ctx, peerNode)
 		ch <- answer{d, err}
 	}()
-	a, errA := fetchDigest(ctx, adminAddr)
+	a, errA := fetchDigest(ctx, adminNode)
 	pb := <-ch
 	if err := errors.Join(errA, pb.err); err != nil {
 		return store.Digest{}, store.Digest{}, err
@@ -303,29 +326,19 @@ func fetchDigests(ctx context.Context, adminAddr, peerAddr string) (store.Digest
 	return a, pb.d, nil
 }
 
-// fetchDigest reads GET /digest from a node's admin address (host:port,
-// or a URL).
-func fetchDigest(ctx context.Context, addr string) (store.Digest, error) {
-	base := addr
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimSuffix(base, "/")+"/digest", nil)
+// fetchDigest reads GET /digest from a node's admin API.
+func fetchDigest(ctx context.Context, c *admin.Client) (store.Digest, error) {
+	code, body, err := c.Do(ctx, "GET", "/digest", 1<<30)
 	if err != nil {
-		return store.Digest{}, fmt.Errorf("%w: admin address %q: %v", errUsage, addr, err)
+		return store.Digest{}, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return store.Digest{}, fmt.Errorf("no node answers at %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return store.Digest{}, fmt.Errorf("%s answered %s to GET /digest: %s", addr, resp.Status, strings.TrimSpace(string(msg)))
+	if code != http.StatusOK {
+		msg := strings.TrimSpace(string(body[:min(len(body), 512)]))
+		return store.Digest{}, fmt.Errorf("%s answered %d %s to GET /digest: %s", c.Addr, code, http.StatusText(code), msg)
 	}
 	var d store.Digest
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<30)).Decode(&d); err != nil {
-		return store.Digest{}, fmt.Errorf("%s did not answer GET /digest with a digest: %w", addr, err)
+	if err := json.Unmarshal(body, &d); err != nil {
+		return store.Digest{}, fmt.Errorf("%s did not answer GET /digest with a digest: %w", c.Addr, err)
 	}
 	return d, nil
 }

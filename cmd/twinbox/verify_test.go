@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -68,6 +69,42 @@ func TestVerifyCommand(t *testing.T) {
 }
 
 // The damaged-store case runs the built binary: integration/verify_test.go.
+
+// TestVerifyFlippedByte (issue 14 D16): a bit flipped in a table file of
+// the store: verify exits 1 naming the file, and does not panic.
+func TestVerifyFlippedByte(t *testing.T) {
+	data := t.TempDir()
+	seedStore(t, data)
+	ctx := context.Background()
+	s, err := store.Open(ctx, pair.Layout(data).Store(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close(ctx)
+	tables, _ := filepath.Glob(filepath.Join(pair.Layout(data).Store(), "*.sst"))
+	if len(tables) == 0 {
+		t.Fatal("no table file")
+	}
+	b, err := os.ReadFile(tables[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/3] ^= 0x10
+	if err := os.WriteFile(tables[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := runCmd(t, "verify", "--data", data)
+	var ee exitError
+	if !errors.As(err, &ee) || ee.code != 1 {
+		t.Fatalf("verify of a damaged store: %v, want exit 1\n%s%s", err, out, errOut)
+	}
+	if !strings.Contains(out, filepath.Base(tables[0])) || !strings.Contains(out, "problem") {
+		t.Errorf("the report does not name %s:\n%s", filepath.Base(tables[0]), out)
+	}
+}
 
 func TestVerifyCommandErrors(t *testing.T) {
 	var out, errOut bytes.Buffer

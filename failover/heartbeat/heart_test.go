@@ -464,3 +464,19 @@ func TestNATSPathErrors(t *testing.T) {
 		t.Error("Receive not closed by Close")
 	}
 }
+
+// TestUDPPeerNotResolvableYet: a peer name that does not resolve at start
+// (its container not up) makes sends fail, not the path.
+func TestUDPPeerNotResolvableYet(t *testing.T) {
+	p, err := heartbeat.ListenUDP("127.0.0.1:0", "no-such-peer.invalid:8423")
+	if err != nil {
+		t.Fatalf("a peer name that does not resolve yet: %v", err)
+	}
+	defer p.Close()
+	if err := p.Send([]byte("x")); err == nil {
+		t.Fatal("a send to a name that does not resolve succeeded")
+	}
+	if _, err := heartbeat.ListenUDP("127.0.0.1:0", "no-port"); err == nil {
+		t.Fatal("a peer address without a port accepted")
+	}
+}

@@ -20,7 +20,12 @@ const (
 // from any address (the signature decides what is accepted).
 type UDPPath struct {
 	conn *net.UDPConn
-	peer *net.UDPAddr
+	name string // the peer's host:port, as configured
+
+	mu       sync.Mutex
+	peer     *net.UDPAddr // nil until the name resolves
+	resolved time.Time    // when the name was last looked up
+
 	ch   chan []byte
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -50,15 +55,25 @@ func ListenUDP(listen, peer string) (*UDPPath, error) {
 // NewUDPPath makes a path of a socket already bound (so that two sockets
 // can learn each other's port before either path exists); the path owns
 // conn from now on and closes it.
+//
+// A peer name that does not resolve yet (the peer's container not up, the
+// network not back: seen in the docker lab, where the node exited and was
+// restarted over and over) is not an error: sends fail, and the name is
+// looked up again at most every resolveEvery, until it resolves.
 func NewUDPPath(conn *net.UDPConn, peer string) (*UDPPath, error) {
-	raddr, err := net.ResolveUDPAddr("udp", peer)
+	_, port, err := net.SplitHostPort(peer)
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat: udp peer address %q: %w", peer, err)
 	}
-	if raddr.Port == 0 {
+	if port == "0" || port == "" {
 		return nil, fmt.Errorf("heartbeat: udp peer address %q: needs a port", peer)
 	}
-	p := &UDPPath{conn: conn, peer: raddr, ch: make(chan []byte, receiveBuffer), done: make(chan struct{})}
+	p := &UDPPath{conn: conn, name: peer, ch: make(chan []byte, receiveBuffer), done: make(chan struct{})}
+	if _, err := p.peerAddr(); err != nil {
+		if _, ok := errors.AsType[*net.DNSError](err); !ok {
+			return nil, err
+		}
+	}
 	p.wg.Add(1)
 	go p.read()
 	return p, nil
@@ -83,10 +98,36 @@ func (p *UDPPath) Send(b []byte) error {
 	if err := p.conn.SetWriteDeadline(time.Now().Add(udpSendTimeout)); err != nil {
 		return fmt.Errorf("heartbeat: udp: %w", err)
 	}
-	if _, err := p.conn.WriteToUDP(b, p.peer); err != nil {
-		return fmt.Errorf("heartbeat: udp: send to %s: %w", p.peer, err)
+	peer, err := p.peerAddr()
+	if err != nil {
+		return err
+	}
+	if _, err := p.conn.WriteToUDP(b, peer); err != nil {
+		return fmt.Errorf("heartbeat: udp: send to %s: %w", peer, err)
 	}
 	return nil
+}
+
+// resolveEvery bounds the lookups of a peer name that does not resolve.
+const resolveEvery = time.Second
+
+// peerAddr is the peer's address, looked up until it resolves once.
+func (p *UDPPath) peerAddr() (*net.UDPAddr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.peer != nil {
+		return p.peer, nil
+	}
+	if now := time.Now(); !p.resolved.IsZero() && now.Sub(p.resolved) < resolveEvery {
+		return nil, fmt.Errorf("heartbeat: udp peer address %q does not resolve yet", p.name)
+	}
+	p.resolved = time.Now()
+	raddr, err := net.ResolveUDPAddr("udp", p.name)
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat: udp peer address %q: %w", p.name, err)
+	}
+	p.peer = raddr
+	return raddr, nil
 }
 
 // Receive returns the datagrams received; datagrams above MaxDatagram

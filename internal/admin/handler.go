@@ -32,19 +32,20 @@ type Options struct {
 	// ConfirmFence records that the peer is off (POST
 	// /failover/fence-confirm); nil unless the fence device is manual.
 	ConfirmFence func()
+	// Pprof serves Go's profiler under /debug/pprof/ (admin_pprof).
+	Pprof bool
+	// Import serves `twinbox import` under /import/ (package migrate);
+	// nil: not served.
+	Import http.Handler
 }
 
-// Handler serves /healthz, /status, /digest, /metrics, Go's profiler and
-// the operator's role commands.
+// Handler is the operator's API: /healthz, /status, /digest, /metrics,
+// the role commands and, if asked, Go's profiler. It checks no
+// credentials: serve it behind Local (the unix socket) or RequireToken
+// (TCP).
 func Handler(o Options) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if err := o.Healthy(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ok\n"))
-	})
+	handleOpen(mux, o)
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -60,17 +61,42 @@ func Handler(o Options) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(d)
 	})
-	// Go's profiler, for an operator on the admin address (loopback by
-	// default): go tool pprof http://ADMIN/debug/pprof/profile
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{Registry: o.Metrics.Registry}))
+	if o.Pprof {
+		// Go's profiler (admin_pprof): curl --unix-socket DATA/admin.sock
+		// http://twinbox/debug/pprof/heap > heap.pb; go tool pprof heap.pb
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	if o.Command != nil {
 		handleCommands(mux, o)
 	}
+	if o.Import != nil {
+		mux.Handle("POST /import/", o.Import)
+	}
 	return mux
+}
+
+// MetricsHandler serves only what anyone who can reach metrics_addr may
+// read: /metrics (Prometheus) and /healthz. It says nothing of users or
+// mailboxes and changes nothing.
+func MetricsHandler(o Options) http.Handler {
+	mux := http.NewServeMux()
+	handleOpen(mux, o)
+	return mux
+}
+
+// handleOpen serves /healthz and /metrics.
+func handleOpen(mux *http.ServeMux, o Options) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := o.Healthy(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{Registry: o.Metrics.Registry}))
 }
 
 // handleCommands serves the operator's commands: POST

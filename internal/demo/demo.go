@@ -29,7 +29,7 @@ password, a self-signed certificate both trust on the replication link, and
 the built-in process fence agent, which SIGKILLs the peer's process (its pid
 file) before a node takes over. A demo user is added to both nodes.
 
-It prints both nodes' IMAP, SMTP and admin addresses and process ids, and
+It prints both nodes' IMAP and SMTP addresses, admin sockets and process ids, and
 the lines to try; then it reports every role change as it happens (both
 nodes' /status, polled every 200 ms). kill -9 the active's pid and watch the
 passive fence it and take over. A node that exits is started again on its
@@ -155,7 +155,7 @@ func (d *demo) banner(root string, keep bool, active int) {
 		fmt.Fprintf(w, "node %s  pid %d  %s\n", p.Names[i], n.PID(), role)
 		fmt.Fprintf(w, "  IMAP   %s  (STARTTLS; plain login allowed on loopback)\n", n.Addrs["imap"])
 		fmt.Fprintf(w, "  SMTP   %s  (STARTTLS)\n", n.Addrs["smtp"])
-		fmt.Fprintf(w, "  admin  http://%s/status\n", n.Addrs["admin"])
+		fmt.Fprintf(w, "  admin  %s  (the admin API's socket)\n", n.AdminSocket())
 		fmt.Fprintf(w, "  log    %s\n", n.LogPath)
 	}
 	addr := d.user + "@" + demoDefaultDomain
@@ -169,10 +169,10 @@ func (d *demo) banner(root string, keep bool, active int) {
 	fmt.Fprintln(w, "Try:")
 	fmt.Fprintf(w, "  swaks --server %s --from you@example.com --to %s\n", a.Addrs["smtp"], addr)
 	fmt.Fprintf(w, "  curl -u %s:%s 'imap://%s/INBOX;UID=1'\n", d.user, d.password, a.Addrs["imap"])
-	fmt.Fprintf(w, "  %s status --admin %s\n", tb, a.Addrs["admin"])
+	fmt.Fprintf(w, "  %s status --admin %s\n", tb, a.AdminSocket())
 	fmt.Fprintf(w, "  kill -9 %d    # node %s, the active: node %s fences it and takes over within about 3 s\n",
 		a.PID(), p.Names[active], p.Names[1-active])
-	fmt.Fprintf(w, "  %s status --admin %s\n\n", tb, b.Addrs["admin"])
+	fmt.Fprintf(w, "  %s status --admin %s\n\n", tb, b.AdminSocket())
 	if d.restartAfter > 0 {
 		fmt.Fprintf(w, "A node that exits is started again on its data %v after the other is active, and joins as the passive.\n", d.restartAfter)
 	} else {

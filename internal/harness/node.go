@@ -45,7 +45,7 @@ type Node struct {
 	// (Env() and what the node needs).
 	Args, Env []string
 	// Addrs are the addresses the node printed: imap, imaps, smtp, smtps,
-	// lmtp, admin, nats.
+	// lmtp, metrics, admin-socket (a path), nats.
 	Addrs map[string]string
 
 	mu      sync.Mutex
@@ -53,7 +53,6 @@ type Node struct {
 	exited  chan struct{}
 	exitErr error // set before exited closes
 	stopped bool  // Stop or Kill was called: the exit was asked for
-	http    *http.Client
 }
 
 // NewNode returns a node of bin on data directory root/name, every
@@ -65,7 +64,7 @@ func NewNode(bin, root, name string, extra []string, env ...string) *Node {
 	n.Args = append([]string{"serve", "--data", n.Data, "--node-name", name,
 		"--imap-addr", "127.0.0.1:0", "--imaps-addr", "127.0.0.1:0",
 		"--smtp-addr", "127.0.0.1:0", "--smtps-addr", "127.0.0.1:0",
-		"--lmtp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, extra...)
+		"--lmtp-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"}, extra...)
 	return n
 }
 
@@ -85,9 +84,6 @@ func Env() []string {
 // answers /healthz; on failure the process is stopped and the error holds
 // the end of its log.
 func (n *Node) Start(ctx context.Context) error {
-	if n.http == nil {
-		n.http = &http.Client{Timeout: RequestTimeout}
-	}
 	if err := os.MkdirAll(filepath.Dir(n.LogPath), 0o700); err != nil {
 		return err
 	}
@@ -327,30 +323,31 @@ func (n *Node) WaitFor(ctx context.Context, bound time.Duration, what string, co
 	return err
 }
 
-// Get fetches a path of the node's admin server.
+// Get fetches a path of the node's admin API, over its unix socket (the
+// one it printed, else DATA/admin.sock), as the twinbox CLI does.
 func (n *Node) Get(ctx context.Context, path string) (code int, body []byte, err error) {
-	n.mu.Lock()
-	addr, hc := n.Addrs["admin"], n.http
-	n.mu.Unlock()
-	if hc == nil {
-		hc = &http.Client{Timeout: RequestTimeout}
-	}
 	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+path, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	resp, err := hc.Do(req)
+	code, body, err = n.Admin().Do(ctx, "GET", path, 64<<20)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%s node %s: %w", n.Name, path, err)
 	}
-	defer resp.Body.Close()
-	body, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return 0, nil, fmt.Errorf("%s node %s: %w", n.Name, path, err)
+	return code, body, nil
+}
+
+// AdminSocket is the path of the node's admin socket.
+func (n *Node) AdminSocket() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p := n.Addrs["admin-socket"]; p != "" {
+		return p
 	}
-	return resp.StatusCode, body, nil
+	return filepath.Join(n.Data, admin.SocketName)
+}
+
+// Admin is a client of the node's admin API over its socket.
+func (n *Node) Admin() *admin.Client {
+	return admin.NewClient(n.AdminSocket(), "", RequestTimeout)
 }
 
 // GetJSON fetches a path of the admin server and decodes its JSON.

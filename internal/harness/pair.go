@@ -56,7 +56,7 @@ func NewPair(bin, root string, extra []string) (*Pair, error) {
 		n.Args = append([]string{"serve", "--data", n.Data, "--hostname", "localhost",
 			"--role", role, "--failover=true", "--node-name", name, "--peer-name", peer,
 			"--imap-addr", port(0), "--imaps-addr", "", "--smtp-addr", port(1), "--smtps-addr", "",
-			"--lmtp-addr", port(2), "--admin-addr", port(3),
+			"--lmtp-addr", port(2), "--metrics-addr", port(3),
 			"--nats-addr", port(4), "--peer-nats", peerPort(4),
 			"--heartbeat-addr", udp[i], "--peer-heartbeat", udp[1-i],
 			"--tls-cert", cert, "--tls-key", key, "--link-ca", cert,

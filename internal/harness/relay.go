@@ -37,7 +37,8 @@ type Relay struct {
 	closed bool
 	wg     sync.WaitGroup
 
-	dropped atomic.Uint64 // UDP datagrams dropped by a cut
+	dropped atomic.Uint64               // UDP datagrams dropped by a cut
+	client  atomic.Pointer[net.UDPAddr] // UDP: the last sender, where answers go
 }
 
 // NewTCPRelay listens on a loopback port the kernel chooses and forwards
@@ -55,7 +56,8 @@ func NewTCPRelay(target string) (*Relay, error) {
 }
 
 // NewUDPRelay listens on a loopback UDP port and forwards every datagram
-// to target (one way: a heartbeat path needs no answer).
+// to target, and the target's answers back to the last sender (a witness
+// answers; a heartbeat path does not).
 func NewUDPRelay(target string) (*Relay, error) {
 	in, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -73,8 +75,9 @@ func NewUDPRelay(target string) (*Relay, error) {
 	}
 	r := newRelay(target)
 	r.udp, r.out = in, out
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go r.datagrams()
+	go r.answers()
 	return r, nil
 }
 
@@ -250,14 +253,39 @@ func (r *Relay) copy(dst io.Writer, src io.Reader) {
 	}
 }
 
+// answers forwards the target's datagrams to the last sender, unless cut.
+func (r *Relay) answers() {
+	defer r.wg.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := r.out.Read(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue // an ICMP refusal while the target is down
+		}
+		r.mu.Lock()
+		drop := r.cut || r.closed
+		r.mu.Unlock()
+		to := r.client.Load()
+		if drop || to == nil {
+			r.dropped.Add(1)
+			continue
+		}
+		r.udp.WriteToUDP(buf[:n], to)
+	}
+}
+
 func (r *Relay) datagrams() {
 	defer r.wg.Done()
 	buf := make([]byte, 64<<10)
 	for {
-		n, err := r.udp.Read(buf)
+		n, from, err := r.udp.ReadFromUDP(buf)
 		if err != nil {
 			return
 		}
+		r.client.Store(from)
 		r.mu.Lock()
 		drop := r.cut || r.closed
 		r.mu.Unlock()

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/twinbox/twinbox/migrate"
+	"github.com/twinbox/twinbox/pair"
+	"github.com/twinbox/twinbox/store"
+)
+
+const importUsage = `usage: twinbox import maildir|mbox --user NAME [--admin HOST:PORT] PATH...
+
+Imports existing mail into a running node, through its write path (on an
+active, the passive gets every message too):
+
+  maildir PATH   a Dovecot Maildir (Maildir++): PATH/cur, PATH/new and a
+                 folder per PATH/.Name; dovecot-uidlist's UIDVALIDITY and
+                 UIDs are kept, so clients download nothing again;
+                 dovecot-keywords and the file names give flags and keywords
+  mbox PATH...   mbox files, one folder each (named after the file, or
+                 --folder); Dovecot's X-IMAPbase/X-UID keep UIDs
+
+UIDs are kept where the target mailbox is new, has never given a UID, or
+was imported into from the same source before; elsewhere messages are
+appended with new UIDs. Running an import again (after an interruption,
+say) stores nothing twice.
+
+Flags:`
+
+// runImport is `twinbox import`.
+func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("import", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("admin", envDefault("TWINBOX_ADMIN_ADDR", "127.0.0.1:8410"), "the node's admin address (env TWINBOX_ADMIN_ADDR)")
+	user := fs.String("user", "", "the user who receives the mail (created in the store if missing; add the login with 'twinbox user add')")
+	folder := fs.String("folder", "", "mbox: the folder of a single file (default: the file's name; inbox and mbox: INBOX)")
+	batch := fs.Int("batch", migrate.DefaultBatchMessages, "messages per request (one log entry each with UIDs kept)")
+	quiet := fs.Bool("quiet", false, "no progress bar")
+	fs.Usage = func() { fmt.Fprintln(stderr, importUsage); fs.PrintDefaults() }
+	if len(args) == 0 || (args[0] != "maildir" && args[0] != "mbox") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			fs.SetOutput(stdout)
+			fmt.Fprintln(stdout, importUsage)
+			fs.PrintDefaults()
+			return nil
+		}
+		fs.Usage()
+		return fmt.Errorf("%w: import takes maildir or mbox", errUsage)
+	}
+	kind := args[0]
+	if err := fs.Parse(args[1:]); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	paths := fs.Args()
+	switch {
+	case *user == "":
+		return fmt.Errorf("%w: import needs --user", errUsage)
+	case len(paths) == 0:
+		return fmt.Errorf("%w: import %s needs a PATH", errUsage, kind)
+	case kind == "maildir" && len(paths) != 1:
+		return fmt.Errorf("%w: import maildir takes one PATH (one user's Maildir), got %d", errUsage, len(paths))
+	case *folder != "" && len(paths) != 1:
+		return fmt.Errorf("%w: --folder names the folder of one mbox file", errUsage)
+	}
+	if err := store.ValidUser(*user); err != nil {
+		return fmt.Errorf("%w: --user: %v", errUsage, err)
+	}
+	var folders []migrate.Folder
+	if kind == "maildir" {
+		f, err := migrate.ReadMaildir(paths[0])
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
+		}
+		folders = f
+	} else {
+		for _, p := range paths {
+			name := *folder
+			if name == "" {
+				name = strings.TrimSuffix(filepath.Base(p), ".mbox")
+				if l := strings.ToLower(name); l == "inbox" || l == "mbox" {
+					name = store.Inbox
+				}
+			}
+			f, err := migrate.ReadMbox(p, name)
+			if err != nil {
+				return fmt.Errorf("import: %w", err)
+			}
+			folders = append(folders, f)
+		}
+	}
+	o := migrate.Options{URL: "http://" + *addr, User: *user, BatchMessages: *batch}
+	var bar *progressbar.ProgressBar
+	if f, ok := stderr.(*os.File); ok && !*quiet && term.IsTerminal(int(f.Fd())) {
+		var total int64
+		for i := range folders {
+			total += folders[i].Bytes()
+		}
+		bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(stderr), progressbar.OptionShowBytes(true),
+			progressbar.OptionSetDescription("import"), progressbar.OptionThrottle(100_000_000), progressbar.OptionClearOnFinish())
+		o.Progress = func(p migrate.Progress) {
+			bar.Describe(fmt.Sprintf("%s %d/%d", p.Folder, p.Messages, p.Of))
+			bar.Set64(p.Bytes)
+		}
+	}
+	sum, err := migrate.Run(ctx, folders, o)
+	if bar != nil {
+		bar.Finish()
+	}
+	fmt.Fprint(stdout, sum.String())
+	if err != nil {
+		return fmt.Errorf("import (run it again to continue; nothing is stored twice): %w", err)
+	}
+	return nil
+}
+
+// importWriter is the node's write path for package migrate.
+type importWriter struct{ p *pair.Pair }
+
+func (w importWriter) Write(ctx context.Context, op store.Op) (store.Result, error) {
+	return w.p.Write(ctx, op, nil)
+}
