@@ -58,7 +58,7 @@ func (s *session) cmdSearch(uid bool) error {
 			return err
 		}
 		if !strings.EqualFold(cs, "UTF-8") && !strings.EqualFold(cs, "US-ASCII") {
-			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "BADCHARSET (UTF-8 US-ASCII)", Text: "Unknown charset"}
+			return noBadCharset()
 		}
 		if err := p.sp(); err != nil {
 			return err
@@ -162,6 +162,10 @@ func (s *session) cmdSearch(uid bool) error {
 	}
 	s.w.crlf()
 	return nil
+}
+
+func noBadCharset() error {
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "BADCHARSET (UTF-8 US-ASCII)", Text: "Unknown charset"}
 }
 
 // peekWord is the atom at the parse position, not consumed.
