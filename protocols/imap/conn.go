@@ -226,7 +226,7 @@ func (s *session) acceptLiteral(size int64, nonSync bool, limit int64) error {
 func (s *session) caps() []string {
 	caps := []string{"IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
 		"UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-		"ESEARCH", "STATUS=SIZE", "CONDSTORE", "SORT", "SORT=DISPLAY", "ESORT", "APPENDLIMIT=" + strconv.FormatUint(uint64(s.appendLimit()), 10)}
+		"ESEARCH", "STATUS=SIZE", "CONDSTORE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "APPENDLIMIT=" + strconv.FormatUint(uint64(s.appendLimit()), 10)}
 	if s.state == stateNotAuth {
 		if s.srv.opts.TLSConfig != nil && !s.tls {
 			caps = append(caps, "STARTTLS")
@@ -409,7 +409,7 @@ func isConnError(err error) bool {
 // SEARCH (RFC 3501 7.4.1); the UID forms allow it.
 func allowsExpunge(name string) bool {
 	switch name {
-	case "FETCH", "STORE", "SEARCH", "SORT":
+	case "FETCH", "STORE", "SEARCH", "SORT", "THREAD":
 		return false
 	}
 	return true
@@ -499,6 +499,8 @@ func init() {
 		"UID SEARCH":  (*session).cmdSearch,
 		"SORT":        (*session).cmdSort,
 		"UID SORT":    (*session).cmdSort,
+		"THREAD":      (*session).cmdThread,
+		"UID THREAD":  (*session).cmdThread,
 		"FETCH":       (*session).cmdFetch,
 		"UID FETCH":   (*session).cmdFetch,
 		"STORE":       (*session).cmdStore,
