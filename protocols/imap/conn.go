@@ -86,6 +86,9 @@ type session struct {
 	// condstore: CONDSTORE is enabled (RFC 7162 3.1): FETCH responses
 	// carry MODSEQ, SELECT tells HIGHESTMODSEQ.
 	condstore bool
+	// qresync: QRESYNC is enabled (RFC 7162 3.2): expunges are told as
+	// VANISHED.
+	qresync bool
 	// searchModSeq: the SEARCH being parsed has a MODSEQ key.
 	searchModSeq bool
 	// curTag is the running command's tag (ESEARCH quotes it).
@@ -108,6 +111,9 @@ type selected struct {
 	// last told: an update read before a newer FETCH but queued after it
 	// is not sent (it would take the flags back).
 	shown map[uint32]uint64
+	// lastKnown is the highest UID the client can know of: UIDNEXT-1 at
+	// SELECT, then every UID it was told EXISTS for.
+	lastKnown uint32
 }
 
 // update is a change the hub queued for a session.
@@ -226,7 +232,7 @@ func (s *session) acceptLiteral(size int64, nonSync bool, limit int64) error {
 func (s *session) caps() []string {
 	caps := []string{"IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
 		"UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-		"ESEARCH", "STATUS=SIZE", "CONDSTORE", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "APPENDLIMIT=" + strconv.FormatUint(uint64(s.appendLimit()), 10)}
+		"ESEARCH", "STATUS=SIZE", "CONDSTORE", "QRESYNC", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "APPENDLIMIT=" + strconv.FormatUint(uint64(s.appendLimit()), 10)}
 	if s.state == stateNotAuth {
 		if s.srv.opts.TLSConfig != nil && !s.tls {
 			caps = append(caps, "STARTTLS")
@@ -571,9 +577,14 @@ func (s *session) cmdEnable() error {
 		if err != nil {
 			return err
 		}
-		if strings.EqualFold(c, "CONDSTORE") && !slices.Contains(enabled, "CONDSTORE") {
+		switch {
+		case strings.EqualFold(c, "CONDSTORE") && !slices.Contains(enabled, "CONDSTORE"):
 			s.enableCondStore()
 			enabled = append(enabled, "CONDSTORE")
+		case strings.EqualFold(c, "QRESYNC") && !slices.Contains(enabled, "QRESYNC"):
+			s.enableCondStore() // QRESYNC implies CONDSTORE
+			s.qresync = true
+			enabled = append(enabled, "QRESYNC")
 		}
 	}
 	s.w.raw("* ENABLED")
@@ -845,18 +856,30 @@ func (s *session) poll(allowExpunge bool) {
 			s.writeExists(sel, before, grew, recent)
 			grew, recent = false, false
 			// Highest first: each number is still the one the client
-			// knows when it reads it.
+			// knows when it reads it. With QRESYNC, one VANISHED.
+			var vanished []uint32
 			for _, uid := range slices.Backward(sortedCopy(u.uids)) {
 				if k, ok := slices.BinarySearch(sel.uids, uid); ok {
 					sel.uids = slices.Delete(sel.uids, k, k+1)
 					delete(sel.recent, uid)
 					delete(sel.shown, uid)
-					s.w.raw("* ").num(uint32(k + 1)).raw(" EXPUNGE").crlf()
+					if s.qresync {
+						vanished = append(vanished, uid)
+					} else {
+						s.w.raw("* ").num(uint32(k + 1)).raw(" EXPUNGE").crlf()
+					}
 				}
+			}
+			if len(vanished) > 0 {
+				slices.Reverse(vanished)
+				s.w.raw("* VANISHED ").raw(uidSetString(vanished)).crlf()
 			}
 			before = len(sel.uids)
 		case updExists:
 			sel.uids = append(sel.uids, u.uids...)
+			if n := len(u.uids); n > 0 {
+				sel.lastKnown = max(sel.lastKnown, u.uids[n-1])
+			}
 			grew = true
 			if u.recent && !sel.readOnly {
 				for _, uid := range u.uids {
@@ -865,8 +888,10 @@ func (s *session) poll(allowExpunge bool) {
 				recent = true
 			}
 		case updKeywords:
-			sel.keywords = u.flags
-			s.writeFlags(sel)
+			if len(u.flags) > len(sel.keywords) {
+				sel.keywords = u.flags
+				s.writeFlags(sel)
+			}
 		case updFlags:
 			// EXISTS before a FETCH of a message it announces.
 			s.writeExists(sel, before, grew, recent)
@@ -886,6 +911,24 @@ func (s *session) poll(allowExpunge bool) {
 		}
 	}
 	s.writeExists(sel, before, grew, recent)
+}
+
+// ensureKeywords announces (FLAGS) keywords of flags the client was not
+// told of yet: a message read from the store can carry a keyword whose
+// announcement is still queued.
+func (s *session) ensureKeywords(flags []string) {
+	sel := s.sel
+	grew := false
+	for _, f := range flags {
+		if isKeyword(f) && !slices.Contains(sel.keywords, f) {
+			sel.keywords = append(slices.Clone(sel.keywords), f)
+			grew = true
+		}
+	}
+	if grew {
+		slices.Sort(sel.keywords)
+		s.writeFlags(sel)
+	}
 }
 
 // dropStaleFlags records that the client was just told uid's flags as of

@@ -52,17 +52,29 @@ func (s *session) cmdSelect(examine bool) error {
 		s.unselect()
 		return err
 	}
+	var qr *qresyncParams
 	if p.maybe(' ') {
-		// RFC 4466 select parameters: (CONDSTORE).
+		// RFC 4466 select parameters: (CONDSTORE), (QRESYNC (...)).
 		err := p.list(func() error {
 			a, err := p.atom()
 			if err != nil {
 				return err
 			}
-			if !strings.EqualFold(a, "CONDSTORE") {
+			switch strings.ToUpper(a) {
+			case "CONDSTORE":
+				s.condstore = true
+			case "QRESYNC":
+				if !s.qresync {
+					return bad("QRESYNC must be enabled first")
+				}
+				if err := p.sp(); err != nil {
+					return err
+				}
+				qr, err = s.qresyncArg()
+				return err
+			default:
 				return bad("Unknown SELECT parameter %s", a)
 			}
-			s.condstore = true
 			return nil
 		})
 		if err != nil {
@@ -82,7 +94,8 @@ func (s *session) cmdSelect(examine bool) error {
 		return mapError(err)
 	}
 	sel := &selected{name: name, view: o.view, readOnly: ro, uids: o.uids,
-		recent: make(map[uint32]struct{}, len(o.recent)), keywords: o.keywords, shown: make(map[uint32]uint64)}
+		recent: make(map[uint32]struct{}, len(o.recent)), keywords: o.keywords, shown: make(map[uint32]uint64),
+		lastKnown: o.info.UIDNext - 1}
 	for _, u := range o.recent {
 		sel.recent[u] = struct{}{}
 	}
@@ -107,6 +120,11 @@ func (s *session) cmdSelect(examine bool) error {
 	s.w.raw("* OK [UIDNEXT ").num(o.info.UIDNext).raw("] Predicted next UID").crlf()
 	if s.condstore {
 		s.w.raw("* OK [HIGHESTMODSEQ ").num64(o.info.HighestModSeq).raw("] Highest").crlf()
+	}
+	if qr != nil && qr.uidValidity == o.info.UIDValidity {
+		if err := s.resync(qr); err != nil {
+			return err
+		}
 	}
 	if ro {
 		s.doneCode, s.doneText = "READ-ONLY", "EXAMINE completed"

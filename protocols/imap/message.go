@@ -362,27 +362,35 @@ func (s *session) cmdFetch(uid bool) error {
 		return err
 	}
 	var changedSince uint64
+	vanished := false
 	if p.maybe(' ') {
-		// RFC 7162 3.1.4: FETCH ... (CHANGEDSINCE modseq)
+		// RFC 7162 3.1.4: FETCH ... (CHANGEDSINCE modseq [VANISHED])
 		err := p.list(func() error {
 			a, err := p.atom()
 			if err != nil {
 				return err
 			}
-			if !strings.EqualFold(a, "CHANGEDSINCE") {
-				return bad("Unknown FETCH modifier %s", a)
-			}
-			if err := p.sp(); err != nil {
+			switch strings.ToUpper(a) {
+			case "CHANGEDSINCE":
+				if err := p.sp(); err != nil {
+					return err
+				}
+				changedSince, err = p.number64()
 				return err
+			case "VANISHED":
+				vanished = true
+				return nil
 			}
-			changedSince, err = p.number64()
-			return err
+			return bad("Unknown FETCH modifier %s", a)
 		})
 		if err != nil {
 			return err
 		}
 		if changedSince == 0 {
 			return bad("CHANGEDSINCE needs a mod-sequence above 0")
+		}
+		if vanished && (!uid || !s.qresync) {
+			return bad("VANISHED needs UID FETCH and QRESYNC enabled")
 		}
 		s.enableCondStore()
 	}
@@ -394,6 +402,11 @@ func (s *session) cmdFetch(uid bool) error {
 	}
 	if changedSince > 0 && !slices.ContainsFunc(items, func(it fetchItem) bool { return it.kind == fetchModSeq }) {
 		items = append(items, fetchItem{kind: fetchModSeq})
+	}
+	if vanished {
+		if v := s.vanished(set); v != "" {
+			s.w.raw("* VANISHED (EARLIER) ").raw(v).crlf()
+		}
 	}
 	refs, err := s.resolve(set, uid)
 	if err != nil || len(refs) == 0 {
@@ -522,6 +535,9 @@ func (s *session) fetchOne(r msgRef, m *store.Message, items []fetchItem) error 
 		}
 	}
 	w := &s.w
+	if slices.ContainsFunc(items, func(it fetchItem) bool { return it.kind == fetchFlags }) {
+		s.ensureKeywords(m.Flags)
+	}
 	w.raw("* ").num(r.seq).raw(" FETCH (")
 	for i, it := range items {
 		if i > 0 {
