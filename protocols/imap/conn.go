@@ -113,7 +113,8 @@ type selected struct {
 	shown map[uint32]uint64
 	// lastKnown is the highest UID the client can know of: UIDNEXT-1 at
 	// SELECT, then every UID it was told EXISTS for.
-	lastKnown uint32
+	lastKnown   uint32
+	uidValidity uint32
 }
 
 // update is a change the hub queued for a session.

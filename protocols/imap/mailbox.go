@@ -93,9 +93,10 @@ func (s *session) cmdSelect(examine bool) error {
 	if err != nil {
 		return mapError(err)
 	}
+	s.srv.gone.begin(o.view.ref, o.info.UIDValidity, o.info.HighestModSeq)
 	sel := &selected{name: name, view: o.view, readOnly: ro, uids: o.uids,
 		recent: make(map[uint32]struct{}, len(o.recent)), keywords: o.keywords, shown: make(map[uint32]uint64),
-		lastKnown: o.info.UIDNext - 1}
+		lastKnown: o.info.UIDNext - 1, uidValidity: o.info.UIDValidity}
 	for _, u := range o.recent {
 		sel.recent[u] = struct{}{}
 	}

@@ -404,7 +404,7 @@ func (s *session) cmdFetch(uid bool) error {
 		items = append(items, fetchItem{kind: fetchModSeq})
 	}
 	if vanished {
-		if v := s.vanished(set); v != "" {
+		if v := s.vanished(set, changedSince); v != "" {
 			s.w.raw("* VANISHED (EARLIER) ").raw(v).crlf()
 		}
 	}

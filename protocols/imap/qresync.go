@@ -8,12 +8,13 @@ import (
 	"github.com/twinbox/twinbox/store"
 )
 
-// QRESYNC (RFC 7162 section 3.2). No expunge history is kept: VANISHED
-// (EARLIER) names every UID of the client's range that is not in the
-// mailbox now. That is a superset of what was expunged since the
-// client's mod-sequence, which the RFC allows (the client drops UIDs it
-// does not have), and it is exact on either node of a pair because it is
-// read from the replicated mailbox itself.
+// QRESYNC (RFC 7162 section 3.2). VANISHED (EARLIER) names the UIDs of
+// the client's range expunged since its mod-sequence, from the server's
+// bounded memory of expunges (history.go); where that does not reach back
+// far enough, every UID of the range that is not in the mailbox now: a
+// superset, which the RFC allows (the client drops UIDs it does not have)
+// and which is right on either node of a pair, being read from the
+// replicated mailbox itself.
 
 // qresyncParams are SELECT's (QRESYNC (uidvalidity modseq [known-uids])).
 type qresyncParams struct {
@@ -76,7 +77,7 @@ func (s *session) resync(q *qresyncParams) error {
 	if known == nil {
 		known = numSet{{1, 0}}
 	}
-	if v := s.vanished(known); v != "" {
+	if v := s.vanished(known, q.modseq); v != "" {
 		s.w.raw("* VANISHED (EARLIER) ").raw(v).crlf()
 	}
 	if len(s.sel.uids) == 0 {
@@ -93,11 +94,23 @@ func (s *session) resync(q *qresyncParams) error {
 }
 
 // vanished is the UID set, as text, of the UIDs in set (up to the last
-// UID the client can know) that are not in the client's view.
-func (s *session) vanished(set numSet) string {
+// UID the client can know) expunged since modseq: from the history if it
+// reaches back so far, else every one not in the client's view.
+func (s *session) vanished(set numSet, modseq uint64) string {
 	uids := s.sel.uids
 	last := s.sel.lastKnown
 	var gone []store.UIDRange
+	if exact, ok := s.srv.gone.since(s.sel.view.ref, s.sel.uidValidity, modseq); ok {
+		for _, u := range exact {
+			if u > last || !inNumSet(set, u, last) {
+				continue
+			}
+			if _, present := slices.BinarySearch(uids, u); !present {
+				gone = append(gone, store.UIDRange{Lo: u, Hi: u})
+			}
+		}
+		return rangesText(gone)
+	}
 	for _, r := range set {
 		lo, hi := r.lo, r.hi
 		if lo == 0 {
@@ -128,6 +141,31 @@ func (s *session) vanished(set numSet) string {
 			u = end + 1
 		}
 	}
+	return rangesText(gone)
+}
+
+// inNumSet reports whether uid is in set, "*" being last.
+func inNumSet(set numSet, uid, last uint32) bool {
+	for _, r := range set {
+		lo, hi := r.lo, r.hi
+		if lo == 0 {
+			lo = last
+		}
+		if hi == 0 {
+			hi = last
+		}
+		if lo > hi {
+			lo, hi = hi, lo
+		}
+		if uid >= lo && uid <= hi {
+			return true
+		}
+	}
+	return false
+}
+
+// rangesText writes UID ranges as a sorted, merged set.
+func rangesText(gone []store.UIDRange) string {
 	slices.SortFunc(gone, func(a, b store.UIDRange) int { return cmp.Compare(a.Lo, b.Lo) })
 	var b strings.Builder
 	for k := 0; k < len(gone); {

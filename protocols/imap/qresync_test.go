@@ -78,6 +78,21 @@ func TestQResync(t *testing.T) {
 	if _, tagged := a.do("FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)"); !containsBad(tagged) {
 		t.Errorf("FETCH (not UID) with VANISHED: %q", tagged)
 	}
+	// The server remembers expunges: a client whose mod-sequence is
+	// recent hears of the expunges since, not of older gaps.
+	u = a.ok("SELECT INBOX")
+	var now string
+	for _, l := range u {
+		if v, ok := strings.CutPrefix(l, "* OK [HIGHESTMODSEQ "); ok {
+			now = strings.TrimSuffix(strings.Fields(v)[0], "]")
+		}
+	}
+	b.ok("UID STORE 4 +FLAGS.SILENT (\\Deleted)")
+	b.ok("EXPUNGE")
+	u = a.ok("SELECT INBOX (QRESYNC (" + uidValidity + " " + now + " 1:6))")
+	if !has(u, "* VANISHED (EARLIER) 4") {
+		t.Errorf("VANISHED (EARLIER) since a recent mod-sequence: %q", u)
+	}
 	c := loginRaw(t, e, "alice")
 	if _, tagged := c.do("SELECT INBOX (QRESYNC (" + uidValidity + " 1))"); !containsBad(tagged) {
 		t.Errorf("QRESYNC select without ENABLE: %q", tagged)

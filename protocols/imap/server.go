@@ -80,6 +80,8 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 	hub  *hub
+	// gone remembers recent expunges for QRESYNC.
+	gone expunges
 	ro   atomic.Pointer[writeMode]
 	// unavailable, when set, says why no session is served now.
 	unavailable atomic.Pointer[string]
@@ -295,7 +297,13 @@ func (s *Server) Notify(c protocols.Change) {
 		if name, err := store.CanonicalMailbox(ref.Mailbox); err == nil {
 			ref.Mailbox = name
 		}
-		s.hub.changed(ref, changeOf(op, res, ref), source, own)
+		c := changeOf(op, res, ref)
+		if len(c.expunged) > 0 {
+			if info, err := s.opts.Reader.Mailbox(ref.User, ref.Mailbox); err == nil {
+				s.gone.record(ref, info.UIDValidity, info.HighestModSeq, c.expunged)
+			}
+		}
+		s.hub.changed(ref, c, source, own)
 	}
 }
 
