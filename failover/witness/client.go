@@ -18,14 +18,17 @@ import (
 type Client struct {
 	node string
 	key  []byte
-	conn *net.UDPConn
+	addr string       // the witness's host:port, as configured
+	conn *net.UDPConn // unconnected: the name may resolve later
 	v    *heartbeat.Verifier
 	boot uint64
 	done chan struct{}
 
-	mu      sync.Mutex
-	counter uint64
-	waiting map[uint64]chan Reply // by request counter
+	mu       sync.Mutex
+	to       *net.UDPAddr // nil until addr resolves
+	resolved time.Time    // the last lookup
+	counter  uint64
+	waiting  map[uint64]chan Reply // by request counter
 }
 
 // Dial returns a client of the witness at addr for node, with the pair's
@@ -38,17 +41,16 @@ func Dial(addr, node string, key []byte) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	ua, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("witness: address: %w", err)
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" || port == "0" {
+		return nil, fmt.Errorf("witness: address %q is not host:port", addr)
 	}
-	conn, err := net.DialUDP("udp", nil, ua)
+	conn, err := net.ListenUDP("udp", nil)
 	if err != nil {
 		return nil, fmt.Errorf("witness: %w", err)
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	c := &Client{node: node, key: append([]byte(nil), key...), conn: conn, v: v, boot: binary.BigEndian.Uint64(b[:]),
+	c := &Client{node: node, key: append([]byte(nil), key...), addr: addr, conn: conn, v: v, boot: binary.BigEndian.Uint64(b[:]),
 		done: make(chan struct{}), waiting: map[uint64]chan Reply{}}
 	go c.read()
 	return c, nil
@@ -91,7 +93,9 @@ func (c *Client) Ask(ctx context.Context, r Request) (rep Reply, sent time.Time,
 		if err != nil {
 			return Reply{}, time.Time{}, err
 		}
-		_, _ = c.conn.Write(b) // a refused send is a lost datagram: retried
+		if to := c.witness(); to != nil {
+			_, _ = c.conn.WriteToUDP(b, to) // a refused send is a lost datagram: retried
+		}
 		select {
 		case rep := <-ch:
 			return rep, sentAt[rep.Counter], nil
@@ -102,6 +106,22 @@ func (c *Client) Ask(ctx context.Context, r Request) (rep Reply, sent time.Time,
 			return Reply{}, time.Time{}, errors.New("witness: client closed")
 		}
 	}
+}
+
+// witness is the witness's address, looked up at most once a second
+// until it resolves (a name that does not resolve yet is a witness that
+// does not answer, not an error that stops the node).
+func (c *Client) witness() *net.UDPAddr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.to != nil || (!c.resolved.IsZero() && time.Since(c.resolved) < time.Second) {
+		return c.to
+	}
+	c.resolved = time.Now()
+	if ua, err := net.ResolveUDPAddr("udp", c.addr); err == nil {
+		c.to = ua
+	}
+	return c.to
 }
 
 // Close stops the client.
@@ -115,7 +135,7 @@ func (c *Client) read() {
 	defer close(c.done)
 	buf := make([]byte, heartbeat.MaxDatagram+1)
 	for {
-		n, err := c.conn.Read(buf)
+		n, _, err := c.conn.ReadFromUDP(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -125,6 +145,8 @@ func (c *Client) read() {
 		if n > heartbeat.MaxDatagram {
 			continue
 		}
+		// From any address: a witness on a host with several addresses
+		// may answer from another; the seal says who sent it.
 		m, err := c.v.Open(path, buf[:n], time.Now())
 		if err != nil || m.Node != Name {
 			continue

@@ -206,3 +206,21 @@ func TestClientWithoutWitness(t *testing.T) {
 		t.Fatal("an answer from nobody")
 	}
 }
+
+// TestClientNameNotResolvableYet: a witness name that does not resolve
+// at start is a witness that does not answer, not an error.
+func TestClientNameNotResolvableYet(t *testing.T) {
+	c, err := Dial("no-such-witness.invalid:8424", "a", key)
+	if err != nil {
+		t.Fatalf("a name that does not resolve yet: %v", err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, _, err := c.Ask(ctx, Request{Want: Ping}); err == nil {
+		t.Fatal("an answer from a witness that does not resolve")
+	}
+	if _, err := Dial("no-port", "a", key); err == nil {
+		t.Fatal("an address without a port accepted")
+	}
+}
