@@ -1028,7 +1028,7 @@ func (s *session) localUser(login string) string {
 // provision creates the user in the store and the special-use folders on
 // first login. A replica has them from the log.
 func (s *session) provision(user string) error {
-	if s.srv.isReadOnly() {
+	if s.srv.isReadOnly() || s.srv.isProvisioned(user) {
 		return nil
 	}
 	ok, err := s.srv.opts.Reader.HasUser(user)
@@ -1059,6 +1059,7 @@ func (s *session) provision(user string) error {
 			return err
 		}
 	}
+	s.srv.setProvisioned(user)
 	return nil
 }
 

@@ -49,6 +49,8 @@ type hub struct {
 	// failover every message is recent to the first session again, as
 	// when Dovecot loses its index.
 	firstRecent map[protocols.MailboxRef]recentMark
+	// kw remembers mailboxes' keywords between views.
+	kw keywordMemory
 }
 
 // recentMark is the lowest UID not yet given as \Recent in one
@@ -462,16 +464,14 @@ func (h *hub) reconcileLocked(v *view, source *session, own []uint32) (store.Mai
 		return info, err
 	}
 	if !v.opened { // first open
-		msgs, err := h.r.Messages(v.ref.User, v.ref.Mailbox, nil)
+		kw, err := h.kw.get(v.ref, info.UIDValidity, func() ([]store.Message, error) {
+			return h.r.Messages(v.ref.User, v.ref.Mailbox, nil)
+		})
 		if err != nil {
 			return info, err
 		}
-		for _, m := range msgs {
-			for _, f := range m.Flags {
-				if isKeyword(f) {
-					v.keywords[f] = struct{}{}
-				}
-			}
+		for _, k := range kw {
+			v.keywords[k] = struct{}{}
 		}
 		v.opened = true
 		v.uids = uids

@@ -114,8 +114,10 @@ func (s *session) cmdSelect(examine bool) error {
 	s.writeFlags(sel)
 	s.w.raw("* ").num(uint32(len(sel.uids))).raw(" EXISTS").crlf()
 	s.w.raw("* ").num(uint32(len(sel.recent))).raw(" RECENT").crlf()
-	if seq := s.firstUnseen(); seq > 0 {
-		s.w.raw("* OK [UNSEEN ").num(seq).raw("] First unseen").crlf()
+	if o.info.Unseen > 0 { // else no search
+		if seq := s.firstUnseen(); seq > 0 {
+			s.w.raw("* OK [UNSEEN ").num(seq).raw("] First unseen").crlf()
+		}
 	}
 	s.w.raw("* OK [UIDVALIDITY ").num(o.info.UIDValidity).raw("] UIDs valid").crlf()
 	s.w.raw("* OK [UIDNEXT ").num(o.info.UIDNext).raw("] Predicted next UID").crlf()

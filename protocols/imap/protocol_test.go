@@ -98,6 +98,18 @@ func TestSelectUnseenAndKeywords(t *testing.T) {
 		!hasPrefix(u, `* 2 FETCH (UID 2 FLAGS (Thunderbird`) {
 		t.Errorf("the other session after a new keyword: %q", u)
 	}
+	// A keyword that arrives while nobody has the mailbox selected is
+	// listed at the next SELECT (the server remembers keywords between
+	// selections, from the changes it is told of).
+	a.ok("CLOSE")
+	b.ok("CLOSE")
+	m := msg("kw", "x")
+	a.send(fmt.Sprintf("t90 APPEND INBOX (Appended) {%d+}\r\n%s\r\n", len(m), m))
+	a.until("t90")
+	if u := b.ok("SELECT INBOX"); !has(u, `* FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Label1 Appended Thunderbird)`) {
+		t.Errorf("SELECT after an APPEND with a keyword: %q", u)
+	}
+	a.ok("SELECT INBOX")
 	// The session that stored it is told too, before its FETCH.
 	u = a.ok("STORE 3 +FLAGS (NewOne)")
 	if len(u) < 2 || !strings.HasPrefix(u[0], `* FLAGS (`) || !strings.Contains(u[0], "NewOne") || !hasPrefix(u, "* 3 FETCH") {
