@@ -51,6 +51,8 @@ type hub struct {
 	firstRecent map[protocols.MailboxRef]recentMark
 	// kw remembers mailboxes' keywords between views.
 	kw keywordMemory
+	// floors are mailboxes' floors (guarded by recentMu).
+	floors map[protocols.MailboxRef]floorMark
 }
 
 // recentMark is the lowest UID not yet given as \Recent in one
@@ -187,12 +189,66 @@ func (h *hub) firstRecentLocked(ref protocols.MailboxRef, uidValidity uint32) ui
 	return m.first
 }
 
-// close drops a session's interest in a view.
+// close drops a session's interest in a view. The last one to leave
+// leaves the mailbox's floor behind for the next view.
 func (h *hub) close(v *view, sess *session) {
 	v.mu.Lock()
 	delete(v.sessions, sess)
+	if len(v.sessions) == 0 && len(v.uids) > 0 && !v.gone {
+		h.setFloor(v.ref, v.uidValidity, v.uids[0]-1)
+	}
 	v.mu.Unlock()
 	h.release(v)
+}
+
+// A mailbox's floor is a UID below which no message can exist any more:
+// UIDs are never reused, so once the lowest message has a UID, none below
+// it comes back. Listing from above the floor does not walk the
+// tombstones that expunged messages leave in the store until it compacts
+// them, which made every SELECT of a mailbox with a long history of
+// expunges slower than the last (imaptest's stress, run after run).
+type floorMark struct {
+	uidValidity uint32
+	floor       uint32
+}
+
+// maxFloors bounds the mailboxes whose floor is remembered.
+const maxFloors = 10000
+
+func (h *hub) setFloor(ref protocols.MailboxRef, uidValidity, floor uint32) {
+	h.recentMu.Lock()
+	defer h.recentMu.Unlock()
+	if h.floors == nil || len(h.floors) >= maxFloors {
+		h.floors = make(map[protocols.MailboxRef]floorMark)
+	}
+	h.floors[ref] = floorMark{uidValidity, floor}
+}
+
+func (h *hub) floorOf(ref protocols.MailboxRef, uidValidity uint32) uint32 {
+	h.recentMu.Lock()
+	defer h.recentMu.Unlock()
+	if f, ok := h.floors[ref]; ok && f.uidValidity == uidValidity {
+		return f.floor
+	}
+	return 0
+}
+
+// liveUIDs lists the mailbox's UIDs from above its floor (the view's
+// lowest UID, or the one remembered), or all of them.
+func (h *hub) liveUIDs(v *view, info store.MailboxInfo) (store.UIDList, error) {
+	var floor uint32
+	if v.opened && len(v.uids) > 0 {
+		floor = v.uids[0] - 1
+	} else {
+		floor = h.floorOf(v.ref, info.UIDValidity)
+	}
+	if floor > 0 {
+		now, uids, err := h.r.UIDsAfter(v.ref.User, v.ref.Mailbox, floor)
+		if err == nil && now.UIDValidity == info.UIDValidity && int(now.Messages) == len(uids) {
+			return uids, nil
+		}
+	}
+	return h.r.UIDs(v.ref.User, v.ref.Mailbox)
 }
 
 func (h *hub) release(v *view) {
@@ -459,7 +515,11 @@ func (h *hub) reconcileLocked(v *view, source *session, own []uint32) (store.Mai
 	if err != nil {
 		return info, err
 	}
-	uids, err := h.r.UIDs(v.ref.User, v.ref.Mailbox)
+	if v.opened && info.HighestModSeq == v.modseq {
+		// Every change raises the mod-sequence: nothing changed.
+		return info, nil
+	}
+	uids, err := h.liveUIDs(v, info)
 	if err != nil {
 		return info, err
 	}
@@ -528,24 +588,18 @@ func (h *hub) reconcileLocked(v *view, source *session, own []uint32) (store.Mai
 	}
 
 	if info.HighestModSeq > v.modseq && len(kept) > 0 {
-		changed, err := h.r.Search(v.ref.User, v.ref.Mailbox, &store.Criteria{
-			UID:       [][]store.UIDRange{{{Lo: kept[0], Hi: last}}},
-			MinModSeq: v.modseq + 1,
-		})
-		if err == nil && len(changed) > 0 {
-			msgs, err2 := h.r.Messages(v.ref.User, v.ref.Mailbox, changed)
-			err = err2
-			for _, m := range msgs {
-				seq := store.UIDList(uids).SeqNum(m.UID)
-				if seq == 0 || seq > uint32(len(kept)) {
-					continue
-				}
-				h.noteKeywordsLocked(v, m.Flags)
-				h.queueFlagsLocked(v, m, source, own)
-			}
-		}
+		// The kept messages' records, read by UID (a search would walk
+		// the whole key range of the mailbox, tombstones included).
+		msgs, err := h.r.Messages(v.ref.User, v.ref.Mailbox, kept)
 		if err != nil {
 			return info, err
+		}
+		for _, m := range msgs {
+			if m.ModSeq <= v.modseq {
+				continue
+			}
+			h.noteKeywordsLocked(v, m.Flags)
+			h.queueFlagsLocked(v, m, source, own)
 		}
 	}
 	v.modseq = info.HighestModSeq

@@ -141,15 +141,22 @@ func (s *session) cmdSelect(examine bool) error {
 }
 
 // firstUnseen is the sequence number of the first message without \Seen,
-// or 0.
+// or 0. It reads the view's messages in order, from its lowest UID (not
+// a search, which walks the whole mailbox key range), and stops at the
+// first unseen.
 func (s *session) firstUnseen() uint32 {
-	uids, err := s.srv.opts.Reader.Search(s.user, s.sel.name, &store.Criteria{NotFlag: []string{store.FlagSeen}})
-	if err != nil || len(uids) == 0 {
-		return 0
-	}
-	for _, u := range uids {
-		if k, ok := slices.BinarySearch(s.sel.uids, u); ok {
-			return uint32(k + 1)
+	uids := s.sel.uids
+	for start := 0; start < len(uids); start += 256 {
+		part := uids[start:min(start+256, len(uids))]
+		msgs, err := s.srv.opts.Reader.Messages(s.user, s.sel.name, part)
+		if err != nil {
+			return 0
+		}
+		for _, m := range msgs {
+			if !slices.Contains(m.Flags, store.FlagSeen) {
+				k, _ := slices.BinarySearch(uids, m.UID)
+				return uint32(k + 1)
+			}
 		}
 	}
 	return 0
@@ -176,9 +183,8 @@ func (s *session) cmdClose(expunge bool) error {
 		return err
 	}
 	if expunge && s.writable() == nil {
-		op := &store.Expunge{User: s.user, Mailbox: s.sel.name, All: true}
-		if _, err := s.write(op, nil); err != nil {
-			return mapError(err)
+		if err := s.expungeDeleted(); err != nil {
+			return err
 		}
 	}
 	s.unselect()

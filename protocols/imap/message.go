@@ -997,9 +997,41 @@ func (s *session) mailboxExists(name string) (bool, error) {
 	return err == nil, err
 }
 
+// expungeDeleted expunges every message flagged \Deleted. It names them
+// (found by reading the mailbox from its floor, see hub.setFloor) rather
+// than asking the store for all, whose scan walks every tombstone of the
+// mailbox's past; and when there is none, it writes nothing.
+func (s *session) expungeDeleted() error {
+	floor := s.sel.lastKnown
+	if len(s.sel.uids) > 0 {
+		floor = s.sel.uids[0] - 1
+	}
+	_, uids, err := s.srv.opts.Reader.UIDsAfter(s.user, s.sel.name, floor)
+	if err != nil {
+		return mapError(err)
+	}
+	var deleted []uint32
+	for start := 0; start < len(uids); start += 256 {
+		msgs, err := s.srv.opts.Reader.Messages(s.user, s.sel.name, uids[start:min(start+256, len(uids))])
+		if err != nil {
+			return mapError(err)
+		}
+		for _, m := range msgs {
+			if slices.Contains(m.Flags, store.FlagDeleted) {
+				deleted = append(deleted, m.UID)
+			}
+		}
+	}
+	if len(deleted) == 0 {
+		return nil
+	}
+	_, err = s.write(&store.Expunge{User: s.user, Mailbox: s.sel.name, UIDs: deleted}, nil)
+	return mapError(err)
+}
+
 func (s *session) cmdExpunge(uid bool) error {
 	p := &s.p
-	op := &store.Expunge{User: s.user, Mailbox: s.sel.name, All: !uid}
+	op := &store.Expunge{User: s.user, Mailbox: s.sel.name}
 	var set numSet
 	if uid {
 		if err := p.sp(); err != nil {
@@ -1016,16 +1048,17 @@ func (s *session) cmdExpunge(uid bool) error {
 	if err := s.writable(); err != nil {
 		return err
 	}
-	if uid {
-		refs, err := s.resolve(set, true)
-		if err != nil || len(refs) == 0 {
-			return err
-		}
-		op.UIDs = refUIDs(refs)
+	if !uid {
+		return s.expungeDeleted()
 	}
+	refs, err := s.resolve(set, true)
+	if err != nil || len(refs) == 0 {
+		return err
+	}
+	op.UIDs = refUIDs(refs)
 	// The EXPUNGE responses reach this session through its queue, which
 	// the poll after the command writes.
-	_, err := s.write(op, nil)
+	_, err = s.write(op, nil)
 	return mapError(err)
 }
 
