@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -23,6 +24,11 @@ type Diverged struct {
 	Epoch    uint64
 	Acked    map[uint64]bool
 }
+
+// errTailInFlight: this node's log extends the active's with entries of
+// the active's own epoch, pushed before the active stored them; following
+// is retried until the active's log has them or a later writer's differs.
+var errTailInFlight = errors.New("replog: this node holds entries the active has not stored yet")
 
 // reconcile makes this node's log a prefix of the active's before the
 // follower applies or reports anything (one writer per epoch numbers each
@@ -62,6 +68,29 @@ func (f *Follower) reconcile(ctx context.Context, remote jetstream.Stream, rs St
 		f.lastRecord = last
 		f.setPos(next - 1)
 		return f.resumeChunks(ctx)
+	}
+	if common == rs.Last && rs.Last != 0 {
+		// This log only extends the active's: entries pushed to this node
+		// that the active may still be storing (its append runs beside
+		// this node's). Setting them aside now could drop an entry the
+		// active is about to acknowledge with this node's confirmation.
+		// Only the writer of their epoch may still store them: while it
+		// writes there, wait; once another epoch writes, or none, they
+		// were never stored there, so never acknowledged.
+		mine, err := f.log.Get(ctx, common+1)
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		m, err := f.remote.RequestWithContext(rctx, WriterSubject, nil)
+		cancel()
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+		case err != nil:
+			return fmt.Errorf("%w: entries %d..%d here, the active's log ends at %d (%v)", errTailInFlight, common+1, pos, rs.Last, err)
+		case len(m.Data) == 8 && binary.BigEndian.Uint64(m.Data) == mine.Epoch:
+			return fmt.Errorf("%w: entries %d..%d here, the active's log ends at %d", errTailInFlight, common+1, pos, rs.Last)
+		}
 	}
 	path, epoch, err := f.setAside(ctx, common+1, pos)
 	if err != nil {

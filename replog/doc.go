@@ -24,7 +24,10 @@
 //     A delivered body the store already holds travels as a reference,
 //     except after a Collect in the same commit (which may delete it).
 //   - NewFollower(log, store, connection to the active) makes this node a
-//     passive: Run reads the active's log from its own position, refuses
+//     passive: Run takes the records the active pushes as it appends them
+//     (PushSubject: the two fsyncs run side by side) and reads the active's
+//     stream for its headers (what the active stored; a record not pushed
+//     is read from there), from its own position; it refuses
 //     entries of an older epoch (ErrStaleEpoch) and gaps, appends, reports
 //     its position (PositionSubject) and hands the operations to an
 //     applier goroutine that applies them in order behind the log (bounded

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +59,14 @@ type Follower struct {
 
 	asm        assembler // chunks of an operation not yet whole
 	lastRecord uint64    // the local log's last record
+	// held are entries in the local log that were pushed and are not
+	// known to be in the active's log yet; storedTo is how far the
+	// active's log is known to go. The follow loop's alone.
+	held     []Entry
+	storedTo uint64
+	// pushedFirst is the first entry of the latest push seen, taken or
+	// not.
+	pushedFirst uint64
 
 	takes, takeNanos atomic.Uint64 // batches made durable here, and their time from arrival to report
 	rejoins          atomic.Uint64 // diverged tails taken back in place
@@ -246,7 +256,25 @@ func (f *Follower) follow(ctx context.Context) error {
 			return err
 		}
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start}
+	// Records reach this node two ways. The active pushes each record as
+	// it appends it (PushSubject), so that this node's append and fsync
+	// run beside the active's: what arrives so is appended and confirmed
+	// at once, but applied only once the active has it too. The active's
+	// stream, read for its headers only, tells what the active stored
+	// (lastHeader); a record stored there that did not arrive by push (a
+	// push lost, this node catching up) is read from the stream.
+	pushes := make(chan []byte, f.opts.Batch)
+	psub, err := f.remote.Subscribe(PushSubject, func(m *nats.Msg) {
+		select {
+		case pushes <- m.Data:
+		default: // full: the stream has it
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("replog: receive the active's records: %w", err)
+	}
+	defer psub.Unsubscribe()
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start, HeadersOnly: true}
 	cons, err := st.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("replog: read the active's log: %w", err)
@@ -257,14 +285,23 @@ func (f *Follower) follow(ctx context.Context) error {
 		defer close(done)
 		go f.tellReceiving(done)
 	}
-	// Consume pushes each entry as it arrives; the loop below takes what
-	// has arrived in one batch (one append, one apply, one report), so
-	// batches grow with the load instead of waiting to fill.
-	msgs := make(chan []byte, f.opts.Batch)
+	stored := make(chan storedRecord, f.opts.Batch)
 	errc := make(chan error, 1)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		r := storedRecord{last: 0}
+		if md, err := m.Metadata(); err == nil {
+			r.stream, r.behind = md.Sequence.Stream, md.NumPending >= catchUpBehind
+		}
+		if v, err := strconv.ParseUint(m.Headers().Get(lastHeader), 10, 64); err == nil {
+			r.last = v
+		}
+		// The record's ID is "epoch.first" (Log.Append).
+		if e, first, ok := strings.Cut(m.Headers().Get(nats.MsgIdHdr), "."); ok {
+			r.epoch, _ = strconv.ParseUint(e, 10, 64)
+			r.first, _ = strconv.ParseUint(first, 10, 64)
+		}
 		select {
-		case msgs <- m.Data():
+		case stored <- r:
 		case <-ctx.Done():
 		}
 	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -282,8 +319,8 @@ func (f *Follower) follow(ctx context.Context) error {
 	// active's wait is this node's append and fsync, not its apply too.
 	ap := f.startApplier(ctx)
 	defer ap.stop()
+	f.held, f.storedTo, f.pushedFirst = nil, 0, 0
 	for {
-		var first []byte
 		select {
 		case <-ctx.Done():
 			return nil
@@ -294,37 +331,216 @@ func (f *Follower) follow(ctx context.Context) error {
 				return err
 			}
 			f.lg.Debug("reading the active's log", "err", err)
-			continue
-		case first = <-msgs:
-		}
-		arrived := time.Now()
-		batch := [][]byte{first}
-	drain:
-		for len(batch) < f.opts.Batch {
-			select {
-			case m := <-msgs:
-				batch = append(batch, m)
-			default:
-				break drain
+		case first := <-pushes:
+			// Every push that has arrived, in one append and one fsync.
+			arrived := time.Now()
+			batch := [][]byte{first}
+		drain:
+			for len(batch) < f.opts.Batch {
+				select {
+				case m := <-pushes:
+					batch = append(batch, m)
+				default:
+					break drain
+				}
 			}
-		}
-		var entries []Entry
-		for _, data := range batch {
-			r, err := decodeRecord(data)
-			if err != nil {
+			if err := f.takePushed(ctx, ap, batch, arrived); err != nil {
 				return err
 			}
-			entries = append(entries, r...)
-		}
-		if err := f.take(ctx, ap, entries, arrived); err != nil {
-			return err
+		case r := <-stored:
+			if err := f.takeStored(ctx, ap, st, pushes, r); err != nil {
+				return err
+			}
 		}
 	}
 }
 
+// errHeldDiverged: entries pushed to this node are not what the active
+// stored at their place (an earlier writer pushed them and never stored
+// them). Following starts again, and reconcile sets them aside.
+var errHeldDiverged = errors.New("replog: pushed entries differ from the active's log")
+
+// catchUpBehind is how many stored records after one mean this node is
+// catching up (it reads the stream) rather than just behind a push.
+const catchUpBehind = 64
+
+// storedRecord is a record the active's stream holds: its stream
+// sequence, and its last entry (0 when the record does not say).
+type storedRecord struct {
+	stream, last uint64
+	epoch, first uint64 // 0 when the record does not say
+	// behind: the active has stored later records too, so this node is
+	// catching up and the record's push came long ago, if at all.
+	behind bool
+}
+
+// pushGrace is how long a record the active stored may wait for its push
+// (delivered on another subscription, it may be a moment behind) before
+// it is read from the stream.
+const pushGrace = 20 * time.Millisecond
+
+// takePushed takes pushed records that continue the local log; others
+// (a gap, what is here already, an older epoch) are left to the stream.
+func (f *Follower) takePushed(ctx context.Context, ap *applier, batch [][]byte, arrived time.Time) error {
+	f.mu.Lock()
+	pos, epoch := f.pos, f.epoch
+	f.mu.Unlock()
+	var entries []Entry
+	for _, data := range batch {
+		r, err := decodeRecord(data)
+		if err != nil || len(r) == 0 {
+			continue // the stream's copy will say what is wrong
+		}
+		f.pushedFirst = max(f.pushedFirst, r[0].Seq)
+		// A later writer's record over entries pushed here by an earlier
+		// one that never stored them: those diverged.
+		for _, h := range f.held {
+			if h.Seq >= r[0].Seq && h.Seq <= r[len(r)-1].Seq && h.Epoch < r[0].Epoch {
+				return fmt.Errorf("%w: entry %d here has epoch %d, the active now writes epoch %d there", errHeldDiverged, h.Seq, h.Epoch, r[0].Epoch)
+			}
+		}
+		next := pos + uint64(len(entries)) + 1
+		if r[len(r)-1].Seq < next || r[0].Seq > next || r[0].Epoch < epoch {
+			continue
+		}
+		for _, e := range r {
+			if e.Seq >= next {
+				entries = append(entries, e)
+			}
+		}
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	return f.take(ctx, ap, entries, arrived, false)
+}
+
+// takeStored learns that the active stored a record: it applies what was
+// pushed up to there, or reads the record from the stream if it did not
+// arrive by push.
+func (f *Follower) takeStored(ctx context.Context, ap *applier, st jetstream.Stream, pushes chan []byte, r storedRecord) error {
+	f.mu.Lock()
+	pos := f.pos
+	f.mu.Unlock()
+	if r.last != 0 && r.last <= pos {
+		// What this node holds there must be that record: a pushed tail
+		// of an earlier writer that never stored it is not.
+		for _, e := range f.held {
+			if r.epoch != 0 && e.Seq >= r.first && e.Seq <= r.last && e.Epoch != r.epoch {
+				return fmt.Errorf("%w: entry %d here has epoch %d, the active stored epoch %d there", errHeldDiverged, e.Seq, e.Epoch, r.epoch)
+			}
+		}
+		return f.release(ctx, ap, r.last)
+	}
+	if r.last != 0 && !r.behind && f.pushedFirst <= r.last {
+		// Its push may be a moment behind, on its own subscription (when
+		// a later push has come, it came and went: this node was behind).
+		t := time.NewTimer(pushGrace)
+		defer t.Stop()
+		for r.last > pos {
+			select {
+			case m := <-pushes:
+				if err := f.takePushed(ctx, ap, [][]byte{m}, time.Now()); err != nil {
+					return err
+				}
+				f.mu.Lock()
+				pos = f.pos
+				f.mu.Unlock()
+				continue
+			case <-t.C:
+			case <-ctx.Done():
+				return nil
+			}
+			break
+		}
+		if r.last <= pos {
+			return f.release(ctx, ap, r.last)
+		}
+	}
+	if r.behind {
+		return f.catchUp(ctx, ap, st, r.stream)
+	}
+	m, err := st.GetMsg(ctx, r.stream)
+	if err != nil {
+		return fmt.Errorf("replog: read record %d of the active's log: %w", r.stream, err)
+	}
+	entries, err := decodeRecord(m.Data)
+	if err != nil {
+		return err
+	}
+	return f.take(ctx, ap, entries, time.Now(), true)
+}
+
+// catchUp reads up to a batch of records from the active's stream, from
+// record from on, in one go (one append, one fsync): a node far behind
+// streams, rather than asking record by record.
+func (f *Follower) catchUp(ctx context.Context, ap *applier, st jetstream.Stream, from uint64) error {
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
+	if err != nil {
+		return fmt.Errorf("replog: read the active's log: %w", err)
+	}
+	batch, err := cons.FetchNoWait(f.opts.Batch)
+	if err != nil {
+		return fmt.Errorf("replog: read the active's log: %w", err)
+	}
+	var entries []Entry
+	for m := range batch.Messages() {
+		r, err := decodeRecord(m.Data())
+		if err != nil {
+			return err
+		}
+		entries = append(entries, r...)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		return fmt.Errorf("replog: read the active's log: %w", err)
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	return f.take(ctx, ap, entries, time.Now(), true)
+}
+
+// release hands the entries held in the local log up to upTo, which the
+// active has stored, to the applier.
+func (f *Follower) release(ctx context.Context, ap *applier, upTo uint64) error {
+	f.storedTo = max(f.storedTo, upTo)
+	n := 0
+	for n < len(f.held) && f.held[n].Seq <= f.storedTo {
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	ready := f.held[:n]
+	f.held = f.held[n:]
+	var whole []Entry
+	var size int64
+	for _, raw := range ready {
+		e, ok, err := f.asm.add(raw)
+		if err != nil {
+			return err
+		}
+		if ok {
+			whole = append(whole, e)
+			size += int64(len(e.enc))
+		}
+	}
+	if len(whole) == 0 {
+		return nil // chunks of an operation still arriving
+	}
+	return ap.send(ctx, whole, size)
+}
+
 // take appends entries to the local log, reports the new position and
 // hands the operations they complete to the applier.
-func (f *Follower) take(ctx context.Context, ap *applier, entries []Entry, arrived time.Time) error {
+//
+// Entries the active has stored (stored: read from its stream) go on to
+// the applier; pushed ones wait in held until the stream says the active
+// has them (release): a record the active failed to store must not be in
+// this node's store, so that it can be set aside if the next active's log
+// does not have it.
+func (f *Follower) take(ctx context.Context, ap *applier, entries []Entry, arrived time.Time, stored bool) error {
 	// While this batch is being made durable, say so: the active's
 	// PeerTimeout measures a lack of progress, and a large operation's
 	// records take a while to write and fsync.
@@ -387,22 +603,11 @@ func (f *Follower) take(ctx context.Context, ap *applier, entries []Entry, arriv
 	f.report() // durable here: the active may acknowledge
 	f.takes.Add(1)
 	f.takeNanos.Add(uint64(time.Since(arrived)))
-	var whole []Entry
-	var size int64
-	for _, raw := range entries {
-		e, ok, err := f.asm.add(raw)
-		if err != nil {
-			return err
-		}
-		if ok {
-			whole = append(whole, e)
-			size += int64(len(e.enc))
-		}
+	f.held = append(f.held, entries...)
+	if stored {
+		return f.release(ctx, ap, last)
 	}
-	if len(whole) == 0 {
-		return nil // chunks of an operation still arriving
-	}
-	return ap.send(ctx, whole, size)
+	return nil
 }
 
 // tellReceiving reports activity every busyEvery while bytes arrive on

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -18,6 +19,16 @@ const (
 	// PositionSubject carries the passive's durable position to the
 	// active (core NATS, on the active's server).
 	PositionSubject = "twinbox.position"
+	// PushSubject carries each record to the passive as the active
+	// appends it (core NATS, on the active's server): the passive's
+	// append and fsync run beside the active's instead of after it.
+	PushSubject = "twinbox.push"
+	// lastHeader names, on every record of the stream, the sequence of
+	// its last entry: a passive reading the stream's headers only learns
+	// from it what the active has stored.
+	lastHeader = "Twinbox-Last"
+	// WriterSubject is answered by the active's writer with its epoch.
+	WriterSubject = "twinbox.writer"
 )
 
 // LogOptions configure a local log. A nil *LogOptions means defaults.
@@ -185,11 +196,27 @@ func findRecord(ctx context.Context, st jetstream.Stream, s State, seq uint64) (
 // ErrStaleWriter instead of forking it. It returns once every record is
 // fsynced, with the new last record.
 func (l *Log) Append(ctx context.Context, after uint64, entries []Entry) (uint64, error) {
+	records, data := encodeRecords(entries)
+	return l.appendEncoded(ctx, after, records, data)
+}
+
+// encodeRecords packs entries into records and encodes each.
+func encodeRecords(entries []Entry) ([][]Entry, [][]byte) {
 	records := packRecords(entries)
+	data := make([][]byte, len(records))
+	for i, r := range records {
+		data[i] = encodeRecord(r)
+	}
+	return records, data
+}
+
+// appendEncoded is Append of records already packed and encoded.
+func (l *Log) appendEncoded(ctx context.Context, after uint64, records [][]Entry, data [][]byte) (uint64, error) {
 	futures := make([]jetstream.PubAckFuture, 0, len(records))
 	for i, r := range records {
 		m := nats.NewMsg(Subject)
-		m.Data = encodeRecord(r)
+		m.Data = data[i]
+		m.Header.Set(lastHeader, strconv.FormatUint(r[len(r)-1].Seq, 10))
 		f, err := l.js.PublishMsgAsync(m,
 			jetstream.WithExpectLastSequence(after+uint64(i)),
 			jetstream.WithMsgID(fmt.Sprintf("%d.%d", r[0].Epoch, r[0].Seq)))

@@ -170,6 +170,7 @@ type Primary struct {
 	peerAt       time.Time
 	posCh        chan struct{} // closed when peerPos advances
 	sub          *nats.Subscription
+	wsub         *nats.Subscription // WriterSubject
 }
 
 // NewPrimary makes this node the writer of the log at the given epoch. It
@@ -210,6 +211,15 @@ func NewPrimary(ctx context.Context, l *Log, st *store.Store, nc *nats.Conn, opt
 	p.sub, err = nc.Subscribe(PositionSubject, p.onPosition)
 	if err != nil {
 		return nil, fmt.Errorf("replog: subscribe to positions: %w", err)
+	}
+	// A passive whose log holds pushed entries past this log's end asks
+	// which epoch writes here: only this writer may still store them.
+	p.wsub, err = nc.Subscribe(WriterSubject, func(m *nats.Msg) {
+		_ = m.Respond(binary.BigEndian.AppendUint64(nil, p.opts.Epoch))
+	})
+	if err != nil {
+		p.sub.Unsubscribe()
+		return nil, fmt.Errorf("replog: answer for the writer: %w", err)
 	}
 	go p.applier()
 	return p, nil
@@ -328,13 +338,21 @@ func (p *Primary) CommitTagged(ctx context.Context, ops []store.Op, tags []any) 
 		whole[i] = es[len(es)-1]
 	}
 	t0 := time.Now()
-	last, err := p.log.Append(ctx, p.lastRecord, entries)
+	records, data := encodeRecords(entries)
+	// The records go to the passive now, while this node appends them
+	// (DRBD's protocol C: the two writes run side by side). A record lost
+	// on the way is read from this node's log instead.
+	for _, d := range data {
+		_ = p.nc.Publish(PushSubject, d)
+	}
+	pushed := entries[len(entries)-1].Seq
+	last, err := p.log.appendEncoded(ctx, p.lastRecord, records, data)
 	p.appends.Add(1)
 	p.appendNanos.Add(uint64(time.Since(t0)))
 	if err != nil {
 		// Some entries may be in the log: queue what the log holds, and
 		// number after it, before anything else is written.
-		p.recoverLocked(ctx, err)
+		p.recoverLocked(ctx, err, pushed)
 		return nil, err
 	}
 	p.next, p.lastRecord, p.lastEpoch = seq, last, p.opts.Epoch
@@ -628,10 +646,19 @@ func (p *Primary) thin(op store.Op) store.Op {
 // recoverLocked brings the numbering back in line with the log after a
 // failed append: entries the log took are queued to apply like any other
 // (no writer waits for them), and the next entry follows the log's last.
-func (p *Primary) recoverLocked(ctx context.Context, cause error) {
+//
+// Entries up to pushed were sent to the passive, which may hold them: any
+// of them this log lacks must never be numbered again at this epoch (the
+// passive's copy would look like the new entry, and the divergence check
+// compares epochs). So a log that lost part of what was pushed stops this
+// writer: a new epoch must follow, whose entries tell the two apart.
+func (p *Primary) recoverLocked(ctx context.Context, cause error, pushed uint64) {
 	err := cause
 	if !errors.Is(cause, ErrStaleWriter) {
 		err = p.requeueLocked(ctx)
+	}
+	if err == nil && p.next <= pushed {
+		err = fmt.Errorf("entries %d..%d were sent to the passive but are not in this node's log (%v); writing again needs a new epoch", p.next, pushed, cause)
 	}
 	if err != nil {
 		p.broken = fmt.Errorf("replog: this writer stopped: %w", err)
@@ -724,6 +751,9 @@ func (p *Primary) Close() error {
 	}
 	p.mu.Unlock()
 	<-p.applierEnd
+	if p.wsub != nil {
+		p.wsub.Unsubscribe()
+	}
 	if p.sub != nil {
 		return p.sub.Unsubscribe()
 	}

@@ -9,12 +9,14 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/twinbox/twinbox/dedupe"
 	"github.com/twinbox/twinbox/internal/poll"
@@ -546,5 +548,100 @@ func TestPeerTimeoutMeasuresProgress(t *testing.T) {
 	}
 	if _, err := cs[0].Result(ctx); !errors.Is(err, replog.ErrPeerTimeout) {
 		t.Fatalf("a write with a silent passive: %v, want ErrPeerTimeout", err)
+	}
+}
+
+// TestActiveFailsAfterPushing: the active pushes a record to the passive
+// and then fails to store it (its JetStream stops before the append
+// lands, as in a crash between sending and storing). No client is
+// acknowledged; the passive holds the entry in its log but does not apply
+// it. Then either the passive takes over, and the entry, durable there, is
+// part of the new history (its sender was told nothing and retries, and a
+// retried delivery is recognised), or a later writer on the old active
+// writes something else at that place, and the passive sets its copy
+// aside and follows: both stores end equal.
+func TestActiveFailsAfterPushing(t *testing.T) {
+	for _, takeover := range []bool{true, false} {
+		t.Run(map[bool]string{true: "the passive takes over", false: "a later writer without it"}[takeover], func(t *testing.T) {
+			ctx := context.Background()
+			a, b, p := startPair(t, 2*time.Second)
+			results(t, commit(t, p, &store.CreateUser{User: "alice"}, &store.CreateUser{User: "bob"}))
+			for i := range 3 {
+				results(t, commit(t, p, deliver(i)))
+			}
+			// The active's stream refuses the next record (full, discard
+			// new): its append fails after the push went out.
+			js, err := jetstream.New(a.nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream, err := js.Stream(ctx, replog.StreamName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := stream.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full := info.Config
+			full.MaxMsgs, full.Discard = int64(info.State.Msgs), jetstream.DiscardNew
+			if _, err := js.UpdateStream(ctx, full); err != nil {
+				t.Fatal(err)
+			}
+			before := a.st.AppliedSeq()
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			cs, err := p.Commit(cctx, []store.Op{&store.CreateUser{User: "pushed"}})
+			cancel()
+			if err == nil {
+				t.Fatalf("a commit whose append cannot land succeeded: %+v", cs)
+			}
+			pushed := before + 1
+			// The passive has it in its log, not in its store.
+			poll.Eventually(t, 30*time.Second, "the passive to hold the pushed entry", func() bool {
+				s, err := b.log.State(ctx)
+				return err == nil && s.Last >= pushed
+			})
+			if got := b.st.AppliedSeq(); got >= pushed {
+				t.Fatalf("the passive applied an entry the active never stored (applied %d)", got)
+			}
+			if ok, _ := b.st.HasUser("pushed"); ok {
+				t.Fatal("the passive shows an entry the active never stored")
+			}
+			if _, err := p.Commit(ctx, []store.Op{&store.CreateUser{User: "after"}}); err == nil {
+				t.Fatal("the writer went on after losing a pushed entry: it would number it again at its epoch")
+			}
+			p.Close()
+			if takeover {
+				// b's follower ends (startPair's cleanup) before b writes.
+				nb, err := replog.NewPrimary(ctx, b.log, b.st, b.nc, &replog.PrimaryOptions{Epoch: 2})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nb.Close()
+				if ok, _ := b.st.HasUser("pushed"); !ok {
+					t.Fatal("the new active did not apply the entry durable in its log")
+				}
+				return
+			}
+			if _, err := js.UpdateStream(ctx, info.Config); err != nil {
+				t.Fatal(err)
+			}
+			p3, err := replog.NewPrimary(ctx, a.log, a.st, a.nc, &replog.PrimaryOptions{Epoch: 3, PeerTimeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p3.Close()
+			results(t, commit(t, p3, &store.CreateUser{User: "other"}))
+			poll.Eventually(t, 30*time.Second, "the passive to follow the later writer", func() bool {
+				ok, _ := b.st.HasUser("other")
+				return ok
+			})
+			if ok, _ := b.st.HasUser("pushed"); ok {
+				t.Fatal("the passive applied the pushed entry the later writer does not have")
+			}
+			if da, db := digest(t, a.st), digest(t, b.st); !reflect.DeepEqual(da, db) {
+				t.Fatalf("stores differ:\n%+v\n%+v", da, db)
+			}
+		})
 	}
 }
