@@ -1001,6 +1001,10 @@ func (s *session) write(op store.Op, own []uint32) (store.Result, error) {
 	}
 	from := &origin{session: s, uids: own}
 	res, err := s.srv.opts.Writer.Write(s.ctx, op, from)
+	if user, ok := changesList(op); ok {
+		// Before the OK: this client's next LIST sees the change.
+		s.srv.lists.drop(user)
+	}
 	if errors.Is(err, protocols.ErrReadOnly) {
 		// The node turned read-only before this server was told.
 		return res, readOnlyError(s.srv.ro.Load().hint)

@@ -375,3 +375,29 @@ func TestExistsBeforeItsFetch(t *testing.T) {
 		t.Errorf("NOOP after another session's APPEND and STORE: %q", u)
 	}
 }
+
+// TestListSeesChangesAtOnce: LIST answers from a cached mailbox list; a
+// CREATE, RENAME, DELETE or SUBSCRIBE by any session shows in the next
+// LIST of every session.
+func TestListSeesChangesAtOnce(t *testing.T) {
+	e := prototest.Start(t, nil)
+	a := loginRaw(t, e, "alice")
+	b := loginRaw(t, e, "alice")
+	b.ok(`LIST "" "*"`) // fills the cache
+	a.ok("CREATE Fresh")
+	if u := b.ok(`LIST "" "Fresh"`); !has(u, `* LIST (\HasNoChildren) "/" "Fresh"`) {
+		t.Errorf("LIST after another session's CREATE: %q", u)
+	}
+	a.ok("SUBSCRIBE Fresh")
+	if u := b.ok(`LSUB "" "Fresh"`); !has(u, `* LSUB () "/" "Fresh"`) {
+		t.Errorf("LSUB after another session's SUBSCRIBE: %q", u)
+	}
+	a.ok("RENAME Fresh Renamed")
+	if u := b.ok(`LIST "" "*"`); has(u, `* LIST (\HasNoChildren) "/" "Fresh"`) || !has(u, `* LIST (\HasNoChildren) "/" "Renamed"`) {
+		t.Errorf("LIST after another session's RENAME: %q", u)
+	}
+	send(t, e, msg("counted", "x"), "alice@localhost")
+	if u := b.ok(`LIST "" "INBOX" RETURN (STATUS (MESSAGES))`); !has(u, `* STATUS INBOX (MESSAGES 1)`) {
+		t.Errorf("LIST-STATUS after a delivery: %q", u)
+	}
+}
