@@ -54,7 +54,7 @@ var allowedInTests = map[string][]string{
 	"migrate":     {"internal/dovecottest"},
 	"store":       {"cache", "dedupe", "internal/testmail"},
 	"cmd":         {"dedupe", "internal/testmail", "internal/poll", "internal/harness"},
-	"integration": {"dedupe", "failover", "internal/testmail", "store", "internal/harness", "internal/poll", "internal/admin"},
+	"integration": {"dedupe", "failover", "internal/testmail", "store", "internal/harness", "internal/poll", "internal/admin", "internal/dovecottest"},
 }
 
 // area returns the project area of an import path, or "" for a package

@@ -11,10 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The nodes' admin APIs over TCP, with the lab's token (lab/run.sh).
-A=127.0.0.1:18411 B=127.0.0.1:28411
+# Ports as docker-compose.yml publishes them (TWINBOX_LAB_A/B, for a
+# second lab on the host); containers by service, whatever their names.
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-twinbox}"
+LA=${TWINBOX_LAB_A:-1} LB=${TWINBOX_LAB_B:-2}
+A=127.0.0.1:${LA}8411 B=127.0.0.1:${LB}8411
 AUTH="Authorization: Bearer $(cat lab/admin.token)"
-SMTP_A=127.0.0.1:12525 SMTP_B=127.0.0.1:22525
-IMAP_A=127.0.0.1:11143 IMAP_B=127.0.0.1:21143
+SMTP_A=127.0.0.1:${LA}2525 SMTP_B=127.0.0.1:${LB}2525
+IMAP_A=127.0.0.1:${LA}1143 IMAP_B=127.0.0.1:${LB}1143
 PASSWORD=lab-pw
 
 field() { # admin-address python-expression-on-s
@@ -80,8 +84,8 @@ for n in a b; do echo "$PASSWORD" | docker-compose exec -T $n /twinbox user add 
 wait_for "both nodes serving" 60 both_serving
 
 echo "== 1. the passive's network cut for 10 s under load"
-passive=twinbox-b
-[ "$(field $B 's["role"]')" = passive ] || passive=twinbox-a
+passive=$(docker-compose ps -q b)
+[ "$(field $B 's["role"]')" = passive ] || passive=$(docker-compose ps -q a)
 net=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' $passive)
 load cut & LOAD=$!
 sleep 3
@@ -94,8 +98,8 @@ wait_for "identical stores" 60 sh -c "[ \"\$(curl -s -H '$AUTH' http://$A/digest
 check
 
 echo "== 2. docker kill of the active under load"
-active=twinbox-a
-[ "$(field $A 's["role"]')" = active ] || active=twinbox-b
+active=$(docker-compose ps -q a)
+[ "$(field $A 's["role"]')" = active ] || active=$(docker-compose ps -q b)
 load kill & LOAD=$!
 sleep 3
 docker kill $active >/dev/null

@@ -24,10 +24,11 @@ const (
 
 // Options configure Run.
 type Options struct {
-	// URL is the node's admin server ("http://127.0.0.1:8410").
+	// URL is the node's admin server ("http://127.0.0.1:8410"); with
+	// HTTP set, it may be empty (HTTP then routes each request's path).
 	URL string
-	// HTTP is the client to reach it; nil: http.DefaultClient.
-	HTTP *http.Client
+	// HTTP sends the requests; nil: http.DefaultClient.
+	HTTP Doer
 	// User receives the folders.
 	User          string
 	BatchMessages int // 0: DefaultBatchMessages
@@ -189,6 +190,12 @@ func Run(ctx context.Context, folders []Folder, o Options) (Summary, error) {
 	return sum, nil
 }
 
+// Doer sends an HTTP request (an *http.Client, or the node's admin
+// client, which adds the socket or the token).
+type Doer interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
 type client struct{ o Options }
 
 func jsonBody(v any) io.Reader {
@@ -205,13 +212,13 @@ func (c *client) post(ctx context.Context, path, ctype string, body io.Reader, o
 	req.Header.Set("Content-Type", ctype)
 	resp, err := c.o.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("no node answers at %s: %w", c.o.URL, err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
-			return fmt.Errorf("the node at %s does not serve imports (%s)", c.o.URL, resp.Status)
+			return fmt.Errorf("the node does not serve imports (%s %s)", resp.Request.URL.Redacted(), resp.Status)
 		}
 		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
 	}

@@ -17,8 +17,8 @@ import (
 // the list does not know yet gets the next free UID, as Dovecot would
 // give it); from dovecot-keywords the names of the keyword letters a-z;
 // from the file name's ":2," info the flags; the internal date is the
-// file's modification time, as Dovecot's. Folder names are taken as they
-// are on disk (Dovecot's modified UTF-7 is not decoded).
+// file's modification time, as Dovecot's. Folder names on disk are in
+// IMAP's modified UTF-7, as Dovecot writes them; they are decoded.
 func ReadMaildir(root string) ([]Folder, error) {
 	subs := readSubscriptions(filepath.Join(root, "subscriptions"))
 	inbox, err := readMaildirFolder(filepath.Join(root), "INBOX")
@@ -39,12 +39,12 @@ func ReadMaildir(root string) ([]Folder, error) {
 		if _, err := os.Stat(filepath.Join(root, n, "cur")); err != nil {
 			continue // not a folder
 		}
-		name := strings.ReplaceAll(n[1:], ".", "/")
+		name := decodeMUTF7(strings.ReplaceAll(n[1:], ".", "/"))
 		f, err := readMaildirFolder(filepath.Join(root, n), name)
 		if err != nil {
 			return nil, err
 		}
-		f.Subscribed = subs[name] || subs[strings.ReplaceAll(name, "/", ".")]
+		f.Subscribed = subs[name] || subs[strings.ReplaceAll(n[1:], ".", "/")] || subs[n[1:]]
 		folders = append(folders, f)
 	}
 	return folders, nil

@@ -48,39 +48,42 @@ func message(i int, size int) []byte {
 	return b
 }
 
-// TestDovecotMaildir imports a Maildir that a real Dovecot 2.3 wrote
-// (dovecot-lda deliveries; flags, keywords, a folder, a copy and an
-// expunge over IMAP) and checks that every message has the UID, flags and
-// UIDVALIDITY Dovecot reports; a second run stores nothing more.
-func TestDovecotMaildir(t *testing.T) {
+// dovecotMail fills a real Dovecot 2.3 user's mailbox: dovecot-lda
+// deliveries; flags, keywords, a folder, a copy and an expunge over IMAP.
+// It returns the instance and what doveadm reports.
+func dovecotMail(t *testing.T) (*dovecottest.Dovecot, []dovecottest.Message, map[string][2]uint32) {
 	d := dovecottest.Start(t)
 	for i := 1; i <= 6; i++ {
 		d.Deliver("ann", message(i, 200*i))
 	}
 	d.IMAP("ann",
-		"a CREATE Work/2026", "b SELECT INBOX",
+		"a CREATE Work/2026", "a2 CREATE Entw&APw-rfe", "b SELECT INBOX",
 		`c UID STORE 2 +FLAGS (\Seen $Work Urgent)`,
 		`d UID STORE 3,6 +FLAGS (\Deleted)`,
 		`f UID STORE 4 +FLAGS (\Flagged \Answered $Work)`,
-		"g UID COPY 1,4 Work/2026", "h SUBSCRIBE Work/2026")
+		"g UID COPY 1,4 Work/2026", "g2 UID COPY 2 Entw&APw-rfe", "h SUBSCRIBE Work/2026")
 	d.IMAP("ann", "a SELECT INBOX", "b UID EXPUNGE 3")
 	want := d.Fetch("ann")
-	status := d.Status("ann")
+	if !slices.ContainsFunc(want, func(m dovecottest.Message) bool { return m.Mailbox == "Entwürfe" }) {
+		t.Fatalf("doveadm lists no message in Entwürfe: %v", want)
+	}
 	if slices.ContainsFunc(want, func(m dovecottest.Message) bool { return m.Mailbox == "INBOX" && m.UID == 3 }) {
 		t.Fatalf("Dovecot did not expunge INBOX UID 3: %v", want)
 	}
+	return d, want, d.Status("ann")
+}
 
+// importLikeDovecot imports folders twice into a new store and checks
+// that every message has the UID, flags and UIDVALIDITY Dovecot reports,
+// and that the second run stores nothing more.
+func importLikeDovecot(t *testing.T, folders []migrate.Folder, want []dovecottest.Message, status map[string][2]uint32) {
+	t.Helper()
 	s, url := newTarget(t)
-	folders, err := migrate.ReadMaildir(d.Maildir("ann"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	sum, err := migrate.Run(t.Context(), folders, migrate.Options{URL: url, User: "ann", BatchMessages: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("summary:\n%s", sum)
-
 	if sum.Imported != len(want) || sum.Appended != 0 || len(sum.Kept) != len(folders) {
 		t.Fatalf("imported %d, appended %d, kept %v; Dovecot holds %d messages", sum.Imported, sum.Appended, sum.Kept, len(want))
 	}
@@ -109,7 +112,7 @@ func TestDovecotMaildir(t *testing.T) {
 	if mb, _ := s.Mailbox("ann", "Work/2026"); !mb.Subscribed {
 		t.Errorf("Work/2026 is not subscribed")
 	}
-	// Bodies are Dovecot's files with CRLF line ends.
+	// Bodies are Dovecot's with CRLF line ends.
 	msgs, _ := s.Messages("ann", "INBOX", []uint32{1})
 	raw, err := s.Body(msgs[0].Body)
 	if err != nil {
@@ -118,13 +121,39 @@ func TestDovecotMaildir(t *testing.T) {
 	if !strings.Contains(string(raw), "Subject: message 1\r\n") || strings.Contains(strings.ReplaceAll(string(raw), "\r\n", ""), "\n") {
 		t.Errorf("INBOX UID 1 is not message 1 with CRLF line ends:\n%q", raw)
 	}
-
 	again, err := migrate.Run(t.Context(), folders, migrate.Options{URL: url, User: "ann"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if again.Imported != 0 || again.Present != len(want) {
 		t.Fatalf("second run: %+v", again)
+	}
+}
+
+// TestDovecotMaildir imports the Maildir a real Dovecot 2.3 wrote.
+func TestDovecotMaildir(t *testing.T) {
+	d, want, status := dovecotMail(t)
+	folders, err := migrate.ReadMaildir(d.Maildir("ann"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	importLikeDovecot(t, folders, want, status)
+}
+
+// TestDovecotIMAP imports the same mail from the running Dovecot over
+// IMAP (the source untouched: no \Seen set by the import).
+func TestDovecotIMAP(t *testing.T) {
+	d, want, status := dovecotMail(t)
+	folders, src, err := migrate.ReadIMAP(d.Addr, "ann", dovecottest.Password, &migrate.IMAPOptions{TLS: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	importLikeDovecot(t, folders, want, status)
+	if after := d.Fetch("ann"); !slices.EqualFunc(after, want, func(a, b dovecottest.Message) bool {
+		return a.Mailbox == b.Mailbox && a.UID == b.UID && slices.Equal(a.Flags, b.Flags)
+	}) {
+		t.Errorf("the import changed the source:\nbefore %v\nafter  %v", want, after)
 	}
 }
 
@@ -180,26 +209,54 @@ func TestMbox(t *testing.T) {
 	}
 }
 
+// writeMaildir writes a Maildir of n messages of 10 KB with a
+// dovecot-uidlist, as Dovecot would hold them; it returns their bytes.
+func writeMaildir(tb testing.TB, dir string, n int) int64 {
+	tb.Helper()
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		os.MkdirAll(filepath.Join(dir, sub), 0o755)
+	}
+	var list strings.Builder
+	list.WriteString("3 V1700000000 N1\n")
+	var bytes int64
+	for i := 1; i <= n; i++ {
+		m := message(i, 10240)
+		name := fmt.Sprintf("1700000000.M%dP1.host,S=%d", i, len(m))
+		bytes += int64(len(m))
+		os.WriteFile(filepath.Join(dir, "cur", name+":2,S"), m, 0o644)
+		fmt.Fprintf(&list, "%d :%s\n", i, name)
+	}
+	os.WriteFile(filepath.Join(dir, "dovecot-uidlist"), []byte(list.String()), 0o644)
+	return bytes
+}
+
+// BenchmarkDoveadmImport is the comparison for BenchmarkImport: Dovecot
+// 2.3's own copy of the same Maildir (doveadm import) into a user's
+// Maildir, on the same machine.
+func BenchmarkDoveadmImport(b *testing.B) {
+	const n = 2000
+	d := dovecottest.Start(b)
+	src := d.Dir("src")
+	bytes := writeMaildir(b, src, n)
+	d.Own(src)
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		d.Import(fmt.Sprintf("user%d", i), src)
+	}
+	secs := time.Since(start).Seconds() / float64(b.N)
+	b.ReportMetric(float64(n)/secs, "msg/s")
+	b.ReportMetric(float64(bytes)/1e6/secs, "MB/s")
+	fmt.Printf("doveadm import maildir (Dovecot 2.3): %d messages of 10 KB, %.0f msg/s, %.1f MB/s\n", n, float64(n)/secs, float64(bytes)/1e6/secs)
+}
+
 // BenchmarkImport imports a Maildir of 10 KB messages with UIDs kept
 // through the import endpoints into a standalone store (each batch one
 // fsynced operation), and reports messages/s and MB/s.
 func BenchmarkImport(b *testing.B) {
 	const n = 2000
 	dir := b.TempDir()
-	for _, sub := range []string{"cur", "new", "tmp"} {
-		os.MkdirAll(filepath.Join(dir, sub), 0o755)
-	}
-	var list strings.Builder
-	list.WriteString("3 V1700000000 N1 Gabc\n")
-	var bytes int64
-	for i := 1; i <= n; i++ {
-		name := fmt.Sprintf("1700000000.M%dP1.host,S=10240", i)
-		m := message(i, 10240)
-		bytes += int64(len(m))
-		os.WriteFile(filepath.Join(dir, "cur", name+":2,S"), m, 0o644)
-		fmt.Fprintf(&list, "%d :%s\n", i, name)
-	}
-	os.WriteFile(filepath.Join(dir, "dovecot-uidlist"), []byte(list.String()), 0o644)
+	bytes := writeMaildir(b, dir, n)
 	folders, err := migrate.ReadMaildir(dir)
 	if err != nil {
 		b.Fatal(err)

@@ -41,11 +41,20 @@ type Message struct {
 	// mbox: the bytes are mboxrd-escaped and carry the old server's
 	// status headers.
 	mbox bool
+	// fetch, when set, reads the message from elsewhere (an IMAP server).
+	fetch func() ([]byte, error)
 }
 
 // Read returns the message as Twinbox stores it: CRLF line ends, and for
 // mbox without the ">From " quoting and the old server's status headers.
 func (m *Message) Read() ([]byte, error) {
+	if m.fetch != nil {
+		raw, err := m.fetch()
+		if err != nil {
+			return nil, err
+		}
+		return crlf(raw), nil
+	}
 	f, err := os.Open(m.Path)
 	if err != nil {
 		return nil, err

@@ -2,7 +2,8 @@
 // Pebble, fed with log entries.
 //
 // Every mutation is an operation value (CreateUser, Deliver, Copy, Move,
-// StoreFlags, Expunge, Collect, ...) applied through Apply together with the
+// StoreFlags, Expunge, Collect, ImportMailbox and Import for migrations
+// that keep a source's UIDs, ...) applied through Apply together with the
 // log sequence it came from. One Apply call is one Pebble batch that also
 // records the last applied sequence, so:
 //

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -91,6 +92,7 @@ type config struct {
 	ServiceAddr     string        `toml:"service_address"`
 
 	Failover      bool          `toml:"failover"`
+	External      bool          `toml:"external"`
 	PeerName      string        `toml:"peer_name"`
 	HeartbeatAddr string        `toml:"heartbeat_addr"`
 	PeerHeartbeat string        `toml:"peer_heartbeat"`
@@ -151,7 +153,7 @@ func defaultConfig() config {
 		Warntime:        failover.DefaultWarntime,
 		Deadtime:        failover.DefaultDeadtime,
 		Initdead:        failover.DefaultInitdead,
-		FenceTimeout:    10 * time.Second,
+		FenceTimeout:    DefaultFenceTimeout,
 		FenceAction:     "reboot",
 		HookTimeout:     failover.DefaultHookTimeout,
 		ShutdownTimeout: 30 * time.Second,
@@ -230,6 +232,7 @@ func (c *config) settings() []setting {
 		{"log_keep", "log entries kept behind what both nodes have (replay, a peer's catch-up); never trims what the passive lacks", &c.LogKeep},
 		{"service_address", "the name or address mail clients use for the pair (a service IP or DNS name); a passive's refusals point there", &c.ServiceAddr},
 		{"failover", "automatic failover: heartbeats, fencing and role changes decide which node is active (role then names the preferred node)", &c.Failover},
+		{"external", "an outside cluster manager (Pacemaker, with ops/ocf/twinbox) decides the role: twinbox's own failover is off, and promote/demote change the role", &c.External},
 		{"peer_name", "the peer's node_name (failover; Heartbeat's node list)", &c.PeerName},
 		{"heartbeat_addr", "UDP address this node's heartbeats arrive on (failover)", &c.HeartbeatAddr},
 		{"peer_heartbeat", "the peer's heartbeat UDP address host:port (failover)", &c.PeerHeartbeat},
@@ -318,7 +321,10 @@ func parseSize(v string) (int64, error) {
 }
 
 // loadConfig reads the configuration: defaults, then the file named by -c
-// (or TWINBOX_CONFIG), then TWINBOX_* variables, then flags.
+// (or TWINBOX_CONFIG), then TWINBOX_* variables, then flags. Every
+// problem is reported at once (unknown keys with the nearest known one,
+// values of the wrong kind, then what validate finds); an unknown flag
+// gives a short error, not the whole usage.
 func loadConfig(name string, args []string, stderr interface{ Write([]byte) (int, error) }, usage string) (*config, error) {
 	c := defaultConfig()
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -328,20 +334,27 @@ func loadConfig(name string, args []string, stderr interface{ Write([]byte) (int
 	flagged := map[string]string{}
 	for _, s := range set {
 		key := s.key
-		fs.Func(flagName(key), s.help+" (env "+envName(key)+")", func(v string) error {
+		_, isBool := s.ptr.(*bool)
+		fs.Var(&settingFlag{def: s.String(), isBool: isBool, set: func(v string) error {
 			flagged[key] = v
 			return nil
-		})
+		}}, flagName(key), s.help+" (env "+envName(key)+")")
 	}
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, usage)
+		fmt.Fprintln(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	// The flag package prints the whole usage after a parse error: only
+	// -h gets it; an error gets one line.
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.Usage()
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s; 'twinbox %s -h' lists the flags", errUsage, flagError(err, set), name)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())
@@ -350,21 +363,38 @@ func loadConfig(name string, args []string, stderr interface{ Write([]byte) (int
 	if _, ok := os.LookupEnv(envName("fence_delay")); ok {
 		fenceDelaySet = true
 	}
+	var problems []string
 	if *file != "" {
-		md, err := toml.DecodeFile(*file, &c)
-		if err != nil {
+		var raw map[string]any
+		if _, err := toml.DecodeFile(*file, &raw); err != nil {
 			return nil, fmt.Errorf("config %s: %w", *file, err)
 		}
-		fenceDelaySet = fenceDelaySet || md.IsDefined("fence_delay")
-		if und := md.Undecoded(); len(und) > 0 {
-			keys := make([]string, len(und))
-			for i, k := range und {
-				keys[i] = k.String()
+		_, inFile := raw["fence_delay"]
+		fenceDelaySet = fenceDelaySet || inFile
+		byKey := make(map[string]setting, len(set))
+		for _, s := range set {
+			byKey[s.key] = s
+		}
+		keys := make([]string, 0, len(raw))
+		for k := range raw {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			s, ok := byKey[k]
+			if !ok {
+				problems = append(problems, fmt.Sprintf("config %s: unknown setting %s%s", *file, k, didYouMean(k, set, "")))
+				continue
 			}
-			return nil, fmt.Errorf("config %s: unknown settings: %s", *file, strings.Join(keys, ", "))
+			v, err := tomlString(raw[k])
+			if err == nil {
+				err = s.set(v)
+			}
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("config %s: %v", *file, err))
+			}
 		}
 	}
-	var problems []string
 	for _, s := range set {
 		if v, ok := os.LookupEnv(envName(s.key)); ok {
 			if err := s.set(v); err != nil {
@@ -380,6 +410,10 @@ func loadConfig(name string, args []string, stderr interface{ Write([]byte) (int
 		}
 	}
 	if len(problems) > 0 {
+		// What validate finds too, so that one run shows everything.
+		if err := c.validate(); err != nil {
+			problems = append(problems, strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
+		}
 		return nil, fmt.Errorf("%w: %s", errUsage, strings.Join(problems, "; "))
 	}
 	if !fenceDelaySet && c.Failover && c.Role == "passive" {
@@ -392,6 +426,127 @@ func loadConfig(name string, args []string, stderr interface{ Write([]byte) (int
 	}
 	return &c, nil
 }
+
+// settingFlag is a setting's flag: it records the value given, shows the
+// default in -h, and is a boolean flag (--failover alone means true) for
+// a boolean setting.
+type settingFlag struct {
+	def    string
+	isBool bool
+	set    func(string) error
+}
+
+func (f *settingFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	return f.def
+}
+func (f *settingFlag) Set(v string) error { return f.set(v) }
+func (f *settingFlag) IsBoolFlag() bool   { return f != nil && f.isBool }
+
+// String is the setting's current value as a flag or variable writes it.
+func (s setting) String() string {
+	switch p := s.ptr.(type) {
+	case *string:
+		return *p
+	case *[]string:
+		return strings.Join(*p, ",")
+	case *bool:
+		if !*p {
+			return "" // -h shows no "(default false)"
+		}
+		return "true"
+	case *int64:
+		return strconv.FormatInt(*p, 10)
+	case *time.Duration:
+		if *p == 0 {
+			return ""
+		}
+		return p.String()
+	}
+	return fmt.Sprint(s.ptr)
+}
+
+// tomlString turns a value of the config file into the text a flag or a
+// variable would give.
+func tomlString(v any) (string, error) {
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case bool:
+		return strconv.FormatBool(v), nil
+	case int64:
+		return strconv.FormatInt(v, 10), nil
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64), nil
+	case []any:
+		parts := make([]string, len(v))
+		for i, e := range v {
+			s, err := tomlString(e)
+			if err != nil {
+				return "", err
+			}
+			parts[i] = s
+		}
+		return strings.Join(parts, ","), nil
+	}
+	return "", fmt.Errorf("a %T is not a value here", v)
+}
+
+// flagError rewrites the flag package's error for a person: an unknown
+// flag with the nearest known one.
+func flagError(err error, set []setting) string {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		name = strings.TrimLeft(name, "-")
+		return "unknown flag --" + name + didYouMean(strings.ReplaceAll(name, "-", "_"), set, "--")
+	}
+	return msg
+}
+
+// didYouMean suggests the setting nearest to key (by edit distance), if
+// one is near enough, written with prefix ("--" for a flag).
+func didYouMean(key string, set []setting, prefix string) string {
+	best, dist := "", len(key)/2+2
+	for _, s := range set {
+		if d := editDistance(key, s.key); d < dist {
+			best, dist = s.key, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	if prefix == "--" {
+		best = flagName(best)
+	}
+	return " (did you mean " + prefix + best + "?)"
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// DefaultFenceTimeout is fence_timeout: Pacemaker's stonith-timeout, as
+// fence_ipmilan alone can take 21 s to fail.
+const DefaultFenceTimeout = 60 * time.Second
 
 // DefaultPassiveFenceDelay is fence_delay on the node that is not
 // preferred (role passive) when none is set.
@@ -482,6 +637,12 @@ func (c *config) validate() error {
 	}
 	if c.Failover && c.Role == "standalone" {
 		bad("failover: needs a pair (role active for the preferred node, passive for the other)")
+	}
+	if c.External && c.Failover {
+		bad("external: the cluster manager decides the role; set failover = false")
+	}
+	if c.External && c.Role == "standalone" {
+		bad("external: needs a pair (role passive on both nodes: the cluster manager promotes one)")
 	}
 	if c.ReplicationMode != "sync" && c.ReplicationMode != "async" {
 		bad("replication_mode: %q is not sync or async", c.ReplicationMode)

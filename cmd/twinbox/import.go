@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,12 +15,14 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/twinbox/twinbox/internal/admin"
 	"github.com/twinbox/twinbox/migrate"
 	"github.com/twinbox/twinbox/pair"
 	"github.com/twinbox/twinbox/store"
 )
 
-const importUsage = `usage: twinbox import maildir|mbox --user NAME [--admin HOST:PORT] PATH...
+const importUsage = `usage: twinbox import maildir|mbox --user NAME [--admin SOCKET|HOST:PORT] PATH...
+       twinbox import imap --user NAME [--from-user NAME] [--tls tls|starttls|none] HOST:PORT < PASSWORD
 
 Imports existing mail into a running node, through its write path (on an
 active, the passive gets every message too):
@@ -28,6 +33,10 @@ active, the passive gets every message too):
                  dovecot-keywords and the file names give flags and keywords
   mbox PATH...   mbox files, one folder each (named after the file, or
                  --folder); Dovecot's X-IMAPbase/X-UID keep UIDs
+  imap HOST:PORT a running IMAP server (any): every folder, UIDVALIDITY and
+                 UIDs kept, flags and keywords; examined read-only. The
+                 password is TWINBOX_IMPORT_PASSWORD or the first line of
+                 the standard input
 
 UIDs are kept where the target mailbox is new, has never given a UID, or
 was imported into from the same source before; elsewhere messages are
@@ -37,16 +46,19 @@ say) stores nothing twice.
 Flags:`
 
 // runImport is `twinbox import`.
-func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runImport(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("admin", envDefault("TWINBOX_ADMIN_ADDR", "127.0.0.1:8410"), "the node's admin address (env TWINBOX_ADMIN_ADDR)")
+	af := addAdminFlags(fs, "the node to import into")
 	user := fs.String("user", "", "the user who receives the mail (created in the store if missing; add the login with 'twinbox user add')")
 	folder := fs.String("folder", "", "mbox: the folder of a single file (default: the file's name; inbox and mbox: INBOX)")
 	batch := fs.Int("batch", migrate.DefaultBatchMessages, "messages per request (one log entry each with UIDs kept)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
+	fromUser := fs.String("from-user", "", "imap: the login on the source server (default: --user)")
+	tlsMode := fs.String("tls", "tls", "imap: tls (implicit), starttls, or none (plain text: loopback or a trusted network only)")
+	insecure := fs.Bool("insecure-skip-verify", false, "imap: do not check the source server's certificate")
 	fs.Usage = func() { fmt.Fprintln(stderr, importUsage); fs.PrintDefaults() }
-	if len(args) == 0 || (args[0] != "maildir" && args[0] != "mbox") {
+	if len(args) == 0 || (args[0] != "maildir" && args[0] != "mbox" && args[0] != "imap") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 			fs.SetOutput(stdout)
 			fmt.Fprintln(stdout, importUsage)
@@ -54,7 +66,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return nil
 		}
 		fs.Usage()
-		return fmt.Errorf("%w: import takes maildir or mbox", errUsage)
+		return fmt.Errorf("%w: import takes maildir, mbox or imap", errUsage)
 	}
 	kind := args[0]
 	if err := fs.Parse(args[1:]); err != nil {
@@ -71,6 +83,8 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: import %s needs a PATH", errUsage, kind)
 	case kind == "maildir" && len(paths) != 1:
 		return fmt.Errorf("%w: import maildir takes one PATH (one user's Maildir), got %d", errUsage, len(paths))
+	case kind == "imap" && len(paths) != 1:
+		return fmt.Errorf("%w: import imap takes one HOST:PORT, got %d", errUsage, len(paths))
 	case *folder != "" && len(paths) != 1:
 		return fmt.Errorf("%w: --folder names the folder of one mbox file", errUsage)
 	}
@@ -78,13 +92,34 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: --user: %v", errUsage, err)
 	}
 	var folders []migrate.Folder
-	if kind == "maildir" {
+	switch kind {
+	case "imap":
+		login := *fromUser
+		if login == "" {
+			login = *user
+		}
+		pw, ok := os.LookupEnv("TWINBOX_IMPORT_PASSWORD")
+		if !ok {
+			line, err := bufio.NewReader(stdin).ReadString('\n')
+			if err != nil && line == "" {
+				return fmt.Errorf("%w: import imap reads the source password from TWINBOX_IMPORT_PASSWORD or the standard input", errUsage)
+			}
+			pw = strings.TrimRight(line, "\r\n")
+		}
+		f, src, err := migrate.ReadIMAP(paths[0], login, pw, &migrate.IMAPOptions{TLS: *tlsMode,
+			TLSConfig: &tls.Config{InsecureSkipVerify: *insecure}})
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
+		}
+		defer src.Close()
+		folders = f
+	case "maildir":
 		f, err := migrate.ReadMaildir(paths[0])
 		if err != nil {
 			return fmt.Errorf("import: %w", err)
 		}
 		folders = f
-	} else {
+	default:
 		for _, p := range paths {
 			name := *folder
 			if name == "" {
@@ -100,7 +135,11 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			folders = append(folders, f)
 		}
 	}
-	o := migrate.Options{URL: "http://" + *addr, User: *user, BatchMessages: *batch}
+	ac, err := af.client(*af.addr, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	o := migrate.Options{HTTP: adminDoer{ac}, User: *user, BatchMessages: *batch}
 	var bar *progressbar.ProgressBar
 	if f, ok := stderr.(*os.File); ok && !*quiet && term.IsTerminal(int(f.Fd())) {
 		var total int64
@@ -124,6 +163,12 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	return nil
 }
+
+// adminDoer sends import requests through the admin client (its socket,
+// or its address with the token).
+type adminDoer struct{ c *admin.Client }
+
+func (d adminDoer) Do(req *http.Request) (*http.Response, error) { return d.c.Send(req) }
 
 // importWriter is the node's write path for package migrate.
 type importWriter struct{ p *pair.Pair }

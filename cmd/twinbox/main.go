@@ -13,6 +13,7 @@
 //	twinbox switchover|promote [--force]|demote|fence confirm [--admin HOST:PORT]
 //	twinbox fence-agent process|docker < OPTIONS
 //	twinbox import maildir|mbox --user NAME PATH...
+//	twinbox import imap --user NAME HOST:PORT < PASSWORD
 //
 // Every flag also reads a TWINBOX_* environment variable (--data:
 // TWINBOX_DATA). Each subcommand lives in a file of its own.
@@ -72,9 +73,9 @@ Commands:
             --peer compare two running nodes' digests at the same log position
   replay    rebuild a store from a stopped node's log, up to a sequence or time; export a mailbox
   switchover, promote [--force], demote, fence confirm
-            operator role changes of a pair running with failover
+            operator role changes of a pair running with failover or external = true
   witness   the pair's optional third vote, on a third machine (against split brain)
-  import    bring a Dovecot Maildir or mbox files into a running node, UIDs kept
+  import    bring a Dovecot Maildir, mbox files or an IMAP server's mail into a running node, UIDs kept
   fence-agent process|docker
             a built-in fence device speaking the fence-agents stdin protocol
 
@@ -107,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "fence-agent":
 		return runFenceAgent(args[1:], os.Stdin, stdout, stderr)
 	case "import":
-		return runImport(ctx, args[1:], stdout, stderr)
+		return runImport(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -119,12 +120,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // parseFlags parses a subcommand's flags; the subcommand takes no
 // arguments. help is set when -h was asked: the usage is out, nothing
 // more to do.
+//
+// A bad flag is one line naming it and where the flags are listed, not
+// the whole usage (the flag package prints that after its error, which
+// then scrolls away): only -h prints the usage.
 func parseFlags(fs *flag.FlagSet, args []string, name string) (help bool, err error) {
-	if err := fs.Parse(args); err != nil {
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err = fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			if usage != nil {
+				usage()
+			} else {
+				fs.PrintDefaults()
+			}
 			return true, nil
 		}
-		return false, fmt.Errorf("%w: %v", errUsage, err)
+		return false, fmt.Errorf("%w: %v; 'twinbox %s -h' lists the flags", errUsage, err, name)
 	}
 	if fs.NArg() > 0 {
 		return false, fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())

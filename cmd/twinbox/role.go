@@ -28,6 +28,11 @@ socket, TWINBOX_DATA/admin.sock; over TCP with --admin-token-file):
                   standby until promote
   fence confirm   with fence_agent = manual: the peer is powered off
 
+With external = true (a cluster manager such as Pacemaker decides the
+role, ops/ocf/twinbox): promote makes a passive active (on an active: wait
+for the peer again), promote --force does so acknowledging alone (the
+manager fenced the peer), demote hands over and becomes passive.
+
 Flags:`
 
 // runRole sends an operator's command to a node: switchover, promote,
@@ -70,7 +75,7 @@ func runRole(ctx context.Context, name string, args []string, stdout, stderr io.
 		fmt.Fprintln(stdout, msg)
 		return nil
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
-		return fmt.Errorf("%s: the node at %s does not run failover (failover = false)", name, c.Addr)
+		return fmt.Errorf("%s: the node at %s does not take role commands (failover = false and external = false)", name, c.Addr)
 	}
 	return fmt.Errorf("%s: %s", name, msg)
 }

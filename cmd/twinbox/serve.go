@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/twinbox/twinbox/failover"
 	"github.com/twinbox/twinbox/failover/fence"
 	"github.com/twinbox/twinbox/internal/admin"
 	"github.com/twinbox/twinbox/internal/tlscert"
@@ -79,6 +80,7 @@ type server struct {
 	started time.Time
 
 	tls    *tls.Config
+	health *health
 	pw     *users.File
 	guard  *users.Guard
 	node   *pair.Pair
@@ -140,6 +142,7 @@ func (s *server) initData(context.Context) error {
 	if err := pair.Layout(s.c.Data).Create(); err != nil {
 		return err
 	}
+	s.health = newHealth(s.c.Data)
 	return makePrivate(s.c.Data, s.log)
 }
 
@@ -194,6 +197,10 @@ func (s *server) initNode(ctx context.Context) error {
 		return err
 	}
 	s.manual = manual
+	s.m = admin.NewMetrics()
+	if pc.Failover != nil && pc.Failover.Fencer != nil {
+		pc.Failover.Fencer = observedFencer{pc.Failover.Fencer, s.m}
+	}
 	if s.node, err = pair.Open(ctx, pc); err != nil {
 		return err
 	}
@@ -210,7 +217,6 @@ func (s *server) initNode(ctx context.Context) error {
 // to the node, which tells them its role from then on.
 func (s *server) initFrontends(context.Context) (err error) {
 	c := s.c
-	s.m = admin.NewMetrics()
 	dir := users.Directory{File: s.pw, Guard: s.guard}
 	s.imap, err = imap.New(&imap.Options{
 		Reader: s.node, Writer: s.node, Users: dir,
@@ -358,6 +364,9 @@ func (s *server) initAdmin(context.Context) error {
 			o.ConfirmFence = s.manual.Confirm
 		}
 	}
+	if s.c.External {
+		o.Command = externalRole{p: s.node, lg: s.log.With("component", "external")}.command
+	}
 	api := admin.Handler(o)
 	s.admin.Handler = admin.Local(api)
 	s.metrics.Handler = admin.MetricsHandler(o)
@@ -377,17 +386,25 @@ func (s *server) initAdmin(context.Context) error {
 	return nil
 }
 
+// healthy is /healthz: nil, or why the node is not. It tells the truth
+// about the write path (health).
 func (s *server) healthy() error {
 	if s.node.Closing() {
 		return errors.New("shutting down")
 	}
-	return nil
+	st := s.node.Status(context.Background())
+	return s.health.check(st.Writes, st.WriteFailures)
 }
 
 func (s *server) status() admin.Status {
 	st := admin.Status{Started: s.started.UTC(), Uptime: time.Since(s.started).Round(time.Second).String(),
 		Listeners: map[string]string{}}
-	admin.FromPair(&st, s.node.Status(context.Background()), time.Now())
+	ps := s.node.Status(context.Background())
+	admin.FromPair(&st, ps, time.Now())
+	st.Health = "ok"
+	if err := s.health.check(ps.Writes, ps.WriteFailures); err != nil {
+		st.Health = err.Error()
+	}
 	s.m.FillDeliveries(&st)
 	for _, l := range s.lns {
 		st.Listeners[l.name] = l.ln.Addr().String()
@@ -464,4 +481,25 @@ func (s *server) run(ctx context.Context) error {
 	}
 	s.log.Info("stopped cleanly")
 	return runErr
+}
+
+// observedFencer records each fencing run in the node's metrics.
+type observedFencer struct {
+	f failover.Fencer
+	m *admin.Metrics
+}
+
+func (o observedFencer) Fence(ctx context.Context) error {
+	start := time.Now()
+	err := o.f.Fence(ctx)
+	o.m.Fenced(err, time.Since(start))
+	return err
+}
+
+// Restore powers the peer on again when the fencer can.
+func (o observedFencer) Restore(ctx context.Context) error {
+	if r, ok := o.f.(failover.Restorer); ok {
+		return r.Restore(ctx)
+	}
+	return nil
 }

@@ -103,8 +103,11 @@ func handleOpen(mux *http.ServeMux, o Options) {
 // /failover/switchover, /failover/promote[?force=1], /failover/demote and
 // /failover/fence-confirm.
 func handleCommands(mux *http.ServeMux, o Options) {
-	cmd := func(c failover.Command) http.HandlerFunc {
+	cmd := func(route failover.Command) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
+			// Per request: a forced promote must not make the next
+			// plain one forced too.
+			c := route
 			if c == failover.CmdPromote && r.URL.Query().Get("force") != "" {
 				c = failover.CmdPromoteForce
 			}

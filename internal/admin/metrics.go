@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,10 @@ type Metrics struct {
 	recipientBytes prometheus.Counter
 	cmdDuration    *prometheus.HistogramVec
 	cmdFailures    *prometheus.CounterVec
+	delivery       *prometheus.HistogramVec
+	fences         *prometheus.CounterVec
+	fenceDuration  prometheus.Histogram
+	fenceLast      atomic.Pointer[fenceResult]
 
 	// For /status: totals since start.
 	nDeliveries, nRecipients, nReceived, nRecipientBytes atomic.Uint64
@@ -51,21 +56,101 @@ func NewMetrics() *Metrics {
 	m.cmdFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "twinbox_command_failures_total", Help: "Commands that failed, by protocol and command.",
 	}, []string{"proto", "command"})
+	m.delivery = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "twinbox_delivery_duration_seconds",
+		Help: "Time to take a message in and acknowledge it (SMTP/LMTP DATA from its start, IMAP APPEND): received, stored, logged and confirmed by the passive.",
+		// 0.5 ms to about 33 s: an fsync is ~1 ms, peer_timeout seconds.
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 17),
+	}, []string{"proto"})
+	m.fences = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "twinbox_fence_total", Help: "Fencing runs of the peer, by result (success, failure).",
+	}, []string{"result"})
+	m.fenceDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "twinbox_fence_duration_seconds", Help: "How long fencing the peer took (the fence agent's run), success or not.",
+		Buckets: []float64{0.1, 0.5, 1, 2, 5, 10, 20, 30, 45, 60, 90, 120},
+	})
 	for _, proto := range []string{"smtp", "lmtp", "imap"} {
 		m.deliveries.WithLabelValues(proto) // present at zero from the start
 		m.recipients.WithLabelValues(proto)
 	}
+	for _, r := range []string{"success", "failure"} {
+		m.fences.WithLabelValues(r)
+	}
 	m.Registry.MustRegister(m.deliveries, m.recipients, m.receivedBytes, m.recipientBytes, m.cmdDuration, m.cmdFailures,
+		m.delivery, m.fences, m.fenceDuration, buildInfo(), &fenceCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
+// buildInfo is twinbox_build_info: 1, with the build's version, VCS
+// revision and Go version as labels (join it to any series by instance).
+func buildInfo() prometheus.Collector {
+	version, revision, goVersion := "(devel)", "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "twinbox_build_info", Help: "The running build: version, VCS revision and Go version as labels; always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	g.Set(1)
+	return g
+}
+
+// fenceResult is the last fencing run.
+type fenceResult struct {
+	ok bool
+	at time.Time
+}
+
+// Fenced records a fencing run of the peer: its error (nil: the peer is
+// off) and how long it took.
+func (m *Metrics) Fenced(err error, took time.Duration) {
+	r := "success"
+	if err != nil {
+		r = "failure"
+	}
+	m.fences.WithLabelValues(r).Inc()
+	m.fenceDuration.Observe(took.Seconds())
+	m.fenceLast.Store(&fenceResult{ok: err == nil, at: time.Now()})
+}
+
+// fenceCollector reports the last fencing run; nothing before the first.
+type fenceCollector struct{ m *Metrics }
+
+var (
+	fenceLastOK = prometheus.NewDesc("twinbox_fence_last_success",
+		"1 when the last fencing run powered the peer off, 0 when it failed; absent before the first run.", nil, nil)
+	fenceLastAt = prometheus.NewDesc("twinbox_fence_last_timestamp_seconds",
+		"When the last fencing run ended (Unix time); absent before the first run.", nil, nil)
+)
+
+func (c *fenceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- fenceLastOK; ch <- fenceLastAt }
+
+func (c *fenceCollector) Collect(ch chan<- prometheus.Metric) {
+	if r := c.m.fenceLast.Load(); r != nil {
+		ch <- prometheus.MustNewConstMetric(fenceLastOK, prometheus.GaugeValue, b2f(r.ok))
+		ch <- prometheus.MustNewConstMetric(fenceLastAt, prometheus.GaugeValue, float64(r.at.UnixNano())/1e9)
+	}
+}
+
 // Observe returns a protocol's command hook.
 func (m *Metrics) Observe(proto string) func(cmd string, d time.Duration, err error) {
+	delivers := map[string]bool{"DATA": true, "BDAT": true, "APPEND": true}
 	return func(cmd string, d time.Duration, err error) {
 		m.cmdDuration.WithLabelValues(proto, cmd).Observe(d.Seconds())
 		if err != nil {
 			m.cmdFailures.WithLabelValues(proto, cmd).Inc()
+		} else if delivers[strings.ToUpper(cmd)] {
+			m.delivery.WithLabelValues(proto).Observe(d.Seconds())
 		}
 	}
 }
@@ -221,6 +306,19 @@ var pairMetrics = []metric{
 		return 0, false
 	}),
 	gauge("twinbox_replication_lag_entries", "As the active, entries in its log the passive has not confirmed.", asActive(func(r *pair.ReplicationStatus) float64 { return float64(r.Lag) })),
+	gauge("twinbox_replication_lag_seconds", "As the active, how long the passive has been behind: 0 when it holds every entry, else the time since its last report (an upper bound of the oldest unconfirmed entry's age).", func(s *pair.Status, now time.Time) (float64, bool) {
+		r := s.Replication
+		if r == nil {
+			return 0, false
+		}
+		if s.Role != pair.Active || r.Lag == 0 {
+			return 0, true
+		}
+		if r.PeerSeen.IsZero() {
+			return 0, false // never heard: the entries say it
+		}
+		return now.Sub(r.PeerSeen).Seconds(), true
+	}),
 	gauge("twinbox_replication_degraded", "1 when the active acknowledges alone (its passive is fenced).", asActive(func(r *pair.ReplicationStatus) float64 { return b2f(r.Degraded) })),
 	counter("twinbox_log_appends_total", "Appends to the local log as the active (one per group commit).", asActive(func(r *pair.ReplicationStatus) float64 { return float64(r.Appends) })),
 	counter("twinbox_log_append_seconds_total", "Time spent in appends to the local log (write and fsync).", asActive(func(r *pair.ReplicationStatus) float64 { return r.AppendTime.Seconds() })),
@@ -258,12 +356,15 @@ var pairMetrics = []metric{
 // heartbeatMetrics are per path.
 func heartbeatMetrics(path string) []metric {
 	return []metric{
-		gauge("twinbox_heartbeat_"+path+"_last_seconds", "Seconds since a valid heartbeat arrived on the "+path+" path; -1 before the first.", fo(func(f *pair.FailoverStatus, now time.Time) float64 {
-			if h, ok := f.Paths[path]; ok && !h.LastHeard.IsZero() {
-				return now.Sub(h.LastHeard).Seconds()
+		gauge("twinbox_heartbeat_"+path+"_last_seconds", "Seconds since a valid heartbeat arrived on the "+path+" path; absent before the first (see also twinbox_heartbeat_age_seconds).", func(s *pair.Status, now time.Time) (float64, bool) {
+			if s.Failover == nil {
+				return 0, false
 			}
-			return -1
-		})),
+			if h, ok := s.Failover.Paths[path]; ok && !h.LastHeard.IsZero() {
+				return now.Sub(h.LastHeard).Seconds(), true
+			}
+			return 0, false
+		}),
 		counter("twinbox_heartbeat_"+path+"_rejected_total", "Heartbeats refused on the "+path+" path (bad signature, stale, replayed, other version, malformed).", fo(func(f *pair.FailoverStatus, _ time.Time) float64 {
 			var n uint64
 			for _, v := range f.Paths[path].Rejected {
@@ -282,9 +383,57 @@ func (c *pairCollector) metrics() []metric {
 	return ms
 }
 
+// Labelled metrics of the node's state.
+var (
+	roleDesc = prometheus.NewDesc("twinbox_role",
+		"1 for the node's role now (standalone, active, passive), 0 for the others: every role is always present, with or without failover.", []string{"role"}, nil)
+	fencingDesc = prometheus.NewDesc("twinbox_fencing_state",
+		"1 for the fencing state now (none, waiting, running, confirmed, failed), 0 for the others; with failover only.", []string{"state"}, nil)
+	heartbeatAgeDesc = prometheus.NewDesc("twinbox_heartbeat_age_seconds",
+		"Seconds since a valid heartbeat arrived on a path; a path is absent before its first heartbeat.", []string{"path"}, nil)
+	roles         = []pair.Role{pair.Standalone, pair.Active, pair.Passive}
+	fencingStates = []string{"none", "waiting", "running", "confirmed", "failed"}
+)
+
+// fencingState names failover's fencing status as fencingStates does.
+func fencingState(s string) string {
+	switch {
+	case strings.HasPrefix(s, "waiting"):
+		return "waiting"
+	case strings.HasPrefix(s, "peer confirmed"):
+		return "confirmed"
+	case strings.HasPrefix(s, "failed"):
+		return "failed"
+	}
+	return s
+}
+
 func (c *pairCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range c.metrics() {
 		ch <- m.desc
+	}
+	ch <- roleDesc
+	ch <- fencingDesc
+	ch <- heartbeatAgeDesc
+}
+
+// collectLabelled sends the labelled metrics of s.
+func collectLabelled(ch chan<- prometheus.Metric, s *pair.Status, now time.Time) {
+	for _, r := range roles {
+		ch <- prometheus.MustNewConstMetric(roleDesc, prometheus.GaugeValue, b2f(s.Role == r), string(r))
+	}
+	f := s.Failover
+	if f == nil {
+		return
+	}
+	cur := fencingState(f.Fencing)
+	for _, st := range fencingStates {
+		ch <- prometheus.MustNewConstMetric(fencingDesc, prometheus.GaugeValue, b2f(cur == st), st)
+	}
+	for path, h := range f.Paths {
+		if !h.LastHeard.IsZero() {
+			ch <- prometheus.MustNewConstMetric(heartbeatAgeDesc, prometheus.GaugeValue, now.Sub(h.LastHeard).Seconds(), path)
+		}
 	}
 }
 
@@ -298,4 +447,5 @@ func (c *pairCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(m.desc, m.kind, v)
 		}
 	}
+	collectLabelled(ch, &s, now)
 }

@@ -9,6 +9,7 @@ package dovecottest
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -29,7 +30,12 @@ const (
 type Dovecot struct {
 	Conf string // its dovecot.conf
 	Mail string // users' homes: Mail/USER/Maildir
-	tb   testing.TB
+	// Addr is its IMAP listener (host:port; no TLS, any user logs in
+	// with the password Password).
+	Addr string
+
+	owner, group string
+	tb           testing.TB
 }
 
 // need finds a program: missing, it skips the test, or fails it under CI.
@@ -94,6 +100,16 @@ func Start(tb testing.TB) *Dovecot {
 			os.Chown(p, uid, gid)
 		}
 	}
+	// A port for IMAP (a client's login, as on a real server): the kernel
+	// picks one, free when Dovecot binds it unless a race takes it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	d.Addr = l.Addr().String()
+	d.owner, d.group = owner, group
 	conf := fmt.Sprintf(`base_dir = %[1]s
 state_dir = %[2]s/state
 log_path = %[2]s/dovecot.log
@@ -111,12 +127,14 @@ userdb {
 }
 passdb {
   driver = static
-  args = password=pw
+  args = password=%[7]s
 }
 protocols = imap lmtp
+disable_plaintext_auth = no
 service imap-login {
   inet_listener imap {
-    port = 0
+    address = 127.0.0.1
+    port = %[6]d
   }
   inet_listener imaps {
     port = 0
@@ -129,7 +147,7 @@ namespace inbox {
   inbox = yes
   separator = /
 }
-`, run, dir, d.Mail, owner, group)
+`, run, dir, d.Mail, owner, group, port, Password)
 	if err := os.WriteFile(d.Conf, []byte(conf), 0o644); err != nil {
 		tb.Fatal(err)
 	}
@@ -144,6 +162,40 @@ namespace inbox {
 		}
 	})
 	return d
+}
+
+// Dir is a directory the mail user can read and write, for a source
+// Dovecot imports from (removed with the instance).
+func (d *Dovecot) Dir(name string) string {
+	d.tb.Helper()
+	p := filepath.Join(filepath.Dir(d.Conf), name)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		d.tb.Fatal(err)
+	}
+	return p
+}
+
+// Own gives path (recursively) to the mail user, as Dovecot needs to
+// read a source it imports from.
+func (d *Dovecot) Own(path string) {
+	d.tb.Helper()
+	if os.Getuid() != 0 {
+		return
+	}
+	if out, err := exec.Command("chown", "-R", d.owner+":"+d.group, path).CombinedOutput(); err != nil {
+		d.tb.Fatalf("chown: %v\n%s", err, out)
+	}
+}
+
+// Import runs doveadm import: Dovecot copies every message of the Maildir
+// src into user's mailboxes (its own copy, for comparison with twinbox
+// import).
+func (d *Dovecot) Import(user, src string) {
+	d.tb.Helper()
+	out, err := exec.Command(Doveadm, "-c", d.Conf, "import", "-u", user, "maildir:"+src, "", "all").CombinedOutput()
+	if err != nil {
+		d.tb.Fatalf("doveadm import: %v\n%s\n%s", err, out, d.Log())
+	}
 }
 
 // Log is Dovecot's log.
@@ -185,10 +237,16 @@ func (d *Dovecot) IMAP(user string, commands ...string) string {
 	return string(out)
 }
 
-// Tunnel is the command line of a PREAUTH IMAP session as user, for
-// mbsync's Tunnel.
+// Password is every user's password.
+const Password = "pw"
+
+// Tunnel is the shell command of a PREAUTH IMAP session as user, for
+// mbsync's Tunnel. It sets PATH: doveadm finds itself through it, and a
+// test's client may run with a bare environment. The session's input and
+// output are pipes: Dovecot's imap refuses a socket ("must not be started
+// from inetd"), and mbsync's tunnel is one.
 func (d *Dovecot) Tunnel(user string) string {
-	return fmt.Sprintf("%s -c %s exec imap -u %s", Doveadm, d.Conf, user)
+	return fmt.Sprintf("cat | PATH=/usr/sbin:/usr/bin:/sbin:/bin %s -c %s exec imap -u %s | cat", Doveadm, d.Conf, user)
 }
 
 // Message is one message as Dovecot lists it.
