@@ -78,8 +78,9 @@ type session struct {
 
 	// pmu guards pending, the updates the hub queued for the selected
 	// mailbox.
-	pmu     sync.Mutex
-	pending []update
+	pmu        sync.Mutex
+	pending    []update
+	overflowed bool
 	// wake is signalled when updates were queued (IDLE).
 	wake chan struct{}
 
@@ -136,10 +137,27 @@ const (
 	updKeywords
 )
 
+// maxPending bounds the updates queued for a session that does not read
+// them (a client that selects a busy mailbox and goes silent without
+// IDLE): past it the session is ended with BYE rather than let its queue
+// grow until the idle timeout. A variable for tests.
+var maxPending = 100000
+
 // queue adds an update; the hub calls it under the view's lock.
 func (s *session) queue(u update) {
 	s.pmu.Lock()
-	s.pending = append(s.pending, u)
+	over := len(s.pending) >= maxPending
+	if !over {
+		s.pending = append(s.pending, u)
+	} else if !s.overflowed {
+		s.overflowed = true
+		s.pending = nil
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			s.bye(ctx, "Too many changes to this mailbox went unread; reconnect")
+		}()
+	}
 	s.pmu.Unlock()
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twinbox/twinbox/protocols/imap"
 	"github.com/twinbox/twinbox/protocols/internal/prototest"
 )
 
@@ -400,4 +401,24 @@ func TestListSeesChangesAtOnce(t *testing.T) {
 	if u := b.ok(`LIST "" "INBOX" RETURN (STATUS (MESSAGES))`); !has(u, `* STATUS INBOX (MESSAGES 1)`) {
 		t.Errorf("LIST-STATUS after a delivery: %q", u)
 	}
+}
+
+// TestUnreadUpdatesAreBounded: a session that selects a mailbox and never
+// reads while it changes is ended with BYE once its queue is full, rather
+// than holding every change in memory.
+func TestUnreadUpdatesAreBounded(t *testing.T) {
+	t.Cleanup(imap.SetMaxPending(5)) // restored after the server stops (cleanups run last first)
+	e := prototest.Start(t, nil)
+	silent := loginRaw(t, e, "alice")
+	silent.ok("SELECT INBOX")
+	for i := range 8 {
+		send(t, e, msg(fmt.Sprintf("u%d", i), "x"), "alice@localhost")
+	}
+	silent.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	l, err := silent.r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(l, "* BYE") {
+		t.Errorf("a silent session after too many changes: %q, %v", l, err)
+	}
+	// Others are served as usual.
+	loginRaw(t, e, "alice").ok("SELECT INBOX")
 }
