@@ -352,7 +352,11 @@ func (s *session) command() bool {
 	s.doneCode, s.doneText = "", ""
 	err = s.dispatch(tag, name)
 	if obs := s.srv.opts.Observe; obs != nil && name != "" {
-		obs(name, time.Since(start), err)
+		oerr := err
+		if errors.Is(oerr, errAnswered) {
+			oerr = nil
+		}
+		obs(name, time.Since(start), oerr)
 	}
 	return s.finish(tag, name, err)
 }
