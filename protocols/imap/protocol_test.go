@@ -3,6 +3,7 @@ package imap_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -421,4 +422,38 @@ func TestUnreadUpdatesAreBounded(t *testing.T) {
 	}
 	// Others are served as usual.
 	loginRaw(t, e, "alice").ok("SELECT INBOX")
+}
+
+// TestAuthenticatePlain (RFC 4616, SASL-IR): with an initial response,
+// after a continuation, cancelled, and as another user.
+func TestAuthenticatePlain(t *testing.T) {
+	e := prototest.Start(t, nil)
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	s := dialRaw(t, e)
+	if _, tagged := s.do("AUTHENTICATE PLAIN " + b64("\x00alice\x00"+prototest.Password)); !strings.Contains(tagged, " OK ") {
+		t.Errorf("AUTHENTICATE PLAIN with an initial response: %q", tagged)
+	}
+	s = dialRaw(t, e)
+	s.send("a1 AUTHENTICATE PLAIN\r\n")
+	if l := s.line(); !strings.HasPrefix(l, "+ ") {
+		t.Fatalf("no continuation: %q", l)
+	}
+	s.send(b64("alice\x00alice\x00"+prototest.Password) + "\r\n")
+	if _, tagged := s.until("a1"); !strings.Contains(tagged, " OK ") {
+		t.Errorf("AUTHENTICATE PLAIN after a continuation: %q", tagged)
+	}
+	s = dialRaw(t, e)
+	s.send("a2 AUTHENTICATE PLAIN\r\n")
+	s.line()
+	s.send("*\r\n")
+	if _, tagged := s.until("a2"); !strings.Contains(tagged, " BAD ") {
+		t.Errorf("cancelled AUTHENTICATE: %q", tagged)
+	}
+	if _, tagged := s.do("AUTHENTICATE PLAIN " + b64("bob\x00alice\x00"+prototest.Password)); !strings.Contains(tagged, " NO ") {
+		t.Errorf("AUTHENTICATE as another user: %q", tagged)
+	}
+	if _, tagged := s.do("AUTHENTICATE PLAIN " + b64("\x00alice\x00wrong")); !strings.Contains(tagged, " NO [AUTHENTICATIONFAILED]") {
+		t.Errorf("AUTHENTICATE with a wrong password: %q", tagged)
+	}
+	s.ok("LOGIN alice " + prototest.Password)
 }
