@@ -1,5 +1,5 @@
 // Package protocols holds the mail protocols in front of the store (docs/architecture.md,
-// protocols/): IMAP through go-imap's imapserver (protocols/imap), SMTP and
+// protocols/): IMAP with a protocol layer of its own (protocols/imap), SMTP and
 // LMTP through go-smtp (protocols/smtp), and the users of a node in Dovecot's
 // passwd-file format (protocols/users).
 //

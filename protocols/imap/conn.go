@@ -78,8 +78,9 @@ type session struct {
 
 	// pmu guards pending, the updates the hub queued for the selected
 	// mailbox.
-	pmu     sync.Mutex
-	pending []update
+	pmu        sync.Mutex
+	pending    []update
+	overflowed bool
 	// wake is signalled when updates were queued (IDLE).
 	wake chan struct{}
 
@@ -136,10 +137,27 @@ const (
 	updKeywords
 )
 
+// maxPending bounds the updates queued for a session that does not read
+// them (a client that selects a busy mailbox and goes silent without
+// IDLE): past it the session is ended with BYE rather than let its queue
+// grow until the idle timeout. A variable for tests.
+var maxPending = 100000
+
 // queue adds an update; the hub calls it under the view's lock.
 func (s *session) queue(u update) {
 	s.pmu.Lock()
-	s.pending = append(s.pending, u)
+	over := len(s.pending) >= maxPending
+	if !over {
+		s.pending = append(s.pending, u)
+	} else if !s.overflowed {
+		s.overflowed = true
+		s.pending = nil
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			s.bye(ctx, "Too many changes to this mailbox went unread; reconnect")
+		}()
+	}
 	s.pmu.Unlock()
 }
 
@@ -334,7 +352,11 @@ func (s *session) command() bool {
 	s.doneCode, s.doneText = "", ""
 	err = s.dispatch(tag, name)
 	if obs := s.srv.opts.Observe; obs != nil && name != "" {
-		obs(name, time.Since(start), err)
+		oerr := err
+		if errors.Is(oerr, errAnswered) {
+			oerr = nil
+		}
+		obs(name, time.Since(start), oerr)
 	}
 	return s.finish(tag, name, err)
 }
@@ -1001,6 +1023,10 @@ func (s *session) write(op store.Op, own []uint32) (store.Result, error) {
 	}
 	from := &origin{session: s, uids: own}
 	res, err := s.srv.opts.Writer.Write(s.ctx, op, from)
+	if user, ok := changesList(op); ok {
+		// Before the OK: this client's next LIST sees the change.
+		s.srv.lists.drop(user)
+	}
 	if errors.Is(err, protocols.ErrReadOnly) {
 		// The node turned read-only before this server was told.
 		return res, readOnlyError(s.srv.ro.Load().hint)

@@ -548,7 +548,9 @@ type listEntry struct {
 }
 
 func (s *session) list(verb, ref string, patterns []string, o *listOptions) error {
-	boxes, err := s.srv.opts.Reader.Mailboxes(s.user)
+	boxes, err := s.srv.lists.get(s.user, func() ([]store.MailboxInfo, error) {
+		return s.srv.opts.Reader.Mailboxes(s.user)
+	})
 	if err != nil {
 		return mapError(err)
 	}
@@ -654,7 +656,10 @@ func (s *session) list(verb, ref string, patterns []string, o *listOptions) erro
 		}
 		s.w.crlf()
 		if o.retStatus != nil && e.box != nil {
-			s.writeStatus(*e.box, o.retStatus)
+			// Counts are read now; the list may be cached.
+			if info, err := s.srv.opts.Reader.Mailbox(s.user, e.box.Name); err == nil {
+				s.writeStatus(info, o.retStatus)
+			}
 		}
 	}
 	return nil

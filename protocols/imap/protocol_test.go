@@ -3,11 +3,13 @@ package imap_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/twinbox/twinbox/protocols/imap"
 	"github.com/twinbox/twinbox/protocols/internal/prototest"
 )
 
@@ -374,4 +376,84 @@ func TestExistsBeforeItsFetch(t *testing.T) {
 	if len(u) < 2 || u[0] != "* 1 EXISTS" || !hasPrefix(u, "* 1 FETCH (UID 1 FLAGS (") {
 		t.Errorf("NOOP after another session's APPEND and STORE: %q", u)
 	}
+}
+
+// TestListSeesChangesAtOnce: LIST answers from a cached mailbox list; a
+// CREATE, RENAME, DELETE or SUBSCRIBE by any session shows in the next
+// LIST of every session.
+func TestListSeesChangesAtOnce(t *testing.T) {
+	e := prototest.Start(t, nil)
+	a := loginRaw(t, e, "alice")
+	b := loginRaw(t, e, "alice")
+	b.ok(`LIST "" "*"`) // fills the cache
+	a.ok("CREATE Fresh")
+	if u := b.ok(`LIST "" "Fresh"`); !has(u, `* LIST (\HasNoChildren) "/" "Fresh"`) {
+		t.Errorf("LIST after another session's CREATE: %q", u)
+	}
+	a.ok("SUBSCRIBE Fresh")
+	if u := b.ok(`LSUB "" "Fresh"`); !has(u, `* LSUB () "/" "Fresh"`) {
+		t.Errorf("LSUB after another session's SUBSCRIBE: %q", u)
+	}
+	a.ok("RENAME Fresh Renamed")
+	if u := b.ok(`LIST "" "*"`); has(u, `* LIST (\HasNoChildren) "/" "Fresh"`) || !has(u, `* LIST (\HasNoChildren) "/" "Renamed"`) {
+		t.Errorf("LIST after another session's RENAME: %q", u)
+	}
+	send(t, e, msg("counted", "x"), "alice@localhost")
+	if u := b.ok(`LIST "" "INBOX" RETURN (STATUS (MESSAGES))`); !has(u, `* STATUS INBOX (MESSAGES 1)`) {
+		t.Errorf("LIST-STATUS after a delivery: %q", u)
+	}
+}
+
+// TestUnreadUpdatesAreBounded: a session that selects a mailbox and never
+// reads while it changes is ended with BYE once its queue is full, rather
+// than holding every change in memory.
+func TestUnreadUpdatesAreBounded(t *testing.T) {
+	t.Cleanup(imap.SetMaxPending(5)) // restored after the server stops (cleanups run last first)
+	e := prototest.Start(t, nil)
+	silent := loginRaw(t, e, "alice")
+	silent.ok("SELECT INBOX")
+	for i := range 8 {
+		send(t, e, msg(fmt.Sprintf("u%d", i), "x"), "alice@localhost")
+	}
+	silent.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	l, err := silent.r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(l, "* BYE") {
+		t.Errorf("a silent session after too many changes: %q, %v", l, err)
+	}
+	// Others are served as usual.
+	loginRaw(t, e, "alice").ok("SELECT INBOX")
+}
+
+// TestAuthenticatePlain (RFC 4616, SASL-IR): with an initial response,
+// after a continuation, cancelled, and as another user.
+func TestAuthenticatePlain(t *testing.T) {
+	e := prototest.Start(t, nil)
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	s := dialRaw(t, e)
+	if _, tagged := s.do("AUTHENTICATE PLAIN " + b64("\x00alice\x00"+prototest.Password)); !strings.Contains(tagged, " OK ") {
+		t.Errorf("AUTHENTICATE PLAIN with an initial response: %q", tagged)
+	}
+	s = dialRaw(t, e)
+	s.send("a1 AUTHENTICATE PLAIN\r\n")
+	if l := s.line(); !strings.HasPrefix(l, "+ ") {
+		t.Fatalf("no continuation: %q", l)
+	}
+	s.send(b64("alice\x00alice\x00"+prototest.Password) + "\r\n")
+	if _, tagged := s.until("a1"); !strings.Contains(tagged, " OK ") {
+		t.Errorf("AUTHENTICATE PLAIN after a continuation: %q", tagged)
+	}
+	s = dialRaw(t, e)
+	s.send("a2 AUTHENTICATE PLAIN\r\n")
+	s.line()
+	s.send("*\r\n")
+	if _, tagged := s.until("a2"); !strings.Contains(tagged, " BAD ") {
+		t.Errorf("cancelled AUTHENTICATE: %q", tagged)
+	}
+	if _, tagged := s.do("AUTHENTICATE PLAIN " + b64("bob\x00alice\x00"+prototest.Password)); !strings.Contains(tagged, " NO ") {
+		t.Errorf("AUTHENTICATE as another user: %q", tagged)
+	}
+	if _, tagged := s.do("AUTHENTICATE PLAIN " + b64("\x00alice\x00wrong")); !strings.Contains(tagged, " NO [AUTHENTICATIONFAILED]") {
+		t.Errorf("AUTHENTICATE with a wrong password: %q", tagged)
+	}
+	s.ok("LOGIN alice " + prototest.Password)
 }

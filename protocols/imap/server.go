@@ -80,6 +80,8 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 	hub  *hub
+	// lists caches users' mailbox lists for LIST.
+	lists boxLists
 	// gone remembers recent expunges for QRESYNC.
 	gone expunges
 	// provisioned are users whose special-use folders were made since
@@ -294,6 +296,9 @@ func (s *Server) Notify(c protocols.Change) {
 		source, own = o.session, o.uids
 	}
 	s.hub.kw.note(op)
+	if user, ok := changesList(op); ok {
+		s.lists.drop(user)
+	}
 	if du, ok := op.(*store.DeleteUser); ok {
 		s.forgetProvisioned(du.User)
 		s.hub.changedUser(du.User)
