@@ -66,17 +66,44 @@ func desCryptHash(password []byte, salt string) string {
 			swaps[6*i+j] = v>>j&1 == 1
 		}
 	}
-	// Key schedule.
+	subkeys := desSubkeys(key)
+	f := desRound(&swaps)
+	var block uint64
+	for n := 0; n < 25; n++ {
+		block = desBlock(block, &subkeys, f)
+	}
+	out := []byte{salt[0], salt[1]}
+	for i := 0; i < 11; i++ {
+		// 66 bits: the block and two zero bits, 6 at a time from the top.
+		shift := 64 - 6*(i+1)
+		var v uint64
+		if shift >= 0 {
+			v = block >> uint(shift) & 0x3f
+		} else {
+			v = block << uint(-shift) & 0x3f
+		}
+		out = append(out, cryptAlphabet[v])
+	}
+	return string(out)
+}
+
+// desSubkeys is DES's key schedule.
+func desSubkeys(key uint64) (subkeys [16]uint64) {
 	pc1 := desPermute(key, desPC1[:])
 	c, d := uint32(pc1>>28)&0x0fffffff, uint32(pc1)&0x0fffffff
-	var subkeys [16]uint64
 	rot := [16]uint{1, 1, 2, 2, 2, 2, 2, 2, 1, 2, 2, 2, 2, 2, 2, 1}
 	for r := 0; r < 16; r++ {
 		c = (c<<rot[r] | c>>(28-rot[r])) & 0x0fffffff
 		d = (d<<rot[r] | d>>(28-rot[r])) & 0x0fffffff
 		subkeys[r] = desPermute(uint64(c)<<28|uint64(d), desPC2[:])
 	}
-	f := func(r uint32, k uint64) uint32 {
+	return subkeys
+}
+
+// desRound is DES's round function with crypt's salt: E's outputs p and
+// p+24 swapped where swaps[p] is set.
+func desRound(swaps *[24]bool) func(r uint32, k uint64) uint32 {
+	return func(r uint32, k uint64) uint32 {
 		e := desPermute(uint64(r), desE[:])
 		for p := 0; p < 24; p++ {
 			if swaps[p] {
@@ -96,23 +123,6 @@ func desCryptHash(password []byte, salt string) string {
 		}
 		return uint32(desPermute(uint64(out), desP[:]))
 	}
-	var block uint64
-	for n := 0; n < 25; n++ {
-		block = desBlock(block, &subkeys, f)
-	}
-	out := []byte{salt[0], salt[1]}
-	for i := 0; i < 11; i++ {
-		// 66 bits: the block and two zero bits, 6 at a time from the top.
-		shift := 64 - 6*(i+1)
-		var v uint64
-		if shift >= 0 {
-			v = block >> uint(shift) & 0x3f
-		} else {
-			v = block << uint(-shift) & 0x3f
-		}
-		out = append(out, cryptAlphabet[v])
-	}
-	return string(out)
 }
 
 // desBlock encrypts one block with the subkeys and round function f.

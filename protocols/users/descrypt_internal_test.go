@@ -30,20 +30,22 @@ func TestDESCryptVectors(t *testing.T) {
 	}
 }
 
-// TestDESBlockIsDES: with no salt swaps the block function is DES, as
+// TestDESBlockIsDES: with no salt the block function is DES, as
 // crypto/des computes it.
 func TestDESBlockIsDES(t *testing.T) {
-	key := []byte("\x02\x04\x08\x10\x20\x40\x80\xfe")
-	c, err := des.NewCipher(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [8]byte
-	c.Encrypt(out[:], make([]byte, 8))
-	// Salt ".." swaps nothing: one round of crypt's loop is one DES.
-	pc1 := desPermute(binary.BigEndian.Uint64(key), desPC1[:])
-	_ = pc1
-	if got := desCryptHash([]byte{1, 2, 4, 8, 16, 32, 64, 127}, ".."); len(got) != 13 || got[:2] != ".." {
-		t.Fatalf("hash %q", got)
+	for _, key := range [][]byte{[]byte("\x02\x04\x08\x10\x20\x40\x80\xfe"), []byte("abcdefgh"), make([]byte, 8)} {
+		for _, in := range []uint64{0, 1, 0x0123456789abcdef, ^uint64(0)} {
+			c, err := des.NewCipher(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var src, out [8]byte
+			binary.BigEndian.PutUint64(src[:], in)
+			c.Encrypt(out[:], src[:])
+			subkeys := desSubkeys(binary.BigEndian.Uint64(key))
+			if got, want := desBlock(in, &subkeys, desRound(&[24]bool{})), binary.BigEndian.Uint64(out[:]); got != want {
+				t.Errorf("key %x block %x: %x, crypto/des %x", key, in, got, want)
+			}
+		}
 	}
 }
