@@ -101,11 +101,25 @@ type applyMode struct {
 	acked     []bool
 }
 
-// apply applies entries as m says.
+// apply applies entries as m says. When their fsync fails it closes the
+// database at once (heal): the batch was visible, and must not be seen
+// while the store cannot tell whether it is on the disk (issue 14 D3).
 func (s *Store) apply(ctx context.Context, entries []Entry, m applyMode) ([]Result, error) {
+	res, err := s.applyOnce(ctx, entries, m)
+	if errors.Is(err, errSyncFailed) {
+		s.healNow()
+	}
+	return res, err
+}
+
+// applyOnce is apply, once.
+func (s *Store) applyOnce(ctx context.Context, entries []Entry, m applyMode) ([]Result, error) {
 	assign := m.assign
 	if s.opts.ReadOnly {
 		return nil, fmt.Errorf("store: apply: opened read-only")
+	}
+	if err := s.healIfBroken(); err != nil {
+		return nil, err
 	}
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
@@ -139,11 +153,11 @@ func (s *Store) apply(ctx context.Context, entries []Entry, m applyMode) ([]Resu
 	defer b.Close()
 	if err := b.SyncWait(); err != nil {
 		// The batch is visible but may not be durable: this store can no
-		// longer tell what it holds. Refuse everything from now on; a
-		// restart recovers from the WAL.
-		err = fmt.Errorf("store: fsync of entries up to %d: %w", results[len(results)-1].Seq, err)
+		// longer tell what it holds. Refuse writes until heal opens the
+		// database again (it keeps what reached the disk).
+		err = fmt.Errorf("%w of entries up to %d: %w", errSyncFailed, results[len(results)-1].Seq, err)
 		s.wmu.Lock()
-		s.broken = err
+		s.broke(err, results[0].Seq)
 		s.wmu.Unlock()
 		return nil, err
 	}

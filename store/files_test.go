@@ -117,3 +117,46 @@ func BenchmarkCheckFiles(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(tables)), "tables")
 }
+
+// TestTruncatedTableFile: a table file cut short (a disk that lost its
+// tail) is refused at open naming the file, never a panic.
+func TestTruncatedTableFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := store.Open(ctx, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range scenario(rand.New(rand.NewPCG(1, 2)), 100) {
+		if _, err := s.Apply(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close(ctx)
+	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if len(tables) == 0 {
+		t.Fatal("no table file")
+	}
+	fi, err := os.Stat(tables[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(tables[0], fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	for _, ro := range []bool{true, false} {
+		s, err := store.Open(ctx, dir, &store.Options{ReadOnly: ro})
+		if err == nil {
+			s.Close(ctx)
+			t.Errorf("read-only %v: a truncated %s opened", ro, filepath.Base(tables[0]))
+			continue
+		}
+		if !strings.Contains(err.Error(), filepath.Base(tables[0])) {
+			t.Errorf("read-only %v: %v, want the file named", ro, err)
+		}
+		t.Logf("read-only %v: %v", ro, err)
+	}
+}

@@ -111,16 +111,19 @@ type Store struct {
 	wmu     sync.Mutex
 	applied uint64
 	broken  error
+	// safe is the last entry applied before the first batch whose fsync
+	// failed; healedAt when heal last tried to open the database again.
+	// healing: a goroutine of healWG opens the database again (heal.go).
+	safe     uint64
+	healedAt time.Time
+	healing  bool
+	healWG   sync.WaitGroup
 }
 
-// Open opens or creates the store in dir.
-func Open(ctx context.Context, dir string, opts *Options) (*Store, error) {
-	if err := opts.Validate(); err != nil {
-		return nil, err
-	}
-	o := opts.withDefaults()
-	cache := pebble.NewCache(o.CacheSize)
-	defer cache.Unref()
+// pebbleOptions are the store's Pebble options, with cache (Open, and
+// heal when it opens the database again).
+func (s *Store) pebbleOptions(cache *pebble.Cache) *pebble.Options {
+	o := s.opts
 	po := &pebble.Options{
 		FS:                 o.FS,
 		Cache:              cache,
@@ -148,18 +151,34 @@ func Open(ctx context.Context, dir string, opts *Options) (*Store, error) {
 			TargetGarbageRatio:    0.2,
 		}
 	}
-	s := &Store{opts: o, dir: dir, log: o.Logger.With("component", "store"), popts: po}
 	// A damaged file is reported and its reads fail with ErrCorrupt;
 	// Pebble's default is a panic (issue 14 D16).
 	po.EventListener = &pebble.EventListener{DataCorruption: func(info pebble.DataCorruptionInfo) {
 		s.corrupt.report(info, s.log.Error)
 	}}
 	po.EnsureDefaults()
+	return po
+}
+
+// Open opens or creates the store in dir.
+func Open(ctx context.Context, dir string, opts *Options) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	o := opts.withDefaults()
+	s := &Store{opts: o, dir: dir, log: o.Logger.With("component", "store")}
+	cache := pebble.NewCache(o.CacheSize)
+	defer cache.Unref()
+	po := s.pebbleOptions(cache)
+	s.popts = po
 	db, err := pebble.Open(dir, po)
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
 		return nil, fmt.Errorf("store: open %s: in use by another process (is another twinbox running on this data directory?): %w", dir, err)
 	}
 	if err != nil {
+		if pebble.IsCorruptionError(err) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s.db = db
@@ -230,6 +249,9 @@ func (s *Store) isEmpty() bool {
 
 // get returns a copy of the value of k.
 func (s *Store) get(k []byte) ([]byte, error) {
+	if s.db == nil {
+		return nil, ErrDiskFault
+	}
 	v, closer, err := s.db.Get(k)
 	if err != nil {
 		return nil, err
@@ -241,12 +263,21 @@ func (s *Store) get(k []byte) ([]byte, error) {
 // Close closes the store. Later calls fail with ErrClosed.
 func (s *Store) Close(ctx context.Context) error {
 	s.closeMu.Lock()
-	defer s.closeMu.Unlock()
 	if s.closed {
+		s.closeMu.Unlock()
 		return nil
 	}
+	s.wmu.Lock()
 	s.closed = true
-	return s.db.Close()
+	db := s.db
+	s.wmu.Unlock()
+	var err error
+	if db != nil {
+		err = db.Close()
+	}
+	s.closeMu.Unlock()
+	// A reopen in progress (heal.go) closes what it opens: closed is set.
+	return errors.Join(err, s.waitHeal(ctx))
 }
 
 // Dir is the directory the store lives in.
@@ -265,6 +296,11 @@ func (s *Store) reader() (*pebble.DB, func(), error) {
 	if s.closed {
 		s.closeMu.RUnlock()
 		return nil, nil, ErrClosed
+	}
+	if s.db == nil { // closed after a failed fsync (heal.go)
+		s.closeMu.RUnlock()
+		s.startHeal()
+		return nil, nil, ErrDiskFault
 	}
 	return s.db, s.closeMu.RUnlock, nil
 }

@@ -80,6 +80,7 @@ type server struct {
 	started time.Time
 
 	tls    *tls.Config
+	health *health
 	pw     *users.File
 	guard  *users.Guard
 	node   *pair.Pair
@@ -141,6 +142,7 @@ func (s *server) initData(context.Context) error {
 	if err := pair.Layout(s.c.Data).Create(); err != nil {
 		return err
 	}
+	s.health = newHealth(s.c.Data)
 	return makePrivate(s.c.Data, s.log)
 }
 
@@ -384,17 +386,25 @@ func (s *server) initAdmin(context.Context) error {
 	return nil
 }
 
+// healthy is /healthz: nil, or why the node is not. It tells the truth
+// about the write path (health).
 func (s *server) healthy() error {
 	if s.node.Closing() {
 		return errors.New("shutting down")
 	}
-	return nil
+	st := s.node.Status(context.Background())
+	return s.health.check(st.Writes, st.WriteFailures)
 }
 
 func (s *server) status() admin.Status {
 	st := admin.Status{Started: s.started.UTC(), Uptime: time.Since(s.started).Round(time.Second).String(),
 		Listeners: map[string]string{}}
-	admin.FromPair(&st, s.node.Status(context.Background()), time.Now())
+	ps := s.node.Status(context.Background())
+	admin.FromPair(&st, ps, time.Now())
+	st.Health = "ok"
+	if err := s.health.check(ps.Writes, ps.WriteFailures); err != nil {
+		st.Health = err.Error()
+	}
 	s.m.FillDeliveries(&st)
 	for _, l := range s.lns {
 		st.Listeners[l.name] = l.ln.Addr().String()

@@ -58,6 +58,9 @@ func printStatus(w io.Writer, st *admin.Status) {
 	if st.Waiting != "" {
 		fmt.Fprintf(w, "waiting     %s\n", st.Waiting)
 	}
+	if st.Health != "" && st.Health != "ok" {
+		fmt.Fprintf(w, "UNHEALTHY   %s\n", st.Health)
+	}
 	fmt.Fprintf(w, "applied     sequence %d (%d writes, %d failed, %d not confirmed by the peer)\n", st.Applied, st.Writes, st.WriteFailures, st.Unconfirmed)
 	if r := st.Replication; r != nil {
 		fmt.Fprintf(w, "log         epoch %d, entries %d..%d\n", r.Epoch, r.LogFirst, r.LogLast)

@@ -10,12 +10,17 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/twinbox/twinbox/internal/admin"
 	"github.com/twinbox/twinbox/pair"
+	"github.com/twinbox/twinbox/replog"
 	"github.com/twinbox/twinbox/store"
 )
 
@@ -77,8 +82,9 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("verify: no store at %s: %w", dir, err)
 	}
 	s, err := store.Open(ctx, dir, &store.Options{ReadOnly: true})
-	if errors.Is(err, store.ErrCorrupt) {
-		// A damaged file (issue 14 D16): the report names it, exit 1.
+	if err != nil && !errors.Is(err, os.ErrNotExist) && !isLocked(dir) {
+		// A damaged or missing file (issue 14 D16): the report names
+		// it, exit 1.
 		r := &store.Report{Problems: []string{err.Error()}}
 		if *asJSON {
 			return errors.Join(json.NewEncoder(stdout).Encode(verifyJSON(r)), exitError{code: 1})
@@ -97,14 +103,26 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if d := s.Damaged(); d != nil {
 		r.Problems = append(r.Problems, d.Error())
 	}
+	lc, err := checkLog(ctx, *data, r.Applied)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	if lc != nil {
+		r.Problems = append(r.Problems, lc.Problems...)
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(verifyJSON(r)); err != nil {
+		rj := verifyJSON(r)
+		rj.Log = lc
+		if err := enc.Encode(rj); err != nil {
 			return err
 		}
 	} else {
 		printReport(stdout, dir, r)
+		if lc != nil {
+			fmt.Fprintf(stdout, "log        %s\n", lc)
+		}
 	}
 	if !r.OK() {
 		return exitError{code: 1}
@@ -141,6 +159,101 @@ type reportJSON struct {
 	Digest    string   `json:"digest"`
 	OK        bool     `json:"ok"`
 	Problems  []string `json:"problems"`
+	// Log is the check of the node's log, when it has one.
+	Log *logCheck `json:"log,omitempty"`
+}
+
+// logCheck is what verify found in a stopped node's log.
+type logCheck struct {
+	Dir         string    `json:"dir"`
+	First, Last uint64    `json:"-"`
+	Span        [2]uint64 `json:"span"`
+	Entries     uint64    `json:"entries"`
+	Problems    []string  `json:"problems,omitempty"`
+}
+
+// isLocked reports whether a running node holds the store in dir.
+func isLocked(dir string) bool {
+	l, err := pebble.LockDirectory(dir, vfs.Default)
+	if err != nil {
+		return true
+	}
+	l.Close()
+	return false
+}
+
+// blockDir is where the log's JetStream block files are, to name in a
+// report (the stream's msgs directory, or dir when there is none).
+func blockDir(dir string) string {
+	m, _ := filepath.Glob(filepath.Join(dir, "jetstream", "*", "streams", "*", "msgs"))
+	if len(m) == 1 {
+		return m[0]
+	}
+	return dir
+}
+
+func (c *logCheck) String() string {
+	if c.Last == 0 {
+		return c.Dir + ": empty"
+	}
+	ok := "continuous"
+	if len(c.Problems) > 0 {
+		ok = "DAMAGED (see the problems above)"
+	}
+	return fmt.Sprintf("%s: entries %d..%d, %d operations read, %s", c.Dir, c.First, c.Last, c.Entries, ok)
+}
+
+// checkLog reads every entry of a stopped node's log, in order (issue
+// 14 D9). nats-server drops a stored record whose checksum fails when it
+// recovers a block file, so a damaged block shows as a gap or as a record
+// that does not decode; a store that applied past the log's end lost the
+// log's tail. nil when the node has no log (standalone).
+func checkLog(ctx context.Context, data string, applied uint64) (*logCheck, error) {
+	dir := pair.Layout(data).Log()
+	if !replog.HasLog(dir) {
+		return nil, nil
+	}
+	lg, closeLog, err := replog.OpenOffline(ctx, dir)
+	if errors.Is(err, replog.ErrNoLog) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the log in %s: %w", dir, err)
+	}
+	defer closeLog()
+	c := &logCheck{Dir: dir}
+	state, err := lg.State(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("the log in %s: %w", dir, err)
+	}
+	c.First, c.Last = state.First, state.Last
+	c.Span = [2]uint64{c.First, c.Last}
+	if c.Last == 0 {
+		return c, nil
+	}
+	// Replay reads every record (JetStream message) from the first: a
+	// record missing in the middle (dropped by nats-server as damaged)
+	// or one that does not decode stops it with an error. Chunks of a
+	// large operation are assembled, so operations' sequences may skip.
+	var last uint64
+	err = lg.Replay(ctx, c.First, c.Last, func(e *replog.Entry) error {
+		if e.Seq <= last {
+			c.Problems = append(c.Problems, fmt.Sprintf("log %s: entry %d after entry %d", dir, e.Seq, last))
+		}
+		c.Entries++
+		last = e.Seq
+		return nil
+	})
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		c.Problems = append(c.Problems, fmt.Sprintf("log %s: cannot be read past entry %d: %v (a damaged block file in %s)", dir, last, err, blockDir(dir)))
+	}
+	if applied > c.Last {
+		c.Problems = append(c.Problems, fmt.Sprintf("log %s: ends at entry %d, but the store applied up to %d (the log lost its tail)", dir, c.Last, applied))
+	}
+	return c, nil
 }
 
 func verifyJSON(r *store.Report) reportJSON {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -103,6 +104,24 @@ func TestVerifyFlippedByte(t *testing.T) {
 	}
 	if !strings.Contains(out, filepath.Base(tables[0])) || !strings.Contains(out, "problem") {
 		t.Errorf("the report does not name %s:\n%s", filepath.Base(tables[0]), out)
+	}
+
+	// serve refuses to start on it, naming the file.
+	sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = run(sctx, []string{"serve", "--data", data, "--imap-addr", "127.0.0.1:0", "--imaps-addr", "",
+		"--smtp-addr", "", "--smtps-addr", "", "--lmtp-addr", "", "--metrics-addr", ""}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), filepath.Base(tables[0])) {
+		t.Errorf("serve on a damaged store: %v, want a refusal naming %s", err, filepath.Base(tables[0]))
+	}
+
+	// Cut short, as a disk that lost the file's tail leaves it.
+	if err := os.Truncate(tables[0], int64(len(b)/2)); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = runCmd(t, "verify", "--data", data)
+	if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(out, filepath.Base(tables[0])) {
+		t.Errorf("verify of a truncated table file: %v, want exit 1 naming it\n%s%s", err, out, errOut)
 	}
 }
 
@@ -365,4 +384,44 @@ func TestFirstMailboxDiff(t *testing.T) {
 	if d := firstMailboxDiff(a, b); d == nil || d.User != "bob" || d.AdminSum != sum(1).String() || d.PeerSum != sum(3).String() {
 		t.Errorf("bob's INBOX differs: %+v", d)
 	}
+}
+
+// TestVerifyChecksTheLog (issue 14 D9): verify reads a stopped node's log
+// to its end; one byte flipped in a JetStream block file is a problem
+// naming the log's block directory, and exit 1.
+func TestVerifyChecksTheLog(t *testing.T) {
+	data := t.TempDir()
+	n := startPairNode(t, data, 1)
+	n.commit(t, &store.CreateUser{User: "alice"})
+	for i := range 40 {
+		raw := fmt.Appendf(nil, "From: a@example.org\r\nSubject: m%d\r\n\r\nbody %d %s\r\n", i, i, strings.Repeat("x", 200))
+		n.commit(t, &store.Deliver{Body: *dedupe.Prepare(raw, nil), InternalDate: store.Now(),
+			Targets: []store.Target{{User: "alice", Mailbox: "INBOX"}}})
+	}
+	n.close()
+	out, errOut, err := runCmd(t, "verify", "--data", data)
+	if err != nil || !strings.Contains(out, "continuous") {
+		t.Fatalf("verify of a sound log: %v\n%s%s", err, out, errOut)
+	}
+	blocks, _ := filepath.Glob(filepath.Join(data, "nats", "jetstream", "*", "streams", "*", "msgs", "*.blk"))
+	if len(blocks) == 0 {
+		t.Fatal("no block file")
+	}
+	b, err := os.ReadFile(blocks[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x01
+	if err := os.WriteFile(blocks[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = runCmd(t, "verify", "--data", data)
+	var ee exitError
+	if !errors.As(err, &ee) || ee.code != 1 {
+		t.Fatalf("verify of a damaged log: %v, want exit 1\n%s%s", err, out, errOut)
+	}
+	if !strings.Contains(out, filepath.Dir(blocks[0])) {
+		t.Errorf("the report does not name %s:\n%s", filepath.Dir(blocks[0]), out)
+	}
+	t.Logf("verify of a damaged log:\n%s", out)
 }

@@ -46,7 +46,8 @@ func ReadToken(path string) ([]byte, error) {
 func RequireToken(token []byte, h http.Handler) http.Handler {
 	want := sha256.Sum256(token)
 	return refuseCrossSite(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		ok = ok && strings.EqualFold(scheme, "Bearer") // schemes are case-insensitive (RFC 9110)
 		// Hashing both sides gives equal lengths, so the comparison
 		// says nothing of the token's length either.
 		sum := sha256.Sum256([]byte(got))

@@ -11,10 +11,13 @@ import (
 // format, shared by the node and every client of it (the CLI, the
 // process harness, the benches).
 type Status struct {
-	Node      string            `json:"node"`
-	Role      string            `json:"role"`
-	Writable  bool              `json:"writable"`
-	Serving   bool              `json:"serving"`
+	Node     string `json:"node"`
+	Role     string `json:"role"`
+	Writable bool   `json:"writable"`
+	Serving  bool   `json:"serving"`
+	// Health is "ok", or why /healthz answers 503 (a failing disk or
+	// write path).
+	Health    string            `json:"health,omitempty"`
 	Waiting   string            `json:"waiting,omitempty"`
 	Started   time.Time         `json:"started"`
 	Uptime    string            `json:"uptime"`

@@ -86,6 +86,9 @@ type session struct {
 	// condstore: CONDSTORE is enabled (RFC 7162 3.1): FETCH responses
 	// carry MODSEQ, SELECT tells HIGHESTMODSEQ.
 	condstore bool
+	// qresync: QRESYNC is enabled (RFC 7162 3.2): expunges are told as
+	// VANISHED.
+	qresync bool
 	// searchModSeq: the SEARCH being parsed has a MODSEQ key.
 	searchModSeq bool
 	// curTag is the running command's tag (ESEARCH quotes it).
@@ -104,6 +107,14 @@ type selected struct {
 	uids     []uint32
 	recent   map[uint32]struct{}
 	keywords []string
+	// shown is, per UID, the mod-sequence of the flags the client was
+	// last told: an update read before a newer FETCH but queued after it
+	// is not sent (it would take the flags back).
+	shown map[uint32]uint64
+	// lastKnown is the highest UID the client can know of: UIDNEXT-1 at
+	// SELECT, then every UID it was told EXISTS for.
+	lastKnown   uint32
+	uidValidity uint32
 }
 
 // update is a change the hub queued for a session.
@@ -222,7 +233,7 @@ func (s *session) acceptLiteral(size int64, nonSync bool, limit int64) error {
 func (s *session) caps() []string {
 	caps := []string{"IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
 		"UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-		"ESEARCH", "STATUS=SIZE", "CONDSTORE", "APPENDLIMIT=" + strconv.FormatUint(uint64(s.appendLimit()), 10)}
+		"ESEARCH", "STATUS=SIZE", "CONDSTORE", "QRESYNC", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "APPENDLIMIT=" + strconv.FormatUint(uint64(s.appendLimit()), 10)}
 	if s.state == stateNotAuth {
 		if s.srv.opts.TLSConfig != nil && !s.tls {
 			caps = append(caps, "STARTTLS")
@@ -339,7 +350,9 @@ func (s *session) finish(tag, name string, err error) bool {
 	switch {
 	case errors.Is(err, errAnswered):
 	case err == nil:
-		s.poll(allowsExpunge(name))
+		if s.state != stateLogout { // nothing after BYE but the OK
+			s.poll(allowsExpunge(name))
+		}
 		s.w.raw(tag).raw(" OK ")
 		if s.doneCode != "" {
 			s.w.raw("[").raw(s.doneCode).raw("] ")
@@ -403,7 +416,7 @@ func isConnError(err error) bool {
 // SEARCH (RFC 3501 7.4.1); the UID forms allow it.
 func allowsExpunge(name string) bool {
 	switch name {
-	case "FETCH", "STORE", "SEARCH":
+	case "FETCH", "STORE", "SEARCH", "SORT", "THREAD":
 		return false
 	}
 	return true
@@ -491,6 +504,10 @@ func init() {
 		"UID EXPUNGE": (*session).cmdExpunge,
 		"SEARCH":      (*session).cmdSearch,
 		"UID SEARCH":  (*session).cmdSearch,
+		"SORT":        (*session).cmdSort,
+		"UID SORT":    (*session).cmdSort,
+		"THREAD":      (*session).cmdThread,
+		"UID THREAD":  (*session).cmdThread,
 		"FETCH":       (*session).cmdFetch,
 		"UID FETCH":   (*session).cmdFetch,
 		"STORE":       (*session).cmdStore,
@@ -561,9 +578,14 @@ func (s *session) cmdEnable() error {
 		if err != nil {
 			return err
 		}
-		if strings.EqualFold(c, "CONDSTORE") && !slices.Contains(enabled, "CONDSTORE") {
+		switch {
+		case strings.EqualFold(c, "CONDSTORE") && !slices.Contains(enabled, "CONDSTORE"):
 			s.enableCondStore()
 			enabled = append(enabled, "CONDSTORE")
+		case strings.EqualFold(c, "QRESYNC") && !slices.Contains(enabled, "QRESYNC"):
+			s.enableCondStore() // QRESYNC implies CONDSTORE
+			s.qresync = true
+			enabled = append(enabled, "QRESYNC")
 		}
 	}
 	s.w.raw("* ENABLED")
@@ -835,17 +857,30 @@ func (s *session) poll(allowExpunge bool) {
 			s.writeExists(sel, before, grew, recent)
 			grew, recent = false, false
 			// Highest first: each number is still the one the client
-			// knows when it reads it.
+			// knows when it reads it. With QRESYNC, one VANISHED.
+			var vanished []uint32
 			for _, uid := range slices.Backward(sortedCopy(u.uids)) {
 				if k, ok := slices.BinarySearch(sel.uids, uid); ok {
 					sel.uids = slices.Delete(sel.uids, k, k+1)
 					delete(sel.recent, uid)
-					s.w.raw("* ").num(uint32(k + 1)).raw(" EXPUNGE").crlf()
+					delete(sel.shown, uid)
+					if s.qresync {
+						vanished = append(vanished, uid)
+					} else {
+						s.w.raw("* ").num(uint32(k + 1)).raw(" EXPUNGE").crlf()
+					}
 				}
+			}
+			if len(vanished) > 0 {
+				slices.Reverse(vanished)
+				s.w.raw("* VANISHED ").raw(uidSetString(vanished)).crlf()
 			}
 			before = len(sel.uids)
 		case updExists:
 			sel.uids = append(sel.uids, u.uids...)
+			if n := len(u.uids); n > 0 {
+				sel.lastKnown = max(sel.lastKnown, u.uids[n-1])
+			}
 			grew = true
 			if u.recent && !sel.readOnly {
 				for _, uid := range u.uids {
@@ -854,10 +889,19 @@ func (s *session) poll(allowExpunge bool) {
 				recent = true
 			}
 		case updKeywords:
-			sel.keywords = u.flags
-			s.writeFlags(sel)
+			if len(u.flags) > len(sel.keywords) {
+				sel.keywords = u.flags
+				s.writeFlags(sel)
+			}
 		case updFlags:
+			// EXISTS before a FETCH of a message it announces.
+			s.writeExists(sel, before, grew, recent)
+			before, grew, recent = len(sel.uids), false, false
+			if u.modseq != 0 && u.modseq <= sel.shown[u.uid] {
+				continue
+			}
 			if k, ok := slices.BinarySearch(sel.uids, u.uid); ok {
+				sel.shown[u.uid] = u.modseq
 				s.w.raw("* ").num(uint32(k + 1)).raw(" FETCH (UID ").num(u.uid).raw(" FLAGS ")
 				s.writeFlagList(u.flags, u.uid)
 				if s.condstore {
@@ -868,6 +912,39 @@ func (s *session) poll(allowExpunge bool) {
 		}
 	}
 	s.writeExists(sel, before, grew, recent)
+}
+
+// ensureKeywords announces (FLAGS) keywords of flags the client was not
+// told of yet: a message read from the store can carry a keyword whose
+// announcement is still queued.
+func (s *session) ensureKeywords(flags []string) {
+	sel := s.sel
+	grew := false
+	for _, f := range flags {
+		if isKeyword(f) && !slices.Contains(sel.keywords, f) {
+			sel.keywords = append(slices.Clone(sel.keywords), f)
+			grew = true
+		}
+	}
+	if grew {
+		slices.Sort(sel.keywords)
+		s.writeFlags(sel)
+	}
+}
+
+// dropStaleFlags records that the client was just told uid's flags as of
+// modseq, and forgets queued updates that are not newer: sent after, they
+// would take the flags back.
+func (s *session) dropStaleFlags(uid uint32, modseq uint64) {
+	s.sel.shown[uid] = max(s.sel.shown[uid], modseq)
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	if len(s.pending) == 0 {
+		return
+	}
+	s.pending = slices.DeleteFunc(s.pending, func(u update) bool {
+		return u.kind == updFlags && u.uid == uid && u.modseq <= modseq
+	})
 }
 
 func (s *session) writeExists(sel *selected, before int, grew, recent bool) {
@@ -951,7 +1028,7 @@ func (s *session) localUser(login string) string {
 // provision creates the user in the store and the special-use folders on
 // first login. A replica has them from the log.
 func (s *session) provision(user string) error {
-	if s.srv.isReadOnly() {
+	if s.srv.isReadOnly() || s.srv.isProvisioned(user) {
 		return nil
 	}
 	ok, err := s.srv.opts.Reader.HasUser(user)
@@ -982,6 +1059,7 @@ func (s *session) provision(user string) error {
 			return err
 		}
 	}
+	s.srv.setProvisioned(user)
 	return nil
 }
 

@@ -41,11 +41,26 @@ type hub struct {
 
 	mu    sync.Mutex
 	views map[protocols.MailboxRef]*view
+	// recentMu guards firstRecent. It is taken under a view's lock (and
+	// never the other way), while mu is taken before a view's lock.
+	recentMu sync.Mutex
 	// firstRecent is, per mailbox, the lowest UID no session has been
 	// given as \Recent yet. It lives in memory: after a restart or a
 	// failover every message is recent to the first session again, as
 	// when Dovecot loses its index.
-	firstRecent map[protocols.MailboxRef]uint32
+	firstRecent map[protocols.MailboxRef]recentMark
+	// kw remembers mailboxes' keywords between views.
+	kw keywordMemory
+	// floors are mailboxes' floors (guarded by recentMu).
+	floors map[protocols.MailboxRef]floorMark
+}
+
+// recentMark is the lowest UID not yet given as \Recent in one
+// incarnation of a mailbox (a mailbox deleted and made again has another
+// UIDVALIDITY, and starts afresh).
+type recentMark struct {
+	uidValidity uint32
+	first       uint32
 }
 
 // view is the server's view of one selected mailbox.
@@ -68,7 +83,7 @@ type view struct {
 }
 
 func newHub(r protocols.Reader) *hub {
-	return &hub{r: r, views: make(map[protocols.MailboxRef]*view), firstRecent: make(map[protocols.MailboxRef]uint32)}
+	return &hub{r: r, views: make(map[protocols.MailboxRef]*view), firstRecent: make(map[protocols.MailboxRef]recentMark)}
 }
 
 // opened is what a session gets when it selects a mailbox.
@@ -102,15 +117,16 @@ func (h *hub) open(ref protocols.MailboxRef, sess *session, readOnly bool) (*ope
 	h.mu.Unlock()
 
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	info, err := h.reconcileLocked(v, nil, nil)
 	if err == nil && v.gone {
 		err = store.ErrNoMailbox
 	}
 	if err != nil {
+		v.mu.Unlock()
 		h.release(v)
 		return nil, err
 	}
+	defer v.mu.Unlock()
 	v.sessions[sess] = struct{}{}
 	sess.rw = !readOnly
 	o := &opened{view: v, uids: slices.Clone(v.uids), info: info}
@@ -120,17 +136,14 @@ func (h *hub) open(ref protocols.MailboxRef, sess *session, readOnly bool) (*ope
 	}
 	slices.Sort(o.keywords)
 	if !readOnly {
-		h.mu.Lock()
-		first, known := h.firstRecent[ref]
-		if !known || v.uidValidity != info.UIDValidity {
-			first = 0
-		}
+		h.recentMu.Lock()
+		first := h.firstRecentLocked(ref, info.UIDValidity)
 		var last uint32
 		if len(v.uids) > 0 {
 			last = v.uids[len(v.uids)-1]
 		}
-		h.firstRecent[ref] = max(first, last+1)
-		h.mu.Unlock()
+		h.firstRecent[ref] = recentMark{info.UIDValidity, max(first, last+1)}
+		h.recentMu.Unlock()
 		i, _ := slices.BinarySearch(v.uids, max(first, 1))
 		o.recent = slices.Clone(v.uids[i:])
 	}
@@ -139,10 +152,10 @@ func (h *hub) open(ref protocols.MailboxRef, sess *session, readOnly bool) (*ope
 
 // unclaimed are the UIDs among uids that no session was given as
 // \Recent yet (what EXAMINE shows as recent, without claiming them).
-func (h *hub) unclaimed(ref protocols.MailboxRef, uids []uint32) []uint32 {
-	h.mu.Lock()
-	first := h.firstRecent[ref]
-	h.mu.Unlock()
+func (h *hub) unclaimed(ref protocols.MailboxRef, uidValidity uint32, uids []uint32) []uint32 {
+	h.recentMu.Lock()
+	first := h.firstRecentLocked(ref, uidValidity)
+	h.recentMu.Unlock()
 	i, _ := slices.BinarySearch(uids, max(first, 1))
 	return uids[i:]
 }
@@ -150,10 +163,10 @@ func (h *hub) unclaimed(ref protocols.MailboxRef, uids []uint32) []uint32 {
 // recentCount is STATUS RECENT: how many messages of the mailbox no
 // session was given as \Recent yet.
 func (h *hub) recentCount(ref protocols.MailboxRef, info store.MailboxInfo) uint32 {
-	h.mu.Lock()
-	first, known := h.firstRecent[ref]
-	h.mu.Unlock()
-	if !known || first <= 1 {
+	h.recentMu.Lock()
+	first := h.firstRecentLocked(ref, info.UIDValidity)
+	h.recentMu.Unlock()
+	if first <= 1 {
 		return info.Messages
 	}
 	if first >= info.UIDNext {
@@ -166,12 +179,76 @@ func (h *hub) recentCount(ref protocols.MailboxRef, info store.MailboxInfo) uint
 	return uint32(len(uids))
 }
 
-// close drops a session's interest in a view.
+// firstRecentLocked is the lowest UID of the mailbox not given as
+// \Recent yet (0: none was).
+func (h *hub) firstRecentLocked(ref protocols.MailboxRef, uidValidity uint32) uint32 {
+	m, ok := h.firstRecent[ref]
+	if !ok || m.uidValidity != uidValidity {
+		return 0
+	}
+	return m.first
+}
+
+// close drops a session's interest in a view. The last one to leave
+// leaves the mailbox's floor behind for the next view.
 func (h *hub) close(v *view, sess *session) {
 	v.mu.Lock()
 	delete(v.sessions, sess)
+	if len(v.sessions) == 0 && len(v.uids) > 0 && !v.gone {
+		h.setFloor(v.ref, v.uidValidity, v.uids[0]-1)
+	}
 	v.mu.Unlock()
 	h.release(v)
+}
+
+// A mailbox's floor is a UID below which no message can exist any more:
+// UIDs are never reused, so once the lowest message has a UID, none below
+// it comes back. Listing from above the floor does not walk the
+// tombstones that expunged messages leave in the store until it compacts
+// them, which made every SELECT of a mailbox with a long history of
+// expunges slower than the last (imaptest's stress, run after run).
+type floorMark struct {
+	uidValidity uint32
+	floor       uint32
+}
+
+// maxFloors bounds the mailboxes whose floor is remembered.
+const maxFloors = 10000
+
+func (h *hub) setFloor(ref protocols.MailboxRef, uidValidity, floor uint32) {
+	h.recentMu.Lock()
+	defer h.recentMu.Unlock()
+	if h.floors == nil || len(h.floors) >= maxFloors {
+		h.floors = make(map[protocols.MailboxRef]floorMark)
+	}
+	h.floors[ref] = floorMark{uidValidity, floor}
+}
+
+func (h *hub) floorOf(ref protocols.MailboxRef, uidValidity uint32) uint32 {
+	h.recentMu.Lock()
+	defer h.recentMu.Unlock()
+	if f, ok := h.floors[ref]; ok && f.uidValidity == uidValidity {
+		return f.floor
+	}
+	return 0
+}
+
+// liveUIDs lists the mailbox's UIDs from above its floor (the view's
+// lowest UID, or the one remembered), or all of them.
+func (h *hub) liveUIDs(v *view, info store.MailboxInfo) (store.UIDList, error) {
+	var floor uint32
+	if v.opened && len(v.uids) > 0 {
+		floor = v.uids[0] - 1
+	} else {
+		floor = h.floorOf(v.ref, info.UIDValidity)
+	}
+	if floor > 0 {
+		now, uids, err := h.r.UIDsAfter(v.ref.User, v.ref.Mailbox, floor)
+		if err == nil && now.UIDValidity == info.UIDValidity && int(now.Messages) == len(uids) {
+			return uids, nil
+		}
+	}
+	return h.r.UIDs(v.ref.User, v.ref.Mailbox)
 }
 
 func (h *hub) release(v *view) {
@@ -262,9 +339,9 @@ func (h *hub) addLocked(v *view, added []uint32) {
 		}
 	}
 	if owner != nil {
-		h.mu.Lock()
-		h.firstRecent[v.ref] = added[len(added)-1] + 1
-		h.mu.Unlock()
+		h.recentMu.Lock()
+		h.firstRecent[v.ref] = recentMark{v.uidValidity, added[len(added)-1] + 1}
+		h.recentMu.Unlock()
 	}
 	for sess := range v.sessions {
 		sess.queue(update{kind: updExists, uids: added, recent: sess == owner})
@@ -438,21 +515,23 @@ func (h *hub) reconcileLocked(v *view, source *session, own []uint32) (store.Mai
 	if err != nil {
 		return info, err
 	}
-	uids, err := h.r.UIDs(v.ref.User, v.ref.Mailbox)
+	if v.opened && info.HighestModSeq == v.modseq {
+		// Every change raises the mod-sequence: nothing changed.
+		return info, nil
+	}
+	uids, err := h.liveUIDs(v, info)
 	if err != nil {
 		return info, err
 	}
 	if !v.opened { // first open
-		msgs, err := h.r.Messages(v.ref.User, v.ref.Mailbox, nil)
+		kw, err := h.kw.get(v.ref, info.UIDValidity, func() ([]store.Message, error) {
+			return h.r.Messages(v.ref.User, v.ref.Mailbox, nil)
+		})
 		if err != nil {
 			return info, err
 		}
-		for _, m := range msgs {
-			for _, f := range m.Flags {
-				if isKeyword(f) {
-					v.keywords[f] = struct{}{}
-				}
-			}
+		for _, k := range kw {
+			v.keywords[k] = struct{}{}
 		}
 		v.opened = true
 		v.uids = uids
@@ -509,24 +588,18 @@ func (h *hub) reconcileLocked(v *view, source *session, own []uint32) (store.Mai
 	}
 
 	if info.HighestModSeq > v.modseq && len(kept) > 0 {
-		changed, err := h.r.Search(v.ref.User, v.ref.Mailbox, &store.Criteria{
-			UID:       [][]store.UIDRange{{{Lo: kept[0], Hi: last}}},
-			MinModSeq: v.modseq + 1,
-		})
-		if err == nil && len(changed) > 0 {
-			msgs, err2 := h.r.Messages(v.ref.User, v.ref.Mailbox, changed)
-			err = err2
-			for _, m := range msgs {
-				seq := store.UIDList(uids).SeqNum(m.UID)
-				if seq == 0 || seq > uint32(len(kept)) {
-					continue
-				}
-				h.noteKeywordsLocked(v, m.Flags)
-				h.queueFlagsLocked(v, m, source, own)
-			}
-		}
+		// The kept messages' records, read by UID (a search would walk
+		// the whole key range of the mailbox, tombstones included).
+		msgs, err := h.r.Messages(v.ref.User, v.ref.Mailbox, kept)
 		if err != nil {
 			return info, err
+		}
+		for _, m := range msgs {
+			if m.ModSeq <= v.modseq {
+				continue
+			}
+			h.noteKeywordsLocked(v, m.Flags)
+			h.queueFlagsLocked(v, m, source, own)
 		}
 	}
 	v.modseq = info.HighestModSeq

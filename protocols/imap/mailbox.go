@@ -26,10 +26,12 @@ func (s *session) mailboxArg() (string, error) {
 func canonicalName(raw string) (string, error) {
 	name, err := decodeUTF7(raw)
 	if err != nil {
-		return "", bad("Mailbox name is not valid modified UTF-7")
+		return "", &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+			Text: "Mailbox name is not valid modified UTF-7"}
 	}
 	if strings.ContainsAny(name, "\x00\r\n") {
-		return "", bad("Mailbox name contains a control character")
+		return "", &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+			Text: "Mailbox name contains a control character"}
 	}
 	c, err := store.CanonicalMailbox(name)
 	if err != nil {
@@ -50,17 +52,29 @@ func (s *session) cmdSelect(examine bool) error {
 		s.unselect()
 		return err
 	}
+	var qr *qresyncParams
 	if p.maybe(' ') {
-		// RFC 4466 select parameters: (CONDSTORE).
+		// RFC 4466 select parameters: (CONDSTORE), (QRESYNC (...)).
 		err := p.list(func() error {
 			a, err := p.atom()
 			if err != nil {
 				return err
 			}
-			if !strings.EqualFold(a, "CONDSTORE") {
+			switch strings.ToUpper(a) {
+			case "CONDSTORE":
+				s.condstore = true
+			case "QRESYNC":
+				if !s.qresync {
+					return bad("QRESYNC must be enabled first")
+				}
+				if err := p.sp(); err != nil {
+					return err
+				}
+				qr, err = s.qresyncArg()
+				return err
+			default:
 				return bad("Unknown SELECT parameter %s", a)
 			}
-			s.condstore = true
 			return nil
 		})
 		if err != nil {
@@ -79,14 +93,16 @@ func (s *session) cmdSelect(examine bool) error {
 	if err != nil {
 		return mapError(err)
 	}
+	s.srv.gone.begin(o.view.ref, o.info.UIDValidity, o.info.HighestModSeq)
 	sel := &selected{name: name, view: o.view, readOnly: ro, uids: o.uids,
-		recent: make(map[uint32]struct{}, len(o.recent)), keywords: o.keywords}
+		recent: make(map[uint32]struct{}, len(o.recent)), keywords: o.keywords, shown: make(map[uint32]uint64),
+		lastKnown: o.info.UIDNext - 1, uidValidity: o.info.UIDValidity}
 	for _, u := range o.recent {
 		sel.recent[u] = struct{}{}
 	}
 	if ro {
 		// EXAMINE shows what no session has claimed, without claiming it.
-		for _, u := range s.srv.hub.unclaimed(sel.view.ref, sel.uids) {
+		for _, u := range s.srv.hub.unclaimed(sel.view.ref, o.info.UIDValidity, sel.uids) {
 			sel.recent[u] = struct{}{}
 		}
 	}
@@ -98,13 +114,20 @@ func (s *session) cmdSelect(examine bool) error {
 	s.writeFlags(sel)
 	s.w.raw("* ").num(uint32(len(sel.uids))).raw(" EXISTS").crlf()
 	s.w.raw("* ").num(uint32(len(sel.recent))).raw(" RECENT").crlf()
-	if seq := s.firstUnseen(); seq > 0 {
-		s.w.raw("* OK [UNSEEN ").num(seq).raw("] First unseen").crlf()
+	if o.info.Unseen > 0 { // else no search
+		if seq := s.firstUnseen(); seq > 0 {
+			s.w.raw("* OK [UNSEEN ").num(seq).raw("] First unseen").crlf()
+		}
 	}
 	s.w.raw("* OK [UIDVALIDITY ").num(o.info.UIDValidity).raw("] UIDs valid").crlf()
 	s.w.raw("* OK [UIDNEXT ").num(o.info.UIDNext).raw("] Predicted next UID").crlf()
 	if s.condstore {
 		s.w.raw("* OK [HIGHESTMODSEQ ").num64(o.info.HighestModSeq).raw("] Highest").crlf()
+	}
+	if qr != nil && qr.uidValidity == o.info.UIDValidity {
+		if err := s.resync(qr); err != nil {
+			return err
+		}
 	}
 	if ro {
 		s.doneCode, s.doneText = "READ-ONLY", "EXAMINE completed"
@@ -118,15 +141,22 @@ func (s *session) cmdSelect(examine bool) error {
 }
 
 // firstUnseen is the sequence number of the first message without \Seen,
-// or 0.
+// or 0. It reads the view's messages in order, from its lowest UID (not
+// a search, which walks the whole mailbox key range), and stops at the
+// first unseen.
 func (s *session) firstUnseen() uint32 {
-	uids, err := s.srv.opts.Reader.Search(s.user, s.sel.name, &store.Criteria{NotFlag: []string{store.FlagSeen}})
-	if err != nil || len(uids) == 0 {
-		return 0
-	}
-	for _, u := range uids {
-		if k, ok := slices.BinarySearch(s.sel.uids, u); ok {
-			return uint32(k + 1)
+	uids := s.sel.uids
+	for start := 0; start < len(uids); start += 256 {
+		part := uids[start:min(start+256, len(uids))]
+		msgs, err := s.srv.opts.Reader.Messages(s.user, s.sel.name, part)
+		if err != nil {
+			return 0
+		}
+		for _, m := range msgs {
+			if !slices.Contains(m.Flags, store.FlagSeen) {
+				k, _ := slices.BinarySearch(uids, m.UID)
+				return uint32(k + 1)
+			}
 		}
 	}
 	return 0
@@ -153,9 +183,8 @@ func (s *session) cmdClose(expunge bool) error {
 		return err
 	}
 	if expunge && s.writable() == nil {
-		op := &store.Expunge{User: s.user, Mailbox: s.sel.name, All: true}
-		if _, err := s.write(op, nil); err != nil {
-			return mapError(err)
+		if err := s.expungeDeleted(); err != nil {
+			return err
 		}
 	}
 	s.unselect()
@@ -481,13 +510,15 @@ func (s *session) cmdList(lsub bool) error {
 	if err := p.end(); err != nil {
 		return err
 	}
+	// A reference or pattern that is not valid modified UTF-7 matches
+	// no name (names are stored decoded), as in Dovecot: OK, nothing.
 	ref, err := decodeUTF7(refRaw)
 	if err != nil {
-		return bad("Reference is not valid modified UTF-7")
+		return nil
 	}
 	for i, pat := range patterns {
 		if patterns[i], err = decodeUTF7(pat); err != nil {
-			return bad("Mailbox pattern is not valid modified UTF-7")
+			patterns[i] = "\x00" // matches nothing
 		}
 	}
 	verb := "LIST"
@@ -568,7 +599,7 @@ func (s *session) list(verb, ref string, patterns []string, o *listOptions) erro
 			if !e.subscribed {
 				// LSUB and RECURSIVEMATCH name a level above a subscribed
 				// mailbox that "%" stops at (RFC 3501 6.3.9, RFC 5258 3.5).
-				if !e.subChild || !matchAny(n, ref, patterns) || matchBelow(n, ref, patterns, entries, true) {
+				if !e.subChild || !matchAny(n, ref, patterns) || !unmatchedBelow(n, ref, patterns, entries, true) {
 					continue
 				}
 				if verb == "LSUB" {
@@ -592,7 +623,7 @@ func (s *session) list(verb, ref string, patterns []string, o *listOptions) erro
 		case e.box == nil:
 			// A level that is not a mailbox is listed when "%" stops at
 			// it (RFC 3501 6.3.8's example).
-			if !matchAny(n, ref, patterns) || matchBelow(n, ref, patterns, entries, false) {
+			if !matchAny(n, ref, patterns) || !unmatchedBelow(n, ref, patterns, entries, false) {
 				continue
 			}
 			attrs = append(attrs, `\Noselect`)
@@ -629,18 +660,17 @@ func (s *session) list(verb, ref string, patterns []string, o *listOptions) erro
 	return nil
 }
 
-// matchBelow reports whether a pattern matching name also matches an
-// entry below it (so name itself need not be listed as a level).
-func matchBelow(name, ref string, patterns []string, entries map[string]*listEntry, subscribedOnly bool) bool {
+// unmatchedBelow reports whether an entry below name (a subscribed one,
+// or a mailbox) is matched by no pattern: name then stands for it (LSUB's
+// \Noselect parent, RECURSIVEMATCH's CHILDINFO, a level "%%" stops at).
+func unmatchedBelow(name, ref string, patterns []string, entries map[string]*listEntry, subscribedOnly bool) bool {
 	prefix := name + string(store.Delimiter)
 	for n, e := range entries {
 		if !strings.HasPrefix(n, prefix) || (subscribedOnly && !e.subscribed) || (!subscribedOnly && e.box == nil) {
 			continue
 		}
-		for _, p := range patterns {
-			if imapserver.MatchList(name, store.Delimiter, ref, p) && imapserver.MatchList(n, store.Delimiter, ref, p) {
-				return true
-			}
+		if !matchAny(n, ref, patterns) {
+			return true
 		}
 	}
 	return false

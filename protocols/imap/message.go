@@ -362,27 +362,35 @@ func (s *session) cmdFetch(uid bool) error {
 		return err
 	}
 	var changedSince uint64
+	vanished := false
 	if p.maybe(' ') {
-		// RFC 7162 3.1.4: FETCH ... (CHANGEDSINCE modseq)
+		// RFC 7162 3.1.4: FETCH ... (CHANGEDSINCE modseq [VANISHED])
 		err := p.list(func() error {
 			a, err := p.atom()
 			if err != nil {
 				return err
 			}
-			if !strings.EqualFold(a, "CHANGEDSINCE") {
-				return bad("Unknown FETCH modifier %s", a)
-			}
-			if err := p.sp(); err != nil {
+			switch strings.ToUpper(a) {
+			case "CHANGEDSINCE":
+				if err := p.sp(); err != nil {
+					return err
+				}
+				changedSince, err = p.number64()
 				return err
+			case "VANISHED":
+				vanished = true
+				return nil
 			}
-			changedSince, err = p.number64()
-			return err
+			return bad("Unknown FETCH modifier %s", a)
 		})
 		if err != nil {
 			return err
 		}
 		if changedSince == 0 {
 			return bad("CHANGEDSINCE needs a mod-sequence above 0")
+		}
+		if vanished && (!uid || !s.qresync) {
+			return bad("VANISHED needs UID FETCH and QRESYNC enabled")
 		}
 		s.enableCondStore()
 	}
@@ -394,6 +402,11 @@ func (s *session) cmdFetch(uid bool) error {
 	}
 	if changedSince > 0 && !slices.ContainsFunc(items, func(it fetchItem) bool { return it.kind == fetchModSeq }) {
 		items = append(items, fetchItem{kind: fetchModSeq})
+	}
+	if vanished {
+		if v := s.vanished(set, changedSince); v != "" {
+			s.w.raw("* VANISHED (EARLIER) ").raw(v).crlf()
+		}
 	}
 	refs, err := s.resolve(set, uid)
 	if err != nil || len(refs) == 0 {
@@ -522,6 +535,9 @@ func (s *session) fetchOne(r msgRef, m *store.Message, items []fetchItem) error 
 		}
 	}
 	w := &s.w
+	if slices.ContainsFunc(items, func(it fetchItem) bool { return it.kind == fetchFlags }) {
+		s.ensureKeywords(m.Flags)
+	}
 	w.raw("* ").num(r.seq).raw(" FETCH (")
 	for i, it := range items {
 		if i > 0 {
@@ -581,6 +597,9 @@ func (s *session) fetchOne(r msgRef, m *store.Message, items []fetchItem) error 
 		}
 	}
 	w.raw(")").crlf()
+	if slices.ContainsFunc(items, func(it fetchItem) bool { return it.kind == fetchFlags || it.kind == fetchModSeq }) {
+		s.dropStaleFlags(m.UID, m.ModSeq)
+	}
 	return w.err
 }
 
@@ -978,9 +997,41 @@ func (s *session) mailboxExists(name string) (bool, error) {
 	return err == nil, err
 }
 
+// expungeDeleted expunges every message flagged \Deleted. It names them
+// (found by reading the mailbox from its floor, see hub.setFloor) rather
+// than asking the store for all, whose scan walks every tombstone of the
+// mailbox's past; and when there is none, it writes nothing.
+func (s *session) expungeDeleted() error {
+	floor := s.sel.lastKnown
+	if len(s.sel.uids) > 0 {
+		floor = s.sel.uids[0] - 1
+	}
+	_, uids, err := s.srv.opts.Reader.UIDsAfter(s.user, s.sel.name, floor)
+	if err != nil {
+		return mapError(err)
+	}
+	var deleted []uint32
+	for start := 0; start < len(uids); start += 256 {
+		msgs, err := s.srv.opts.Reader.Messages(s.user, s.sel.name, uids[start:min(start+256, len(uids))])
+		if err != nil {
+			return mapError(err)
+		}
+		for _, m := range msgs {
+			if slices.Contains(m.Flags, store.FlagDeleted) {
+				deleted = append(deleted, m.UID)
+			}
+		}
+	}
+	if len(deleted) == 0 {
+		return nil
+	}
+	_, err = s.write(&store.Expunge{User: s.user, Mailbox: s.sel.name, UIDs: deleted}, nil)
+	return mapError(err)
+}
+
 func (s *session) cmdExpunge(uid bool) error {
 	p := &s.p
-	op := &store.Expunge{User: s.user, Mailbox: s.sel.name, All: !uid}
+	op := &store.Expunge{User: s.user, Mailbox: s.sel.name}
 	var set numSet
 	if uid {
 		if err := p.sp(); err != nil {
@@ -997,16 +1048,17 @@ func (s *session) cmdExpunge(uid bool) error {
 	if err := s.writable(); err != nil {
 		return err
 	}
-	if uid {
-		refs, err := s.resolve(set, true)
-		if err != nil || len(refs) == 0 {
-			return err
-		}
-		op.UIDs = refUIDs(refs)
+	if !uid {
+		return s.expungeDeleted()
 	}
+	refs, err := s.resolve(set, true)
+	if err != nil || len(refs) == 0 {
+		return err
+	}
+	op.UIDs = refUIDs(refs)
 	// The EXPUNGE responses reach this session through its queue, which
 	// the poll after the command writes.
-	_, err := s.write(op, nil)
+	_, err = s.write(op, nil)
 	return mapError(err)
 }
 

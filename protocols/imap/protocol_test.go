@@ -98,6 +98,18 @@ func TestSelectUnseenAndKeywords(t *testing.T) {
 		!hasPrefix(u, `* 2 FETCH (UID 2 FLAGS (Thunderbird`) {
 		t.Errorf("the other session after a new keyword: %q", u)
 	}
+	// A keyword that arrives while nobody has the mailbox selected is
+	// listed at the next SELECT (the server remembers keywords between
+	// selections, from the changes it is told of).
+	a.ok("CLOSE")
+	b.ok("CLOSE")
+	m := msg("kw", "x")
+	a.send(fmt.Sprintf("t90 APPEND INBOX (Appended) {%d+}\r\n%s\r\n", len(m), m))
+	a.until("t90")
+	if u := b.ok("SELECT INBOX"); !has(u, `* FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Label1 Appended Thunderbird)`) {
+		t.Errorf("SELECT after an APPEND with a keyword: %q", u)
+	}
+	a.ok("SELECT INBOX")
 	// The session that stored it is told too, before its FETCH.
 	u = a.ok("STORE 3 +FLAGS (NewOne)")
 	if len(u) < 2 || !strings.HasPrefix(u[0], `* FLAGS (`) || !strings.Contains(u[0], "NewOne") || !hasPrefix(u, "* 3 FETCH") {
@@ -117,7 +129,7 @@ func TestClientErrorsAreBad(t *testing.T) {
 	nested := strings.Repeat("(", 1000) + "ALL" + strings.Repeat(")", 1000)
 	big := strings.Repeat("1,", 650000) + "1"
 	for _, cmd := range []string{
-		`LIST "" "&"`, `LIST "" "a&b"`, `CREATE "a&b"`, `CREATE "&Jjo"`, `SELECT "&AGE-"`,
+		`CREATE "a&b"`, `CREATE "&Jjo"`, `SELECT "&AGE-"`,
 		"FETCH 0 FLAGS", "FETCH 1:5 FLAGS", "UID FETCH 0 FLAGS", "FETCH 1 (FLAGS", "FETCH 1 BODY[99.TEXT.X]",
 		"SEARCH " + deep, "SEARCH " + nested, "FETCH " + big + " FLAGS",
 		"STORE 1 +FLAGS (\\*)", "SEARCH FROBNICATE", "CREATE \"a\x01b\"", "NOOP extra",
@@ -125,6 +137,13 @@ func TestClientErrorsAreBad(t *testing.T) {
 		_, tagged := s.do(cmd)
 		if !strings.Contains(tagged, " BAD ") && !strings.Contains(tagged, " NO ") || strings.Contains(tagged, "SERVERBUG") {
 			t.Errorf("%.40s: %q", cmd, tagged)
+		}
+	}
+	// A LIST pattern that is not modified UTF-7 matches nothing (as in
+	// Dovecot; imaptest's atoms test expects OK).
+	for _, cmd := range []string{`LIST "" "&"`, `LIST "" "a&b"`, "LIST \"\" !#$$&'+,-.0123456789:;<=>?@^_`|[}%*"} {
+		if u := s.ok(cmd); len(u) != 0 {
+			t.Errorf("%s: %q", cmd, u)
 		}
 	}
 	s.ok("NOOP")
@@ -334,5 +353,25 @@ func TestEnvelopeGroupsRoutesComments(t *testing.T) {
 	}
 	if u := s.ok("SEARCH FROM \"real name\""); !has(u, "* SEARCH 1") {
 		t.Errorf("SEARCH FROM a name from a comment: %q", u)
+	}
+}
+
+// TestExistsBeforeItsFetch: a session told of a new message and of a
+// flag change to it at once gets EXISTS first (imaptest's stress found
+// the FETCH first: "seq too high").
+func TestExistsBeforeItsFetch(t *testing.T) {
+	e := prototest.Start(t, nil)
+	a := loginRaw(t, e, "alice")
+	a.ok("SELECT INBOX")
+	b := loginRaw(t, e, "alice")
+	b.ok("SELECT INBOX")
+	m := msg("new", "x")
+	b.send(fmt.Sprintf("t9 APPEND INBOX {%d+}\r\n%s\r\n", len(m), m))
+	b.until("t9")
+	b.ok("NOOP")
+	b.ok("STORE 1 +FLAGS.SILENT (\\Flagged)")
+	u := a.ok("NOOP")
+	if len(u) < 2 || u[0] != "* 1 EXISTS" || !hasPrefix(u, "* 1 FETCH (UID 1 FLAGS (") {
+		t.Errorf("NOOP after another session's APPEND and STORE: %q", u)
 	}
 }

@@ -58,7 +58,7 @@ func (s *session) cmdSearch(uid bool) error {
 			return err
 		}
 		if !strings.EqualFold(cs, "UTF-8") && !strings.EqualFold(cs, "US-ASCII") {
-			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "BADCHARSET (UTF-8 US-ASCII)", Text: "Unknown charset"}
+			return noBadCharset()
 		}
 		if err := p.sp(); err != nil {
 			return err
@@ -98,11 +98,23 @@ func (s *session) cmdSearch(uid bool) error {
 	// 7162 3.1.5).
 	var highest uint64
 	if s.searchModSeq && len(nums) > 0 {
+		// ESEARCH with MIN and MAX only: of the messages returned (RFC
+		// 4731 3.2).
 		var matched []uint32
 		for _, u := range uids {
-			if _, ok := slices.BinarySearch(s.sel.uids, u); ok {
-				matched = append(matched, u)
+			k, ok := slices.BinarySearch(s.sel.uids, u)
+			if !ok {
+				continue
 			}
+			n := u
+			if !uid {
+				n = uint32(k + 1)
+			}
+			if esearch && !slices.Contains(ret, "ALL") && !slices.Contains(ret, "COUNT") &&
+				!(slices.Contains(ret, "MIN") && n == nums[0]) && !(slices.Contains(ret, "MAX") && n == nums[len(nums)-1]) {
+				continue
+			}
+			matched = append(matched, u)
 		}
 		msgs, err := s.srv.opts.Reader.Messages(s.user, s.sel.name, matched)
 		if err != nil {
@@ -150,6 +162,10 @@ func (s *session) cmdSearch(uid bool) error {
 	}
 	s.w.crlf()
 	return nil
+}
+
+func noBadCharset() error {
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "BADCHARSET (UTF-8 US-ASCII)", Text: "Unknown charset"}
 }
 
 // peekWord is the atom at the parse position, not consumed.

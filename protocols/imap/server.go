@@ -80,7 +80,13 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 	hub  *hub
-	ro   atomic.Pointer[writeMode]
+	// gone remembers recent expunges for QRESYNC.
+	gone expunges
+	// provisioned are users whose special-use folders were made since
+	// the server started (LOGIN need not list their mailboxes again).
+	provMu      sync.Mutex
+	provisioned map[string]struct{}
+	ro          atomic.Pointer[writeMode]
 	// unavailable, when set, says why no session is served now.
 	unavailable atomic.Pointer[string]
 
@@ -287,7 +293,9 @@ func (s *Server) Notify(c protocols.Change) {
 	if o, ok := c.Origin.(*origin); ok {
 		source, own = o.session, o.uids
 	}
+	s.hub.kw.note(op)
 	if du, ok := op.(*store.DeleteUser); ok {
+		s.forgetProvisioned(du.User)
 		s.hub.changedUser(du.User)
 		return
 	}
@@ -295,7 +303,13 @@ func (s *Server) Notify(c protocols.Change) {
 		if name, err := store.CanonicalMailbox(ref.Mailbox); err == nil {
 			ref.Mailbox = name
 		}
-		s.hub.changed(ref, changeOf(op, res, ref), source, own)
+		c := changeOf(op, res, ref)
+		if len(c.expunged) > 0 {
+			if info, err := s.opts.Reader.Mailbox(ref.User, ref.Mailbox); err == nil {
+				s.gone.record(ref, info.UIDValidity, info.HighestModSeq, c.expunged)
+			}
+		}
+		s.hub.changed(ref, c, source, own)
 	}
 }
 
@@ -342,6 +356,31 @@ func changeOf(op store.Op, res *store.Result, ref protocols.MailboxRef) change {
 type origin struct {
 	session *session
 	uids    []uint32
+}
+
+// isProvisioned reports whether user was provisioned since start.
+func (s *Server) isProvisioned(user string) bool {
+	s.provMu.Lock()
+	defer s.provMu.Unlock()
+	_, ok := s.provisioned[user]
+	return ok
+}
+
+// setProvisioned remembers that user's folders exist (bounded: a full
+// set is emptied, which costs each user one more listing).
+func (s *Server) setProvisioned(user string) {
+	s.provMu.Lock()
+	defer s.provMu.Unlock()
+	if s.provisioned == nil || len(s.provisioned) >= 100000 {
+		s.provisioned = make(map[string]struct{})
+	}
+	s.provisioned[user] = struct{}{}
+}
+
+func (s *Server) forgetProvisioned(user string) {
+	s.provMu.Lock()
+	defer s.provMu.Unlock()
+	delete(s.provisioned, user)
 }
 
 func (s *Server) dropSession(sess *session) {

@@ -3,6 +3,7 @@ package smtp_test
 import (
 	"bytes"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -102,4 +103,59 @@ func hugeHeaderRSS(b *testing.B, addr string, msg []byte) {
 	b.ReportMetric(float64((peak-before)>>20), "MB-peak-growth")
 	b.Logf("reply %q; RSS before %d MB, peak %d MB (+%d MB) for a %d MB header",
 		reply, before>>20, peak>>20, (peak-before)>>20, len(msg)>>20)
+}
+
+// BenchmarkConnectionFloodRSS opens 4000 idle SMTP connections from one
+// address at once (issue 14, D4: 20 000 idle connections exhausted the
+// descriptors) and prints how many were served a greeting, how many were
+// refused 421, the server's open descriptors, and the process's peak
+// resident size growth. Loopback is exempt from the per-address limit,
+// so the overall limit (256 by default) is what holds.
+//
+//	go test -run '^$' -bench ConnectionFloodRSS -benchtime 1x ./protocols/smtp/
+func BenchmarkConnectionFloodRSS(b *testing.B) {
+	e := prototest.Start(b, nil)
+	for b.Loop() {
+		connectionFlood(b, e.SMTPAddr, 4000)
+	}
+}
+
+func connectionFlood(b *testing.B, addr string, n int) {
+	runtime.GC()
+	debug.FreeOSMemory()
+	before := procStatus(b, "VmRSS")
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Skipf("cannot reset VmHWM: %v", err)
+	}
+	var greeted, refused, failed int
+	conns := make([]net.Conn, 0, n)
+	buf := make([]byte, 512)
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			failed++
+			continue
+		}
+		conns = append(conns, c)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		k, _ := c.Read(buf)
+		switch {
+		case bytes.HasPrefix(buf[:k], []byte("220")):
+			greeted++
+		case bytes.HasPrefix(buf[:k], []byte("421")):
+			refused++
+		default:
+			failed++
+		}
+	}
+	fds, _ := os.ReadDir("/proc/self/fd")
+	peak := procStatus(b, "VmHWM")
+	for _, c := range conns {
+		c.Close()
+	}
+	b.ReportMetric(float64(greeted), "greeted")
+	b.ReportMetric(float64(refused), "refused-421")
+	b.ReportMetric(float64((peak-before)>>20), "MB-peak-growth")
+	b.Logf("%d connections: %d greeted, %d refused 421, %d failed; %d descriptors open in the process (both ends); RSS %d MB, peak +%d MB",
+		n, greeted, refused, failed, len(fds), before>>20, (peak-before)>>20)
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
@@ -310,6 +311,10 @@ func (s *Server) replyFor(err error) error {
 		// A passive: the sender retries, or its next MX is the active.
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
 			Message: "This node is a read-only replica, deliver to the active; try again later"}
+	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, store.ErrDiskFault):
+		// A full disk (issue 14 D3): RFC 3463's "mail system full".
+		return &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 3, 1},
+			Message: "Insufficient system storage, try again later"}
 	case errors.Is(err, protocols.ErrUnavailable):
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
 			Message: "Temporarily unavailable, try again later"}

@@ -43,6 +43,11 @@ type Options struct {
 	MaxLineLength  int
 	// IMAPHost is the address IMAP listens on (default 127.0.0.1).
 	IMAPHost string
+	// HashCost is the users' bcrypt cost (default 4, the cheapest).
+	HashCost int
+	// NoLoginCache turns the verified-login cache off (every login pays
+	// the hash).
+	NoLoginCache bool
 }
 
 // Start runs a node until the test ends.
@@ -58,12 +63,20 @@ func Start(tb testing.TB, o *Options) *Env {
 	dir := tb.TempDir()
 	log := slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	passwd := filepath.Join(dir, "passwd")
+	cost := o.HashCost
+	if cost == 0 {
+		cost = 4
+	}
 	for _, u := range names {
-		if err := users.Add(passwd, u, Password, &users.EditOptions{Cost: 4}); err != nil {
+		if err := users.Add(passwd, u, Password, &users.EditOptions{Cost: cost}); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	pw, err := users.Open(passwd, nil)
+	var uo *users.Options
+	if o.NoLoginCache {
+		uo = &users.Options{CacheSize: -1}
+	}
+	pw, err := users.Open(passwd, uo)
 	if err != nil {
 		tb.Fatal(err)
 	}
