@@ -73,7 +73,7 @@ func (p *Pair) Write(ctx context.Context, op store.Op, origin protocols.Origin) 
 	if err != nil {
 		p.writeErrs.Add(1)
 		p.lg.Error("write failed", "op", op.Kind(), "err", err)
-		return out.Result, fmt.Errorf("%w: %v", protocols.ErrUnavailable, err)
+		return out.Result, fmt.Errorf("%w: %w", protocols.ErrUnavailable, err)
 	}
 	var unconfirmed error
 	if out.result != nil {
@@ -89,7 +89,7 @@ func (p *Pair) Write(ctx context.Context, op store.Op, origin protocols.Origin) 
 	}
 	if unconfirmed != nil {
 		p.unconfirmed.Add(1)
-		return out.Result, fmt.Errorf("%w: %v", protocols.ErrUnavailable, unconfirmed)
+		return out.Result, fmt.Errorf("%w: %w", protocols.ErrUnavailable, unconfirmed)
 	}
 	p.writes.Add(1)
 	return out.Result, nil

@@ -38,9 +38,11 @@ func newHealth(data string) *health {
 func (h *health) check(writes, failures uint64) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	reprobe := false
 	switch {
 	case writes > h.writes:
-		h.failing = nil // a write succeeded since the last look
+		h.failing = nil         // a write succeeded since the last look
+		reprobe = h.disk != nil // and the disk may have room again
 	case failures > h.fails:
 		n := failures - h.fails
 		if h.failing != nil {
@@ -52,7 +54,7 @@ func (h *health) check(writes, failures uint64) error {
 		h.failing = &writeFailures{n: n, since: h.now()}
 	}
 	h.writes, h.fails = writes, failures
-	if now := h.now(); now.Sub(h.probed) >= h.every {
+	if now := h.now(); reprobe || now.Sub(h.probed) >= h.every {
 		h.disk, h.probed = probe(h.dir), now
 	}
 	return errors.Join(h.disk, h.failing)

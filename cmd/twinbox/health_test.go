@@ -41,22 +41,33 @@ func TestHealthTellsTheTruth(t *testing.T) {
 	if err := h.check(0, 0); err == nil {
 		t.Error("probed again within a second: the last probe's answer is kept, want it still failing")
 	}
+	if err := h.check(1, 0); err != nil {
+		t.Errorf("a write succeeded: the disk is probed again at once: %v", err)
+	}
+	os.Remove(filepath.Join(data, "tmp"))
 	tick()
-	if err := h.check(0, 0); err != nil {
+	if err := h.check(1, 0); err == nil {
+		t.Error("DATA/tmp gone again: want a disk error after a second")
+	}
+	if err := os.Mkdir(filepath.Join(data, "tmp"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tick()
+	if err := h.check(1, 0); err != nil {
 		t.Errorf("disk writable again: %v", err)
 	}
 	tick()
-	if err := h.check(0, 3); err == nil || !strings.Contains(err.Error(), "last 3 writes failed") {
+	if err := h.check(1, 3); err == nil || !strings.Contains(err.Error(), "last 3 writes failed") {
 		t.Errorf("3 writes failed, none succeeded: %v", err)
 	}
 	tick()
-	if err := h.check(0, 5); err == nil || !strings.Contains(err.Error(), "last 5 writes failed") {
+	if err := h.check(1, 5); err == nil || !strings.Contains(err.Error(), "last 5 writes failed") {
 		t.Errorf("2 more failed: %v", err)
 	}
-	if err := h.check(0, 5); err == nil {
+	if err := h.check(1, 5); err == nil {
 		t.Error("no write since the failures: still failing, want unhealthy")
 	}
-	if err := h.check(1, 5); err != nil {
+	if err := h.check(2, 5); err != nil {
 		t.Errorf("a write succeeded: %v", err)
 	}
 	if entries, _ := os.ReadDir(filepath.Join(data, "tmp")); len(entries) != 0 {
