@@ -54,7 +54,7 @@ type Summary struct {
 	Kept, Renumbered []string
 	Imported         int // placed at the source's UIDs
 	Appended         int // with new UIDs
-	Present          int // held already (an earlier run)
+	Present          int // held already (an earlier run; not sent again)
 	Gone             int // expunged on the node since an earlier run
 	TooLarge         []string
 	Refused          []string
@@ -126,7 +126,20 @@ func Run(ctx context.Context, folders []Folder, o Options) (Summary, error) {
 			sum.Renumbered = append(sum.Renumbered, fmt.Sprintf("%s: the source has no UIDs", f.Name))
 		}
 		pr.Folder = f.Name
-		for i := 0; i < len(f.Messages); {
+		skip := 0
+		if mb.Keep && mb.UIDNext > 1 {
+			// Imported by an earlier run (or expunged here since): not
+			// sent again.
+			for skip < len(f.Messages) && f.Messages[skip].UID < mb.UIDNext {
+				pr.Bytes += f.Messages[skip].Size
+				skip++
+			}
+			sum.Messages += skip
+			sum.Present += skip
+			pr.Messages += skip
+			pr.Skipped += skip
+		}
+		for i := skip; i < len(f.Messages); {
 			req := batchRequest{User: o.User, Mailbox: f.Name}
 			if mb.Keep {
 				req.UIDValidity = mb.UIDValidity

@@ -2,12 +2,14 @@ package migrate_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,9 +37,72 @@ func newTarget(tb testing.TB) (*store.Store, string) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { s.Close(context.Background()) })
-	srv := httptest.NewServer(migrate.Handler(storeWriter{s}, nil))
+	srv := httptest.NewServer(migrate.Handler(storeWriter{s}, &migrate.HandlerOptions{Mailbox: s.Mailbox}))
 	tb.Cleanup(srv.Close)
 	return s, srv.URL
+}
+
+// flakyWriter counts the Import operations it writes and fails the one
+// numbered failAt (1-based; 0: none), as a node going away would.
+type flakyWriter struct {
+	storeWriter
+	mu      sync.Mutex
+	imports int
+	failAt  int
+}
+
+func (w *flakyWriter) Write(ctx context.Context, op store.Op) (store.Result, error) {
+	if _, ok := op.(*store.Import); ok {
+		w.mu.Lock()
+		w.imports++
+		n := w.imports
+		w.mu.Unlock()
+		if n == w.failAt {
+			return store.Result{}, errors.New("the node went away")
+		}
+	}
+	return w.storeWriter.Write(ctx, op)
+}
+
+// TestImportResumes: an import cut short runs again to the end without a
+// duplicate, sending only what the node lacks; a third run sends nothing.
+func TestImportResumes(t *testing.T) {
+	dir := t.TempDir()
+	writeMaildir(t, dir, 10)
+	folders, err := migrate.ReadMaildir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(t.Context(), t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	w := &flakyWriter{storeWriter: storeWriter{s}, failAt: 3}
+	srv := httptest.NewServer(migrate.Handler(w, &migrate.HandlerOptions{Mailbox: s.Mailbox}))
+	defer srv.Close()
+	o := migrate.Options{URL: srv.URL, User: "ann", BatchMessages: 2}
+	if _, err := migrate.Run(t.Context(), folders, o); err == nil {
+		t.Fatal("the cut-short import did not fail")
+	}
+	if mb, _ := s.Mailbox("ann", "INBOX"); mb.Messages != 4 {
+		t.Fatalf("after the cut: %d messages, want 4", mb.Messages)
+	}
+	w.imports, w.failAt = 0, 0
+	sum, err := migrate.Run(t.Context(), folders, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Imported != 6 || sum.Present != 4 || w.imports != 3 {
+		t.Fatalf("resumed: imported %d, present %d, %d batches sent; want 6, 4, 3", sum.Imported, sum.Present, w.imports)
+	}
+	w.imports = 0
+	if sum, err = migrate.Run(t.Context(), folders, o); err != nil || sum.Present != 10 || w.imports != 0 {
+		t.Fatalf("third run: %+v, %d batches sent, %v", sum, w.imports, err)
+	}
+	if mb, _ := s.Mailbox("ann", "INBOX"); mb.Messages != 10 {
+		t.Fatalf("%d messages, want 10", mb.Messages)
+	}
 }
 
 func message(i int, size int) []byte {

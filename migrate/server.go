@@ -32,7 +32,10 @@ type HandlerOptions struct {
 	MaxMessageSize int64
 	// MaxBatchBytes bounds a request's body. 0: DefaultMaxBatchBytes.
 	MaxBatchBytes int64
-	Logger        *slog.Logger
+	// Mailbox, when set, reads a mailbox on the node, so that a resumed
+	// import skips what it imported before without sending it.
+	Mailbox func(user, name string) (store.MailboxInfo, error)
+	Logger  *slog.Logger
 }
 
 // DefaultMaxBatchBytes bounds one batch request: the client's batches
@@ -118,7 +121,13 @@ func (h *handler) mailbox(w http.ResponseWriter, r *http.Request) {
 		res, err := h.write(ctx, &store.ImportMailbox{User: req.User, Name: name, UIDValidity: req.UIDValidity, Subscribe: req.Subscribe})
 		switch {
 		case err == nil:
-			reply(w, mailboxReply{Keep: true, UIDValidity: res.UIDValidity})
+			rep := mailboxReply{Keep: true, UIDValidity: res.UIDValidity}
+			if h.opts.Mailbox != nil {
+				if mb, err := h.opts.Mailbox(req.User, name); err == nil && mb.UIDValidity == res.UIDValidity {
+					rep.UIDNext = mb.UIDNext
+				}
+			}
+			reply(w, rep)
 			return
 		case errors.Is(err, store.ErrUIDValidity):
 			rep.Why = err.Error()

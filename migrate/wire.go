@@ -17,6 +17,10 @@ type mailboxReply struct {
 	// they are appended with new UIDs.
 	Keep        bool   `json:"keep"`
 	UIDValidity uint32 `json:"uidvalidity"`
+	// UIDNext is the mailbox's next UID on the node (0: not known). With
+	// Keep, a message below it was imported before (or expunged here
+	// since): a resumed import need not send it again.
+	UIDNext uint32 `json:"uidnext,omitempty"`
 	// Why, when not Keep though the source had a UIDVALIDITY.
 	Why string `json:"why,omitempty"`
 }

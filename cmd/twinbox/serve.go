@@ -356,7 +356,7 @@ func (s *server) initAdmin(context.Context) error {
 	s.m.RegisterPair(s.node)
 	o := admin.Options{Metrics: s.m, Status: s.status, Digest: s.node.Digest, Healthy: s.healthy, Pprof: s.c.AdminPprof,
 		Import: migrate.Handler(importWriter{s.node}, &migrate.HandlerOptions{
-			MaxMessageSize: s.c.MaxMessageSize, Logger: s.log.With("component", "import"),
+			MaxMessageSize: s.c.MaxMessageSize, Logger: s.log.With("component", "import"), Mailbox: s.node.Mailbox,
 		})}
 	if s.c.Failover {
 		o.Command = s.node.Command

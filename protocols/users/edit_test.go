@@ -188,7 +188,7 @@ func TestConcurrentAdd(t *testing.T) {
 func TestSetPasswordRepairs(t *testing.T) {
 	path := copyTestdata(t)
 	good := readFile(t, path)
-	writeFile(t, path, good+"dave:{DES-CRYPT}VaG6xX07td/is:1002:1002::/home/dave\nerin:{PLAIN}one\n# c\nerin:{PLAIN}two\n")
+	writeFile(t, path, good+"dave:{DES-CRYPT}_J9..abcdefghijklmnopq:1002:1002::/home/dave\nerin:{PLAIN}one\n# c\nerin:{PLAIN}two\n")
 	f := openFile(t, path)
 	if n := len(f.Problems()); n != 3 {
 		t.Fatalf("%d problems, want 3: %v", n, f.Problems())

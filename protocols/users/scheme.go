@@ -349,10 +349,13 @@ func parseCrypt(raw []byte) (verifier, error) {
 	return nil, schemeError("hash is of a crypt(3) kind twinbox does not read (it reads $2y$, $1$, $5$, $6$ and $y$)")
 }
 
-// parseDESCrypt refuses traditional DES crypt: no maintained Go module
-// implements it.
-func parseDESCrypt([]byte) (verifier, error) {
-	return nil, schemeError("DES crypt is not supported (no maintained Go implementation; it keeps only 8 characters of a password)")
+// parseDESCrypt reads traditional DES crypt (13 characters of the crypt
+// alphabet); BSDi's extended form ("_" and 19 characters) is refused.
+func parseDESCrypt(raw []byte) (verifier, error) {
+	if len(raw) != 13 || badCryptChar(string(raw)) >= 0 {
+		return nil, schemeError("DES crypt: only the traditional 13-character form is read (not BSDi's extended _ form)")
+	}
+	return desCrypt{hash: string(raw)}, nil
 }
 
 // digestHash is an unsalted digest: {SHA}, {SHA256}, {SHA512},
