@@ -87,6 +87,14 @@ func TestMonitoring(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	// The active's append and its wait for the passive, as histograms,
+	// counted for the delivery above.
+	for _, stage := range []string{"append", "peer_wait"} {
+		m := regexp.MustCompile(`twinbox_replication_duration_seconds_count\{stage="` + stage + `"\} (\d+)`).FindStringSubmatch(text)
+		if m == nil || m[1] == "0" {
+			t.Errorf("/metrics: no %s observed in twinbox_replication_duration_seconds (%v)", stage, m)
+		}
+	}
 	if strings.Contains(text, "_last_seconds -1") {
 		t.Errorf("/metrics reports -1 for a heartbeat age")
 	}

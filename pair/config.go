@@ -106,6 +106,9 @@ type Config struct {
 	// Progress receives a resync's progress lines (nil: none).
 	Progress io.Writer
 	Logger   *slog.Logger
+	// ObserveReplication, if set, is told the active's append and
+	// peer-wait times (replog.PrimaryOptions.Observe).
+	ObserveReplication func(stage string, d time.Duration)
 }
 
 // FailoverConfig is the automatic failover of a pair (failover/).

@@ -218,7 +218,7 @@ func (p *Pair) becomeActive(ctx context.Context, epoch uint64, alone bool) error
 	st := p.loc.Load().st
 	primary, err := replog.NewPrimary(ctx, p.log, st, p.nc, &replog.PrimaryOptions{
 		Epoch: epoch, Async: c.Async, PeerTimeout: c.PeerTimeout, Logger: p.lg,
-		OnApplied: p.applied,
+		OnApplied: p.applied, Observe: c.ObserveReplication,
 	})
 	if err != nil {
 		return err

@@ -34,7 +34,11 @@ type PrimaryOptions struct {
 	// the log's tail applied by NewPrimary, then every commit's (under
 	// the commit's lock, so it must be quick and must not call back).
 	OnApplied AppliedFunc
-	Logger    *slog.Logger
+	// Observe, if set, is told how long each local append took (stage
+	// "append") and each confirmed wait for the passive ("peer_wait"),
+	// for latency histograms. It must be quick.
+	Observe func(stage string, d time.Duration)
+	Logger  *slog.Logger
 }
 
 // AppliedFunc is told of an entry applied to the store, with its result
@@ -84,8 +88,12 @@ func (c Committed) Result(ctx context.Context) (store.Result, error) {
 		select {
 		case <-pd.done:
 			if pd.err == nil {
+				took := time.Since(t0)
 				pd.primary.peerWaits.Add(1)
-				pd.primary.peerWaitNanos.Add(uint64(time.Since(t0)))
+				pd.primary.peerWaitNanos.Add(uint64(took))
+				if o := pd.primary.opts.Observe; o != nil {
+					o("peer_wait", took)
+				}
 			}
 			return pd.res, pd.err
 		case <-progress:
@@ -347,8 +355,12 @@ func (p *Primary) CommitTagged(ctx context.Context, ops []store.Op, tags []any) 
 	}
 	pushed := entries[len(entries)-1].Seq
 	last, err := p.log.appendEncoded(ctx, p.lastRecord, records, data)
+	took := time.Since(t0)
 	p.appends.Add(1)
-	p.appendNanos.Add(uint64(time.Since(t0)))
+	p.appendNanos.Add(uint64(took))
+	if p.opts.Observe != nil {
+		p.opts.Observe("append", took)
+	}
 	if err != nil {
 		// Some entries may be in the log: queue what the log holds, and
 		// number after it, before anything else is written.

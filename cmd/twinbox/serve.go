@@ -198,6 +198,7 @@ func (s *server) initNode(ctx context.Context) error {
 	}
 	s.manual = manual
 	s.m = admin.NewMetrics()
+	pc.ObserveReplication = s.m.ObserveReplication
 	if pc.Failover != nil && pc.Failover.Fencer != nil {
 		pc.Failover.Fencer = observedFencer{pc.Failover.Fencer, s.m}
 	}

@@ -27,6 +27,7 @@ type Metrics struct {
 	delivery       *prometheus.HistogramVec
 	fences         *prometheus.CounterVec
 	fenceDuration  prometheus.Histogram
+	replication    *prometheus.HistogramVec
 	fenceLast      atomic.Pointer[fenceResult]
 
 	// For /status: totals since start.
@@ -69,6 +70,15 @@ func NewMetrics() *Metrics {
 		Name: "twinbox_fence_duration_seconds", Help: "How long fencing the peer took (the fence agent's run), success or not.",
 		Buckets: []float64{0.1, 0.5, 1, 2, 5, 10, 20, 30, 45, 60, 90, 120},
 	})
+	m.replication = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "twinbox_replication_duration_seconds",
+		Help: "The active's write path by stage: append (the local log's append and fsync) and peer_wait (from then until the passive confirmed).",
+		// 0.1 ms to about 6.5 s: an fsync is ~1 ms, peer_timeout seconds.
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 17),
+	}, []string{"stage"})
+	for _, stage := range []string{"append", "peer_wait"} {
+		m.replication.WithLabelValues(stage)
+	}
 	for _, proto := range []string{"smtp", "lmtp", "imap"} {
 		m.deliveries.WithLabelValues(proto) // present at zero from the start
 		m.recipients.WithLabelValues(proto)
@@ -77,7 +87,7 @@ func NewMetrics() *Metrics {
 		m.fences.WithLabelValues(r)
 	}
 	m.Registry.MustRegister(m.deliveries, m.recipients, m.receivedBytes, m.recipientBytes, m.cmdDuration, m.cmdFailures,
-		m.delivery, m.fences, m.fenceDuration, buildInfo(), &fenceCollector{m},
+		m.delivery, m.fences, m.fenceDuration, m.replication, buildInfo(), &fenceCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -103,6 +113,12 @@ func buildInfo() prometheus.Collector {
 	})
 	g.Set(1)
 	return g
+}
+
+// ObserveReplication records one stage of the active's write path
+// (pair.Config.ObserveReplication).
+func (m *Metrics) ObserveReplication(stage string, d time.Duration) {
+	m.replication.WithLabelValues(stage).Observe(d.Seconds())
 }
 
 // fenceResult is the last fencing run.
