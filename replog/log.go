@@ -120,8 +120,29 @@ func (l *Log) Reset(ctx context.Context) error {
 	if err := l.js.DeleteStream(ctx, StreamName); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("replog: reset the log: %w", err)
 	}
-	return l.open(ctx)
+	// Creating the stream again right after deleting it sometimes fails
+	// ("error creating store for stream": the server is still removing
+	// the old one). Seen about once in four rejoins of one test; without
+	// a retry the node was left with no log and never followed again.
+	var err error
+	for range resetTries {
+		if err = l.open(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(resetPause):
+		}
+	}
+	return err
 }
+
+// Reset's retries of creating the stream: about 5 s in all.
+const (
+	resetTries = 50
+	resetPause = 100 * time.Millisecond
+)
 
 // State is the span of the log held locally: the first and last entries
 // (log sequences; 0 and 0 when empty) and the stream messages (records)
@@ -132,7 +153,19 @@ type State struct {
 }
 
 // State returns the span of the log.
-func (l *Log) State(ctx context.Context) (State, error) { return stateOf(ctx, l.st) }
+//
+// A stream that is gone (a Reset that could not create it again) is
+// created again here, so that the node can go on.
+func (l *Log) State(ctx context.Context) (State, error) {
+	s, err := stateOf(ctx, l.st)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if oerr := l.open(ctx); oerr != nil {
+			return State{}, errors.Join(err, oerr)
+		}
+		return stateOf(ctx, l.st)
+	}
+	return s, err
+}
 
 func stateOf(ctx context.Context, st jetstream.Stream) (State, error) {
 	info, err := st.Info(ctx)
