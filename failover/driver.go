@@ -9,13 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/twinbox/twinbox/failover/witness"
+	"github.com/twinbox/twinbox/internal/fsutil"
 )
 
 // Node is what the driver changes: the node's replication role.
@@ -134,32 +134,11 @@ func LoadState(path string) (epoch uint64, standby bool, err error) {
 }
 
 func saveState(path string, s persistedState) error {
-	b, _ := json.Marshal(s)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	b, err := json.Marshal(s)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return fsutil.WriteFileAtomic(path, append(b, '\n'), 0o600)
 }
 
 // StartDriver starts a driver for a node starting passive; heard carries

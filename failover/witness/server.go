@@ -9,11 +9,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/twinbox/twinbox/failover/heartbeat"
+	"github.com/twinbox/twinbox/internal/fsutil"
 )
 
 // Name is the witness's own name in the messages it seals: no node may
@@ -205,37 +205,11 @@ func loadState(file string) (State, error) {
 	return st, nil
 }
 
-// saveState writes st durably: a temporary file, fsynced, renamed over
-// the old one, and the directory fsynced.
+// saveState writes st durably (fsutil.WriteFileAtomic).
 func saveState(file string, st State) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(file)
-	f, err := os.CreateTemp(dir, ".witness-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), file); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return fsutil.WriteFileAtomic(file, b, 0o600)
 }
