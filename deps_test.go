@@ -23,7 +23,7 @@ var allowed = map[string][]string{
 	"dedupe":    {"store"},
 	"cache":     {"store"},
 	"replog":    {"store"},
-	"failover":  {},
+	"failover":  {"internal/fsutil"},
 	"protocols": {"store", "dedupe"},
 	"pair":      {"store", "dedupe", "cache", "replog", "failover", "protocols"},
 	"migrate":   {"store", "dedupe"},
@@ -35,7 +35,8 @@ var allowed = map[string][]string{
 	"internal/loadgen":     {},
 	"internal/poll":        {},
 	"internal/testmail":    {},
-	"internal/tlscert":     {},
+	"internal/tlscert":     {"internal/fsutil"},
+	"internal/fsutil":      {},
 	"internal/dovecottest": {},
 	// Test support: packages whose name ends in "test".
 	"failover/failovertest":        {"failover", "internal/poll"},
