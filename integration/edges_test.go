@@ -221,11 +221,7 @@ func TestSplitBrainWithLyingFenceIsMerged(t *testing.T) {
 	lying := writeScript(t, "fence-lies.sh", lyingFence)
 	p := newFOPair(t, func(int) string { return lying })
 	p.withRelays(t)
-	p.startBoth(t)
-	if a := p.waitActive(t, -1); a != 0 {
-		t.Fatalf("node %s active, want the preferred a", foNames[a])
-	}
-	na, nb := p.nodes[0], p.nodes[1]
+	na, nb := p.startPreferred(t)
 	var before load
 	before.run(t, func() string { return na.smtp }, 2, 10, nil)
 	sameDigest(t, na, nb)
@@ -301,11 +297,7 @@ func TestSplitBrainWithLyingFenceIsMerged(t *testing.T) {
 func TestAsyncActiveKilledTailMerged(t *testing.T) {
 	p := newFOPair(t, nil, "--replication-mode", "async")
 	p.withRelays(t)
-	p.startBoth(t)
-	if a := p.waitActive(t, -1); a != 0 {
-		t.Fatalf("node %s active, want the preferred a", foNames[a])
-	}
-	na, nb := p.nodes[0], p.nodes[1]
+	na, nb := p.startPreferred(t)
 	var seen uidSeen
 	stopWatch := seen.watch(t, []*node{na, nb}, "alice")
 	var l load
@@ -368,11 +360,7 @@ func imapServes(ctx context.Context, n *node, user string) error {
 func TestNoUIDShownBeforeThePassiveHoldsIt(t *testing.T) {
 	p := newFOPair(t, nil)
 	p.withRelays(t)
-	p.startBoth(t)
-	if a := p.waitActive(t, -1); a != 0 {
-		t.Fatalf("node %s active, want the preferred a", foNames[a])
-	}
-	na, nb := p.nodes[0], p.nodes[1]
+	na, nb := p.startPreferred(t)
 	var l load
 	l.run(t, func() string { return na.smtp }, 1, 3, nil)
 	var seen uidSeen
@@ -524,11 +512,7 @@ func TestLargeLMTPDeliveryOverASlowLinkStoredOnce(t *testing.T) {
 func TestPartitionFencesOneNode(t *testing.T) {
 	p := newFOPair(t, nil)
 	p.withRelays(t)
-	p.startBoth(t)
-	if a := p.waitActive(t, -1); a != 0 {
-		t.Fatalf("node %s active, want the preferred a", foNames[a])
-	}
-	na, nb := p.nodes[0], p.nodes[1]
+	na, nb := p.startPreferred(t)
 	var l load
 	stop := runLoadTo(t, &l, na.smtp, 2)
 	na.waitFor(t, 60*time.Second, "some deliveries", func() bool { return ackedCount(&l) >= 20 })

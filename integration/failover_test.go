@@ -161,6 +161,17 @@ func (p *foPair) startBoth(t *testing.T) {
 	p.waitActive(t, -1)
 }
 
+// startPreferred starts both nodes and checks that a, the preferred
+// node, is the one that took the active role.
+func (p *foPair) startPreferred(t *testing.T) (na, nb *node) {
+	t.Helper()
+	p.startBoth(t)
+	if a := p.waitActive(t, -1); a != 0 {
+		t.Fatalf("node %s active, want the preferred a", foNames[a])
+	}
+	return p.nodes[0], p.nodes[1]
+}
+
 // addUserOffline adds a user to a node's passwd-file before it starts.
 func addUserOffline(t *testing.T, bin, data, name, password string) {
 	t.Helper()
@@ -488,10 +499,7 @@ func TestFailoverFenceFailsOrHangs(t *testing.T) {
 			ok := writeScript(t, "fence-ok.sh", fmt.Sprintf("#!/bin/sh\nexec %q fence-agent process\n", buildTwinbox(t)))
 			bad := writeScript(t, "fence-bad.sh", tc.script)
 			p := newFOPair(t, func(i int) string { return map[int]string{0: ok, 1: bad}[i] })
-			p.startBoth(t)
-			if a := p.waitActive(t, -1); a != 0 {
-				t.Fatalf("node %s active, want the preferred a", foNames[a])
-			}
+			p.startPreferred(t)
 			p.nodes[0].kill(t)
 			b := p.nodes[1]
 			var s admin.Status
@@ -624,10 +632,7 @@ func TestSwitchoverUnderLoad(t *testing.T) {
 // machine's scenarios: testdata/switchover.txt.)
 func TestOperatorRoleCommands(t *testing.T) {
 	p := newFOPair(t, nil)
-	p.startBoth(t)
-	if a := p.waitActive(t, -1); a != 0 {
-		t.Fatalf("node %s active, want the preferred a", foNames[a])
-	}
+	p.startPreferred(t)
 	cli := func(i int, args ...string) (string, int) {
 		t.Helper()
 		out, stderr, code := runTwinbox(t, p.bin, harness.Env(), append(args, "--admin", p.nodes[i].adm)...)

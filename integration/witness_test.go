@@ -116,11 +116,7 @@ func TestWitnessPreventsTwoActives(t *testing.T) {
 			p := newFOPair(t, func(int) string { return lying })
 			p.withRelays(t)
 			p.withWitness(t)
-			p.startBoth(t)
-			if a := p.waitActive(t, -1); a != 0 {
-				t.Fatalf("node %s active, want the preferred a", foNames[a])
-			}
-			na, nb := p.nodes[0], p.nodes[1]
+			na, nb := p.startPreferred(t)
 			stopBoth := p.twoActives(t)
 			var la, lb load
 			stopA := runLoadTo(t, &la, na.smtp, 2)
