@@ -480,3 +480,30 @@ func TestUDPPeerNotResolvableYet(t *testing.T) {
 		t.Fatal("a peer address without a port accepted")
 	}
 }
+
+// TestLazyAddr: a name resolves when asked; one that does not is looked
+// up again only after a pause; a missing port is refused at once.
+func TestLazyAddr(t *testing.T) {
+	a, err := heartbeat.NewLazyAddr("127.0.0.1:8423")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ua, err := a.Resolve(); err != nil || ua.Port != 8423 {
+		t.Fatalf("resolve: %v, %v", ua, err)
+	}
+	b, err := heartbeat.NewLazyAddr("no-such-peer.invalid:8423")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Resolve(); err == nil {
+		t.Fatal("an unresolvable name resolved")
+	}
+	if _, err := b.Resolve(); err == nil || !strings.Contains(err.Error(), "does not resolve yet") {
+		t.Fatalf("a second lookup at once: %v, want the pause", err)
+	}
+	for _, bad := range []string{"no-port", "host:", "host:0"} {
+		if _, err := heartbeat.NewLazyAddr(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

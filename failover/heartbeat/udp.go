@@ -20,11 +20,7 @@ const (
 // from any address (the signature decides what is accepted).
 type UDPPath struct {
 	conn *net.UDPConn
-	name string // the peer's host:port, as configured
-
-	mu       sync.Mutex
-	peer     *net.UDPAddr // nil until the name resolves
-	resolved time.Time    // when the name was last looked up
+	peer *LazyAddr
 
 	ch   chan []byte
 	done chan struct{}
@@ -61,19 +57,16 @@ func ListenUDP(listen, peer string) (*UDPPath, error) {
 // restarted over and over) is not an error: sends fail, and the name is
 // looked up again at most every resolveEvery, until it resolves.
 func NewUDPPath(conn *net.UDPConn, peer string) (*UDPPath, error) {
-	_, port, err := net.SplitHostPort(peer)
+	addr, err := NewLazyAddr(peer)
 	if err != nil {
-		return nil, fmt.Errorf("heartbeat: udp peer address %q: %w", peer, err)
+		return nil, fmt.Errorf("heartbeat: udp peer: %w", err)
 	}
-	if port == "0" || port == "" {
-		return nil, fmt.Errorf("heartbeat: udp peer address %q: needs a port", peer)
-	}
-	p := &UDPPath{conn: conn, name: peer, ch: make(chan []byte, receiveBuffer), done: make(chan struct{})}
-	if _, err := p.peerAddr(); err != nil {
+	if _, err := addr.Resolve(); err != nil {
 		if _, ok := errors.AsType[*net.DNSError](err); !ok {
-			return nil, err
+			return nil, fmt.Errorf("heartbeat: udp peer: %w", err)
 		}
 	}
+	p := &UDPPath{conn: conn, peer: addr, ch: make(chan []byte, receiveBuffer), done: make(chan struct{})}
 	p.wg.Add(1)
 	go p.read()
 	return p, nil
@@ -98,36 +91,14 @@ func (p *UDPPath) Send(b []byte) error {
 	if err := p.conn.SetWriteDeadline(time.Now().Add(udpSendTimeout)); err != nil {
 		return fmt.Errorf("heartbeat: udp: %w", err)
 	}
-	peer, err := p.peerAddr()
+	peer, err := p.peer.Resolve()
 	if err != nil {
-		return err
+		return fmt.Errorf("heartbeat: udp peer: %w", err)
 	}
 	if _, err := p.conn.WriteToUDP(b, peer); err != nil {
 		return fmt.Errorf("heartbeat: udp: send to %s: %w", peer, err)
 	}
 	return nil
-}
-
-// resolveEvery bounds the lookups of a peer name that does not resolve.
-const resolveEvery = time.Second
-
-// peerAddr is the peer's address, looked up until it resolves once.
-func (p *UDPPath) peerAddr() (*net.UDPAddr, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.peer != nil {
-		return p.peer, nil
-	}
-	if now := time.Now(); !p.resolved.IsZero() && now.Sub(p.resolved) < resolveEvery {
-		return nil, fmt.Errorf("heartbeat: udp peer address %q does not resolve yet", p.name)
-	}
-	p.resolved = time.Now()
-	raddr, err := net.ResolveUDPAddr("udp", p.name)
-	if err != nil {
-		return nil, fmt.Errorf("heartbeat: udp peer address %q: %w", p.name, err)
-	}
-	p.peer = raddr
-	return raddr, nil
 }
 
 // Receive returns the datagrams received; datagrams above MaxDatagram

@@ -18,17 +18,15 @@ import (
 type Client struct {
 	node string
 	key  []byte
-	addr string       // the witness's host:port, as configured
-	conn *net.UDPConn // unconnected: the name may resolve later
+	addr *heartbeat.LazyAddr // the name may resolve later
+	conn *net.UDPConn        // unconnected, for that reason
 	v    *heartbeat.Verifier
 	boot uint64
 	done chan struct{}
 
-	mu       sync.Mutex
-	to       *net.UDPAddr // nil until addr resolves
-	resolved time.Time    // the last lookup
-	counter  uint64
-	waiting  map[uint64]chan Reply // by request counter
+	mu      sync.Mutex
+	counter uint64
+	waiting map[uint64]chan Reply // by request counter
 }
 
 // Dial returns a client of the witness at addr for node, with the pair's
@@ -41,8 +39,9 @@ func Dial(addr, node string, key []byte) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" || port == "0" {
-		return nil, fmt.Errorf("witness: address %q is not host:port", addr)
+	to, err := heartbeat.NewLazyAddr(addr)
+	if err != nil {
+		return nil, fmt.Errorf("witness: %w", err)
 	}
 	conn, err := net.ListenUDP("udp", nil)
 	if err != nil {
@@ -50,7 +49,7 @@ func Dial(addr, node string, key []byte) (*Client, error) {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	c := &Client{node: node, key: append([]byte(nil), key...), addr: addr, conn: conn, v: v, boot: binary.BigEndian.Uint64(b[:]),
+	c := &Client{node: node, key: append([]byte(nil), key...), addr: to, conn: conn, v: v, boot: binary.BigEndian.Uint64(b[:]),
 		done: make(chan struct{}), waiting: map[uint64]chan Reply{}}
 	go c.read()
 	return c, nil
@@ -93,7 +92,7 @@ func (c *Client) Ask(ctx context.Context, r Request) (rep Reply, sent time.Time,
 		if err != nil {
 			return Reply{}, time.Time{}, err
 		}
-		if to := c.witness(); to != nil {
+		if to, err := c.addr.Resolve(); err == nil {
 			_, _ = c.conn.WriteToUDP(b, to) // a refused send is a lost datagram: retried
 		}
 		select {
@@ -106,22 +105,6 @@ func (c *Client) Ask(ctx context.Context, r Request) (rep Reply, sent time.Time,
 			return Reply{}, time.Time{}, errors.New("witness: client closed")
 		}
 	}
-}
-
-// witness is the witness's address, looked up at most once a second
-// until it resolves (a name that does not resolve yet is a witness that
-// does not answer, not an error that stops the node).
-func (c *Client) witness() *net.UDPAddr {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.to != nil || (!c.resolved.IsZero() && time.Since(c.resolved) < time.Second) {
-		return c.to
-	}
-	c.resolved = time.Now()
-	if ua, err := net.ResolveUDPAddr("udp", c.addr); err == nil {
-		c.to = ua
-	}
-	return c.to
 }
 
 // Close stops the client.
