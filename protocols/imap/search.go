@@ -10,43 +10,54 @@ import (
 	"github.com/twinbox/twinbox/store"
 )
 
+// returnOptions reads an optional RETURN (...) of ESEARCH (RFC 4731) or
+// ESORT (RFC 5267) and the space after it: the options (ALL when the
+// list is empty) and whether RETURN was given.
+func (s *session) returnOptions(cmd string) (ret []string, extended bool, err error) {
+	p := &s.p
+	w := s.peekWord()
+	if !strings.EqualFold(w, "RETURN") {
+		return nil, false, nil
+	}
+	p.pos += len(w)
+	if err := p.sp(); err != nil {
+		return nil, false, err
+	}
+	err = p.list(func() error {
+		a, err := p.atom()
+		if err != nil {
+			return err
+		}
+		a = strings.ToUpper(a)
+		switch a {
+		case "MIN", "MAX", "ALL", "COUNT":
+		default:
+			return bad("Unknown %s return option %s", cmd, a)
+		}
+		ret = append(ret, a)
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if err := p.sp(); err != nil {
+		return nil, false, err
+	}
+	if len(ret) == 0 {
+		ret = []string{"ALL"}
+	}
+	return ret, true, nil
+}
+
 // cmdSearch runs SEARCH and UID SEARCH, with ESEARCH's RETURN (RFC 4731).
 func (s *session) cmdSearch(uid bool) error {
 	p := &s.p
 	if err := p.sp(); err != nil {
 		return err
 	}
-	var ret []string
-	esearch := false
-	if w := s.peekWord(); strings.EqualFold(w, "RETURN") {
-		p.pos += len(w)
-		if err := p.sp(); err != nil {
-			return err
-		}
-		esearch = true
-		err := p.list(func() error {
-			a, err := p.atom()
-			if err != nil {
-				return err
-			}
-			a = strings.ToUpper(a)
-			switch a {
-			case "MIN", "MAX", "ALL", "COUNT":
-			default:
-				return bad("Unknown SEARCH return option %s", a)
-			}
-			ret = append(ret, a)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if err := p.sp(); err != nil {
-			return err
-		}
-		if len(ret) == 0 {
-			ret = []string{"ALL"}
-		}
+	ret, esearch, err := s.returnOptions("SEARCH")
+	if err != nil {
+		return err
 	}
 	if w := s.peekWord(); strings.EqualFold(w, "CHARSET") {
 		p.pos += len(w)

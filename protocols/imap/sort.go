@@ -32,41 +32,13 @@ func (s *session) cmdSort(uid bool) error {
 	if err := p.sp(); err != nil {
 		return err
 	}
-	var ret []string
-	esort := false
-	if w := s.peekWord(); strings.EqualFold(w, "RETURN") {
-		p.pos += len(w)
-		if err := p.sp(); err != nil {
-			return err
-		}
-		esort = true
-		err := p.list(func() error {
-			a, err := p.atom()
-			if err != nil {
-				return err
-			}
-			a = strings.ToUpper(a)
-			switch a {
-			case "MIN", "MAX", "ALL", "COUNT":
-			default:
-				return bad("Unknown SORT return option %s", a)
-			}
-			ret = append(ret, a)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if err := p.sp(); err != nil {
-			return err
-		}
-		if len(ret) == 0 {
-			ret = []string{"ALL"}
-		}
+	ret, esort, err := s.returnOptions("SORT")
+	if err != nil {
+		return err
 	}
 	var keys []sortKey
 	reverse := false
-	err := p.list(func() error {
+	err = p.list(func() error {
 		a, err := p.atom()
 		if err != nil {
 			return err
