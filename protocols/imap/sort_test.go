@@ -48,3 +48,26 @@ func containsBad(tagged string) bool {
 	}
 	return false
 }
+
+// TestSearchReturn (RFC 4731): SEARCH RETURN answers ESEARCH with the
+// options asked; an empty list means ALL; an unknown option is BAD.
+func TestSearchReturn(t *testing.T) {
+	e := prototest.Start(t, nil)
+	for _, subject := range []string{"one", "two", "three"} { // distinct: a same message again is a retry
+		send(t, e, []byte("Subject: "+subject+"\r\n\r\nx\r\n"), "alice@localhost")
+	}
+	s := loginRaw(t, e, "alice")
+	s.ok("SELECT INBOX")
+	for cmd, want := range map[string]string{
+		"SEARCH RETURN (MIN MAX COUNT) ALL": " MIN 1 MAX 3 COUNT 3",
+		"SEARCH RETURN () ALL":              " ALL 1:3",
+	} {
+		u := s.ok(cmd)
+		if len(u) != 1 || len(u[0]) < len(want) || u[0][len(u[0])-len(want):] != want || u[0][:10] != "* ESEARCH " {
+			t.Errorf("%s: %q, want an ESEARCH ending %q", cmd, u, want)
+		}
+	}
+	if _, tagged := s.do("SEARCH RETURN (FIRST) ALL"); !containsBad(tagged) {
+		t.Errorf("SEARCH RETURN (FIRST): %q, want BAD", tagged)
+	}
+}
