@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -42,11 +43,16 @@ type LogOptions struct {
 // sequence numbers are the log's. Append fsyncs (the server runs with
 // SyncAlways) before it returns.
 type Log struct {
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	st   jetstream.Stream
+	nc *nats.Conn
+	js jetstream.JetStream
+	// st is the stream; Reset (and State, after a failed Reset) replace
+	// it while status readers use it, so it is read with stream().
+	st   atomic.Pointer[jetstream.Stream]
 	opts LogOptions
 }
+
+// stream is the log's current stream.
+func (l *Log) stream() jetstream.Stream { return *l.st.Load() }
 
 // Connect opens an in-process client connection to a node's own server.
 func Connect(s *server.Server, user, password, name string) (*nats.Conn, error) {
@@ -108,7 +114,7 @@ func (l *Log) open(ctx context.Context) error {
 	if info.Config.Storage != jetstream.FileStorage {
 		return fmt.Errorf("%w: stream %s is not on disk", ErrWeakDurable, StreamName)
 	}
-	l.st = st
+	l.st.Store(&st)
 	return nil
 }
 
@@ -157,12 +163,12 @@ type State struct {
 // A stream that is gone (a Reset that could not create it again) is
 // created again here, so that the node can go on.
 func (l *Log) State(ctx context.Context) (State, error) {
-	s, err := stateOf(ctx, l.st)
+	s, err := stateOf(ctx, l.stream())
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if oerr := l.open(ctx); oerr != nil {
 			return State{}, errors.Join(err, oerr)
 		}
-		return stateOf(ctx, l.st)
+		return stateOf(ctx, l.stream())
 	}
 	return s, err
 }
@@ -296,11 +302,11 @@ func (l *Log) Get(ctx context.Context, seq uint64) (Entry, error) {
 	if s.Last == 0 || seq < s.First || seq > s.Last {
 		return Entry{}, fmt.Errorf("%w: %d", ErrNoSuchEntry, seq)
 	}
-	rec, err := findRecord(ctx, l.st, s, seq)
+	rec, err := findRecord(ctx, l.stream(), s, seq)
 	if err != nil {
 		return Entry{}, err
 	}
-	r, err := readRecord(ctx, l.st, rec)
+	r, err := readRecord(ctx, l.stream(), rec)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -321,13 +327,13 @@ func (l *Log) Replay(ctx context.Context, from, until uint64, fn func(e *Entry) 
 	if until == 0 || until > s.Last {
 		until = s.Last
 	}
-	rec, err := findRecord(ctx, l.st, s, from)
+	rec, err := findRecord(ctx, l.stream(), s, from)
 	if err != nil {
 		return err
 	}
 	// Walk back over records that end inside a chunked operation.
 	for rec > s.FirstRecord {
-		prev, err := readRecord(ctx, l.st, rec-1)
+		prev, err := readRecord(ctx, l.stream(), rec-1)
 		if err != nil || !prev[len(prev)-1].IsChunk() {
 			break
 		}
@@ -335,7 +341,7 @@ func (l *Log) Replay(ctx context.Context, from, until uint64, fn func(e *Entry) 
 	}
 	var asm assembler
 	for ; rec <= s.LastRecord; rec++ {
-		r, err := readRecord(ctx, l.st, rec)
+		r, err := readRecord(ctx, l.stream(), rec)
 		if err != nil {
 			return err
 		}
@@ -364,9 +370,9 @@ func (l *Log) Trim(ctx context.Context, below uint64) error {
 	if err != nil || s.Last == 0 || below <= s.First {
 		return err
 	}
-	rec, err := findRecord(ctx, l.st, s, below)
+	rec, err := findRecord(ctx, l.stream(), s, below)
 	if err != nil || rec <= s.FirstRecord {
 		return err
 	}
-	return l.st.Purge(ctx, jetstream.WithPurgeSequence(rec))
+	return l.stream().Purge(ctx, jetstream.WithPurgeSequence(rec))
 }
